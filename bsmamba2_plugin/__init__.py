@@ -1,0 +1,38 @@
+"""BSMamba2 (arXiv 2508.14556) as an msst model type: `--model_type bsmamba2`.
+
+Importing this package is free: it loads no torch, mamba_ssm, Triton or CUDA.
+The public names below are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "BSMamba2": "model",
+    "BSMamba2Config": "config",
+    "build_model": "registry",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import BSMamba2Config
+    from .model import BSMamba2
+    from .registry import build_model
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bsmamba2_plugin' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,158 @@
+"""Mamba2 mixer and the bidirectional BiMamba2 block of BSMamba2.
+
+`Mamba2Mixer` is mamba_ssm's `Mamba2` (v2.2, the version the official code pins)
+with ngroups 1, no in/out bias, a depthwise causal conv with bias, a scalar decay
+per head, D per head and the gated RMSNorm before `out_proj`. Both backends
+(`ssd.get_backend`) run on the *same* parameters and parameter names, so a state
+dict saved under one loads and runs under the other, and official / msst
+`bs_mamba2` checkpoints load strictly.
+
+`BiMamba2` (the official `MambaBlock` with n_layer 1, bidirectional):
+    f = x + Mamba2_f(RMSNorm_f(x))
+    b = x + flip(Mamba2_b(RMSNorm_b(flip(x))))
+    y = x + ConvTranspose1d_1x1([f; b])
+Deviation: the depthwise conv is always `F.conv1d` (also on the kernel backend);
+mamba_ssm would use causal-conv1d's CUDA build, which takes > 7 minutes to compile.
+
+Axes: n sequences, l length, d features, h heads, p head dim, s state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import BSMamba2Config
+from .ssd import Backend, get_backend, resolve_backend
+
+__all__ = ["BiMamba2", "GatedRMSNorm", "Mamba2Mixer", "PreNormMixer", "RMSNorm"]
+
+
+class RMSNorm(nn.Module):
+    """mamba_ssm's RMSNorm: x * rsqrt(mean(x^2) + eps) * weight, in float32 or wider."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (..., dim). Returns: (..., dim) in the dtype of x."""
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        out = wide * torch.rsqrt(wide.square().mean(-1, keepdim=True) + self.eps)
+        return (out * self.weight.to(wide.dtype)).to(x.dtype)
+
+
+class GatedRMSNorm(nn.Module):
+    """Holds the weight of the mixer's gated RMSNorm; the math is the backend's."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor, backend: Backend) -> torch.Tensor:
+        """Args: y, z (..., dim). Returns: RMSNorm(y * silu(z)) * weight, (..., dim)."""
+        return backend.gated_rmsnorm(y, z, self.weight, self.eps)
+
+
+class Mamba2Mixer(nn.Module):
+    """One Mamba2 mixer: in_proj -> causal conv + SiLU -> SSD -> gated RMSNorm -> out_proj."""
+
+    def __init__(self, dim: int, *, d_state: int, d_conv: int, expand: int, headdim: int,
+                 chunk_size: int | None, backend: str) -> None:
+        super().__init__()
+        self.d_inner = expand * dim
+        self.d_state = d_state
+        self.headdim = headdim
+        self.nheads = self.d_inner // headdim
+        self.chunk_size = chunk_size
+        self.backend = backend
+        conv_dim = self.d_inner + 2 * d_state
+        # Packed projection, in this order: [z | x | B | C | dt].
+        self.in_proj = nn.Linear(dim, 2 * self.d_inner + 2 * d_state + self.nheads, bias=False)
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim, padding=d_conv - 1)
+        self.dt_bias = nn.Parameter(torch.empty(self.nheads))
+        self.A_log = nn.Parameter(torch.empty(self.nheads))
+        self.D = nn.Parameter(torch.ones(self.nheads))
+        self.norm = GatedRMSNorm(self.d_inner)
+        self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+        self.reset_ssm_parameters()
+
+    def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1,
+                             dt_init_floor: float = 1e-4,
+                             a_init_range: tuple[float, float] = (1.0, 16.0)) -> None:
+        """mamba_ssm's initialisation: dt = exp(U[ln dt_min, ln dt_max]) (>= floor),
+        dt_bias = softplus^-1(dt); A_log = ln U[a_init_range]; D = 1."""
+        with torch.no_grad():
+            dt = torch.exp(torch.rand(self.nheads) * (math.log(dt_max) - math.log(dt_min))
+                           + math.log(dt_min)).clamp(min=dt_init_floor)
+            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            self.A_log.copy_(torch.empty(self.nheads).uniform_(*a_init_range).log())
+            self.D.fill_(1.0)
+        # mamba_ssm exempts these from weight decay; optimisers that look may honour it.
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True  # type: ignore[attr-defined]
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """Args: u (n, l, dim). Returns: (n, l, dim)."""
+        n, length, _ = u.shape
+        backend = get_backend(resolve_backend(self.backend, u.device))
+        z, xbc, dt = self.in_proj(u).split(
+            [self.d_inner, self.d_inner + 2 * self.d_state, self.nheads], dim=-1)
+        # Depthwise causal conv: pad d_conv - 1 on both sides, keep the first l outputs.
+        xbc = self.conv1d(xbc.transpose(1, 2))[..., :length].transpose(1, 2)
+        x, B, C = F.silu(xbc).split([self.d_inner, self.d_state, self.d_state], dim=-1)
+        y = backend.ssd(
+            x.reshape(n, length, self.nheads, self.headdim), dt,
+            -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32))),
+            B.reshape(n, length, 1, self.d_state), C.reshape(n, length, 1, self.d_state),
+            self.D, chunk_size=self.chunk_size, dt_bias=self.dt_bias, dt_softplus=True,
+        )
+        y = self.norm(y.reshape(n, length, self.d_inner), z, backend)
+        return self.out_proj(y)
+
+
+class PreNormMixer(nn.Module):
+    """mamba_ssm's `Block` with no MLP: returns mixer(norm(x)); the caller adds x."""
+
+    def __init__(self, dim: int, mixer: Mamba2Mixer) -> None:
+        super().__init__()
+        self.norm = RMSNorm(dim)
+        self.mixer = mixer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (n, l, dim). Returns: (n, l, dim)."""
+        return self.mixer(self.norm(x))
+
+
+class BiMamba2(nn.Module):
+    """Forward and time-reversed Mamba2 (separate weights), concat, 1x1 projection.
+
+    Names follow the official `MambaBlock`: `forward_blocks.0`, `backward_blocks.0`,
+    `linear` (a ConvTranspose1d(2 dim -> dim, kernel 1), weight shape (2 dim, dim, 1)).
+    """
+
+    def __init__(self, config: BSMamba2Config) -> None:
+        super().__init__()
+        dim = config.dim
+
+        def branch() -> PreNormMixer:
+            return PreNormMixer(dim, Mamba2Mixer(
+                dim, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+                headdim=config.headdim, chunk_size=config.chunk_size, backend=config.backend))
+
+        self.forward_blocks = nn.ModuleList([branch()])
+        self.backward_blocks = nn.ModuleList([branch()])
+        self.linear = nn.ConvTranspose1d(2 * dim, dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (n, l, dim). Returns: (n, l, dim)."""
+        forward = x + self.forward_blocks[0](x)
+        backward = x + self.backward_blocks[0](x.flip(1)).flip(1)
+        both = torch.cat([forward, backward], dim=-1)
+        # A kernel-1 ConvTranspose1d is a matmul with its (2 dim, dim) weight.
+        return x + F.linear(both, self.linear.weight[:, :, 0].t(), self.linear.bias)

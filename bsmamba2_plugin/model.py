@@ -1,0 +1,170 @@
+"""BSMamba2: band-split dual-path bidirectional Mamba2 for music source separation.
+
+Paper: E. Kim, Y.-H. Choi, "Mamba2 Meets Silence: Robust Vocal Source Separation
+for Sparse Regions", arXiv 2508.14556 (2025); official code EuiYeonKim/BSMamba2.
+The graph (SPEC.md section 2):
+
+    waveform (b, c, s)
+      -> STFT (n_fft 2048, hop 441, Hann, center)            (b, c, f, t) complex
+      -> band features, order (bin, channel, re/im)           (b, t, sum d_k)
+      -> BandSplit: per band RMSNorm + Linear                 (b, t, k, d)
+      -> depth x [BiMamba2 along t for each band,
+                  BiMamba2 along k for each frame]            (b, t, k, d)
+      -> final RMSNorm, per stem MaskEstimator                (b, s, t, sum d_k)
+      -> complex mask * mixture STFT -> iSTFT                 (b, s, c, samples)
+
+Axes: b batch, s stems, c audio channels, f frequency bins, k bands, t frames,
+d features, h heads, p head dim, n state.
+
+Deliberate differences from msst's `bs_mamba2` (same graph, same state dict):
+- no loss inside `forward` (losses live in the plugin loss module);
+- the analysis window has `stft_win_length` samples (msst always uses 2048);
+- inputs shorter than n_fft // 2 + 1 samples, which reflect padding cannot take,
+  are zero-padded at the end and the output is cut back to the input length;
+- the Mamba2 scan runs on the reference (pure PyTorch) or kernel (mamba_ssm Triton)
+  backend, chosen by `backend`; msst's version needs mamba_ssm and CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .bandsplit import BandSplit, MaskEstimator, ScaledL2Norm
+from .config import BSMamba2Config
+from .mamba2 import BiMamba2
+
+__all__ = ["BSMamba2"]
+
+
+class BSMamba2(nn.Module):
+    """The BSMamba2 separator (waveform in, stems out).
+
+    Build it from msst `model:` keys, `BSMamba2(dim=256, depth=6, ...)`, or from a
+    parsed config, `BSMamba2(BSMamba2Config.paper())`. With no arguments it is the
+    paper's model (48,098,188 parameters).
+
+    Args:
+        config: a `BSMamba2Config`; leave None to build one from `model_keys`.
+        **model_keys: msst `model:` keys (see `BSMamba2Config`).
+
+    Raises:
+        KeyError, ValueError, TypeError: bad keys or values (see
+            `BSMamba2Config.from_mapping`).
+    """
+
+    def __init__(self, config: BSMamba2Config | None = None, **model_keys: object) -> None:
+        super().__init__()
+        if config is None:
+            config = BSMamba2Config.from_mapping(model_keys)
+        elif model_keys:
+            raise TypeError("BSMamba2: pass either a BSMamba2Config or model keys, not both "
+                            f"(got a config and {sorted(model_keys)}).")
+        elif not isinstance(config, BSMamba2Config):
+            raise TypeError(f"BSMamba2: config must be a BSMamba2Config, got "
+                            f"{type(config).__name__}. Fix: BSMamba2(**model_keys) takes a "
+                            f"plain mapping.")
+        self.config = config
+        self.band_split = BandSplit(config.dim, config.band_widths)
+        self.layers = nn.ModuleList(
+            nn.ModuleList([BiMamba2(config), BiMamba2(config)]) for _ in range(config.depth)
+        )
+        self.final_norm = ScaledL2Norm(config.dim)
+        self.mask_estimators = nn.ModuleList(
+            MaskEstimator(config.dim, config.band_widths, config.mask_estimator_depth)
+            for _ in range(config.num_stems)
+        )
+
+    @classmethod
+    def from_config(cls, config: BSMamba2Config) -> BSMamba2:
+        return cls(config)
+
+    # ------------------------------------------------------------------ STFT
+    def _stft_args(self, dtype: torch.dtype, device: torch.device) -> dict:
+        cfg = self.config
+        # Made per call in the working dtype: a float32 window cast to float64 would
+        # carry float32 rounding. Not a buffer, so the state dict matches the official one.
+        window = torch.hann_window(cfg.stft_win_length, dtype=dtype, device=device)
+        return dict(n_fft=cfg.stft_n_fft, hop_length=cfg.stft_hop_length,
+                    win_length=cfg.stft_win_length, window=window, center=True,
+                    normalized=cfg.stft_normalized, onesided=True)
+
+    def _check_input(self, mixture: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if not torch.is_tensor(mixture) or not mixture.is_floating_point():
+            raise TypeError(f"BSMamba2.forward: expected a floating-point tensor (batch, "
+                            f"channels, samples), got {type(mixture).__name__}"
+                            f"{'' if not torch.is_tensor(mixture) else ' of ' + str(mixture.dtype)}.")
+        if mixture.dim() == 2 and cfg.n_channels == 1:
+            mixture = mixture.unsqueeze(1)  # (b, s) is accepted for mono, as in msst
+        if mixture.dim() != 3:
+            raise ValueError(f"BSMamba2.forward: expected (batch, channels, samples), got shape "
+                             f"{tuple(mixture.shape)}.")
+        if mixture.shape[1] != cfg.n_channels:
+            raise ValueError(
+                f"BSMamba2.forward: the model has model.stereo={cfg.stereo} and takes "
+                f"{cfg.n_channels} channel(s), got {mixture.shape[1]} (input shape "
+                f"{tuple(mixture.shape)}). Fix: pass (batch, {cfg.n_channels}, samples), or "
+                f"set model.stereo to {not cfg.stereo}."
+            )
+        if mixture.shape[-1] < 1:
+            raise ValueError("BSMamba2.forward: the input has 0 samples; need at least 1.")
+        return mixture
+
+    # --------------------------------------------------------------- forward
+    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+        """Separate stems from a mixture.
+
+        Args:
+            mixture: (b, c, samples) waveform, c = 2 if stereo else 1 (mono also takes
+                (b, samples)), any length >= 1 sample.
+
+        Returns:
+            (b, num_stems, c, samples) estimates, float32 (float64 for float64 input).
+        """
+        mixture = self._check_input(mixture)
+        cfg = self.config
+        batch, channels, n_samples = mixture.shape
+        real = torch.float64 if mixture.dtype == torch.float64 else torch.float32
+        audio = mixture.to(real)
+        min_samples = cfg.stft_n_fft // 2 + 1  # reflect padding needs more than n_fft // 2
+        padded = max(n_samples, min_samples)
+        if padded > n_samples:
+            audio = F.pad(audio, (0, padded - n_samples))
+
+        stft_args = self._stft_args(real, audio.device)
+        spec = torch.stft(audio.reshape(batch * channels, padded), return_complex=True,
+                          pad_mode="reflect", **stft_args)
+        n_bins, n_frames = spec.shape[-2:]
+        spec = spec.view(batch, channels, n_bins, n_frames)
+        # (b, c, f, t) complex -> (b, t, f * c * 2) real, innermost (bin, channel, re/im)
+        features = torch.view_as_real(spec).permute(0, 3, 2, 1, 4).reshape(
+            batch, n_frames, n_bins * channels * 2)
+
+        x = self.band_split(features)  # (b, t, k, d)
+        x = self._dual_path(x)
+        x = self.final_norm(x)
+
+        masks = torch.stack([estimator(x) for estimator in self.mask_estimators], dim=1)
+        n_stems = masks.shape[1]
+        # (b, s, t, f * c * 2) -> (b, s, c, f, t) complex, same feature order as above
+        masks = masks.to(real).view(batch, n_stems, n_frames, n_bins, channels, 2)
+        masks = torch.view_as_complex(masks.permute(0, 1, 4, 3, 2, 5).contiguous())
+        estimates = spec.unsqueeze(1) * masks
+        out = torch.istft(estimates.reshape(batch * n_stems * channels, n_bins, n_frames),
+                          length=padded, **stft_args)
+        return out.view(batch, n_stems, channels, padded)[..., :n_samples]
+
+    def _dual_path(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (b, t, k, d). Returns: (b, t, k, d)."""
+        batch, n_frames, n_bands, dim = x.shape
+        for time_layer, band_layer in self.layers:
+            # along time, one sequence per (batch, band)
+            x = x.transpose(1, 2).reshape(batch * n_bands, n_frames, dim)
+            x = time_layer(x)
+            # along bands, one sequence per (batch, frame)
+            x = x.view(batch, n_bands, n_frames, dim).transpose(1, 2)
+            x = band_layer(x.reshape(batch * n_frames, n_bands, dim))
+            x = x.view(batch, n_frames, n_bands, dim)
+        return x

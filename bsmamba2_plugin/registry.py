@@ -1,0 +1,44 @@
+"""What msst (and anyone else) touches: the model type name and its factory.
+
+`build_model` is the single place where an msst `model:` section is parsed; below
+it, code only sees a `BSMamba2Config`. The model module is imported lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import BSMamba2
+
+__all__ = ["CAPABILITIES", "MODEL_TYPE", "Capabilities", "build_model"]
+
+MODEL_TYPE = "bsmamba2"
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What the model declares about itself (read by the msst bridge, never guessed
+    from the model-type name)."""
+
+    returns_stems: bool = True  # forward(mixture) -> (b, stems, c, samples)
+    computes_own_loss: bool = False  # forward never takes a target
+    backends: tuple[str, ...] = ("auto", "reference", "kernel")
+
+
+CAPABILITIES = Capabilities()
+
+
+def build_model(model_cfg: Mapping[str, Any], path: str = "model") -> BSMamba2:
+    """Build a `BSMamba2` from an msst `model:` section (dict or ConfigDict).
+
+    Raises:
+        KeyError, ValueError, TypeError: see `BSMamba2Config.from_mapping`; messages
+            name the key as `<path>.<key>`.
+    """
+    from .config import BSMamba2Config
+    from .model import BSMamba2
+
+    return BSMamba2(BSMamba2Config.from_mapping(model_cfg, path=path))

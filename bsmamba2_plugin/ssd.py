@@ -1,0 +1,373 @@
+"""The Mamba2 scan (SSD, state-space duality) and gated RMSNorm, in two tiers.
+
+Notation (Dao & Gu, "Transformers are SSMs", arXiv 2405.21060), per head h with
+state S_t in R^{P x N} (P = headdim, N = d_state) and S_0 = 0:
+
+    dt_t = softplus(dt_raw_t + dt_bias_h)          a_h = A_h < 0
+    S_t  = exp(dt_t * a_h) * S_{t-1} + dt_t * x_t B_t^T
+    y_t  = S_t C_t + D_h * x_t
+
+`ssd_reference` computes this in chunks of Q steps: inside a chunk through the
+quadratic ("attention-like") form, across chunks through the recurrence on chunk
+states. It is pure PyTorch, runs on any device and any length, accumulates in
+float32, and holds no tensor larger than one (Q x Q) block per chunk and head.
+`ssd_kernel` is a thin adapter to mamba_ssm's Triton kernel with the same
+arguments; it is the only place (with `gated_rmsnorm_kernel`) that imports mamba_ssm,
+and it does so lazily, inside the call.
+
+Axes: b batch, l sequence, c chunks, q steps in a chunk, h heads, p head dim,
+g groups (B and C are shared by the heads of one group), n state.
+
+Deviation from mamba_ssm's own reference (`ssd_chunk_scan_combined_ref`): the decay
+inside a chunk is masked with -inf *before* exp, so no inf * 0 = NaN appears in the
+gradients; and lengths need not be a multiple of the chunk (the tail is padded at
+the end with dt = 0, which is causal-neutral, and cut off).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import math
+import sys
+import types
+from typing import NamedTuple
+
+import torch
+from torch.nn import functional as F
+
+from .config import BACKENDS
+
+__all__ = [
+    "KERNEL_CHUNK_SIZE",
+    "MAMBA_INSTALL_HINT",
+    "Backend",
+    "describe_backend",
+    "gated_rmsnorm_kernel",
+    "gated_rmsnorm_reference",
+    "get_backend",
+    "load_mamba_triton",
+    "reference_chunk_size",
+    "resolve_backend",
+    "ssd_kernel",
+    "ssd_reference",
+]
+
+logger = logging.getLogger("bsmamba2_plugin")
+
+KERNEL_CHUNK_SIZE = 256  # mamba_ssm's Mamba2 default
+_REFERENCE_CHUNK = 64  # fastest on CPU for the time axis (GPU.md); accurate in fp32
+_REFERENCE_SINGLE_CHUNK_MAX = 96  # up to here one quadratic block beats chunking
+
+MAMBA_INSTALL_HINT = (
+    "The 'kernel' backend needs mamba_ssm (>= 2.2) and Triton on a CUDA machine. Install "
+    "it with `pip install 'bsmamba2-plugin[kernel]'`, or, to skip compiling its CUDA "
+    "extension (the Mamba2 kernels are pure Triton): `MAMBA_SKIP_CUDA_BUILD=TRUE "
+    "MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation --no-deps mamba-ssm`. "
+    "causal-conv1d is not needed. Or set model.backend to 'reference' (pure PyTorch, any "
+    "device)."
+)
+
+
+# --------------------------------------------------------------------- reference
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types, else the dtype itself (float64 stays float64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def reference_chunk_size(seqlen: int) -> int:
+    """Chunk length `ssd_reference` uses when none is given.
+
+    Short sequences (the 62-band axis) are one quadratic block; longer ones (the time
+    axis) use chunks of 64, the fastest on CPU and accurate in float32.
+    """
+    return seqlen if seqlen <= _REFERENCE_SINGLE_CHUNK_MAX else _REFERENCE_CHUNK
+
+
+def _check_ssd_args(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                    C: torch.Tensor, D: torch.Tensor | None, dt_bias: torch.Tensor | None,
+                    chunk_size: int | None) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"ssd: x must be (batch, seqlen, nheads, headdim), got shape "
+                         f"{tuple(x.shape)}.")
+    batch, seqlen, nheads, _ = x.shape
+    if dt.shape != (batch, seqlen, nheads):
+        raise ValueError(f"ssd: dt must be {(batch, seqlen, nheads)}, got {tuple(dt.shape)}.")
+    if A.shape != (nheads,):
+        raise ValueError(f"ssd: A must be ({nheads},), got {tuple(A.shape)}.")
+    if B.dim() != 4 or B.shape[:2] != (batch, seqlen) or B.shape != C.shape:
+        raise ValueError(f"ssd: B and C must both be (batch, seqlen, ngroups, dstate) with "
+                         f"batch={batch}, seqlen={seqlen}; got {tuple(B.shape)} and "
+                         f"{tuple(C.shape)}.")
+    if nheads % B.shape[2]:
+        raise ValueError(f"ssd: nheads={nheads} is not a multiple of ngroups={B.shape[2]}.")
+    for name, t in (("D", D), ("dt_bias", dt_bias)):
+        if t is not None and t.shape != (nheads,):
+            raise ValueError(f"ssd: {name} must be ({nheads},), got {tuple(t.shape)}.")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"ssd: chunk_size must be a positive integer, got {chunk_size}.")
+
+
+def ssd_reference(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = True,
+) -> torch.Tensor:
+    """Chunked SSD scan in pure PyTorch (any device, any length, >= float32 inside).
+
+    Args:
+        x: (b, l, h, p) inputs.
+        dt: (b, l, h) step sizes, before `dt_bias` and softplus.
+        A: (h,) negative decay rates (A = -exp(A_log)).
+        B: (b, l, g, n) input projections; g divides h.
+        C: (b, l, g, n) output projections.
+        D: (h,) skip weights, or None.
+        chunk_size: steps per chunk; None uses `reference_chunk_size(l)`.
+        dt_bias: (h,) added to dt before the softplus, or None.
+        dt_softplus: apply softplus to dt (+ dt_bias).
+
+    Returns:
+        y: (b, l, h, p) in the dtype of x.
+    """
+    _check_ssd_args(x, dt, A, B, C, D, dt_bias, chunk_size)
+    batch, seqlen, nheads, headdim = x.shape
+    ngroups, dstate = B.shape[2], B.shape[3]
+    out_dtype = x.dtype
+    compute = _compute_dtype(x.dtype)
+    x, dt, A, B, C = (t.to(compute) for t in (x, dt, A, B, C))
+    if dt_bias is not None:
+        dt = dt + dt_bias.to(compute)
+    if dt_softplus:
+        dt = F.softplus(dt)
+
+    q = min(chunk_size or reference_chunk_size(seqlen), seqlen)
+    n_chunks = math.ceil(seqlen / q)
+    pad = n_chunks * q - seqlen
+    if pad:  # at the end: dt = 0 there, so the padded steps touch no real output
+        x = F.pad(x, (0, 0, 0, 0, 0, pad))
+        dt = F.pad(dt, (0, 0, 0, pad))
+        B = F.pad(B, (0, 0, 0, 0, 0, pad))
+        C = F.pad(C, (0, 0, 0, 0, 0, pad))
+
+    heads_per_group = nheads // ngroups
+    # (b, l, h, p) -> (b, c, h, q, p); B, C -> (b, c, g, q, n); dt -> (b, c, h, q)
+    xc = x.view(batch, n_chunks, q, nheads, headdim).permute(0, 1, 3, 2, 4)
+    Bc = B.view(batch, n_chunks, q, ngroups, dstate).permute(0, 1, 3, 2, 4)
+    Cc = C.view(batch, n_chunks, q, ngroups, dstate).permute(0, 1, 3, 2, 4)
+    dtc = dt.view(batch, n_chunks, q, nheads).permute(0, 1, 3, 2)
+    a_cum = torch.cumsum(dtc * A.view(1, 1, nheads, 1), dim=-1)  # (b, c, h, q)
+
+    def per_head(t: torch.Tensor) -> torch.Tensor:
+        """(b, c, g, ...) -> broadcastable against (b, c, h, ...)."""
+        if ngroups == 1:
+            return t
+        return t.repeat_interleave(heads_per_group, dim=2)
+
+    # Inside each chunk: y_i = sum_{j<=i} (C_i . B_j) exp(a_cum_i - a_cum_j) dt_j x_j.
+    causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
+    segment = a_cum.unsqueeze(-1) - a_cum.unsqueeze(-2)  # (b, c, h, q_i, q_j)
+    decay = torch.exp(segment.masked_fill(~causal, -math.inf))
+    scores = per_head(Cc @ Bc.transpose(-1, -2)) * decay * dtc.unsqueeze(-2)
+    y = scores @ xc  # (b, c, h, q, p)
+
+    if n_chunks > 1:
+        # State each chunk hands on: sum_j exp(a_cum_last - a_cum_j) dt_j x_j B_j^T.
+        weight = torch.exp(a_cum[..., -1:] - a_cum) * dtc  # (b, c, h, q)
+        chunk_states = (xc * weight.unsqueeze(-1)).transpose(-1, -2) @ per_head(Bc)
+        # Recurrence across chunks on (b, h, p, n) states, in float32.
+        chunk_decay = torch.exp(a_cum[..., -1])  # (b, c, h)
+        carried = [torch.zeros_like(chunk_states[:, 0])]
+        for c in range(n_chunks - 1):
+            carried.append(carried[-1] * chunk_decay[:, c, :, None, None] + chunk_states[:, c])
+        states_in = torch.stack(carried, dim=1)  # state entering each chunk
+        # y_i += exp(a_cum_i) * C_i S_in  (zero for the first chunk; skip it)
+        y_off = (per_head(Cc[:, 1:]) @ states_in[:, 1:].transpose(-1, -2)) \
+            * torch.exp(a_cum[:, 1:]).unsqueeze(-1)
+        y = torch.cat([y[:, :1], y[:, 1:] + y_off], dim=1)
+
+    y = y.permute(0, 1, 3, 2, 4).reshape(batch, n_chunks * q, nheads, headdim)[:, :seqlen]
+    if D is not None:
+        y = y + x[:, :seqlen] * D.to(compute).view(1, 1, nheads, 1)
+    return y.to(out_dtype)
+
+
+def gated_rmsnorm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
+                            eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm(y * silu(z)) * weight over the last dim, in float32 or wider (mamba's
+    `norm_before_gate=False`, one group).
+
+    Args: y, z (..., d); weight (d,). Returns: (..., d) in the dtype of y.
+    """
+    compute = _compute_dtype(y.dtype)
+    gated = y.to(compute) * F.silu(z.to(compute))
+    normed = gated * torch.rsqrt(gated.square().mean(-1, keepdim=True) + eps)
+    return (normed * weight.to(compute)).to(y.dtype)
+
+
+# ------------------------------------------------------------------------ kernel
+@functools.lru_cache(maxsize=1)
+def load_mamba_triton() -> types.SimpleNamespace:
+    """Import mamba_ssm's Triton SSD and gated-norm kernels (once).
+
+    A normally installed mamba_ssm is used as is. A mamba_ssm built without its CUDA
+    extension (MAMBA_SKIP_CUDA_BUILD) cannot run its top-level `__init__`, which imports
+    the Mamba-1 CUDA scan; its Mamba2 kernels are plain Triton in sub-packages with empty
+    `__init__` files, so we then load those under a bare package object.
+
+    Raises:
+        ModuleNotFoundError: mamba_ssm or triton is not installed (with the install hint).
+        ImportError: they are installed but the kernels cannot be imported.
+    """
+    for name in ("mamba_ssm", "triton"):
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"{name} is not installed. {MAMBA_INSTALL_HINT}",
+                                      name=name)
+    version = importlib.metadata.version("mamba_ssm")
+    how = "mamba_ssm package"
+    try:
+        importlib.import_module("mamba_ssm")
+    except ImportError as top_error:
+        if "mamba_ssm" in sys.modules:
+            raise
+        spec = importlib.util.find_spec("mamba_ssm")
+        assert spec is not None and spec.submodule_search_locations is not None
+        package = types.ModuleType("mamba_ssm")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        package.__version__ = version  # type: ignore[attr-defined]
+        sys.modules["mamba_ssm"] = package
+        how = (f"Triton sub-modules only (top-level mamba_ssm import failed: "
+               f"{type(top_error).__name__}: {top_error})")
+    try:
+        ssd_combined = importlib.import_module("mamba_ssm.ops.triton.ssd_combined")
+        layernorm_gated = importlib.import_module("mamba_ssm.ops.triton.layernorm_gated")
+    except ImportError as error:
+        raise ImportError(f"mamba_ssm {version} is installed but its Triton kernels do not "
+                          f"import ({type(error).__name__}: {error}). {MAMBA_INSTALL_HINT}"
+                          ) from error
+    return types.SimpleNamespace(
+        mamba_chunk_scan_combined=ssd_combined.mamba_chunk_scan_combined,
+        rmsnorm_fn=layernorm_gated.rmsnorm_fn,
+        version=version,
+        how=how,
+    )
+
+
+def ssd_kernel(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = True,
+) -> torch.Tensor:
+    """Same contract as `ssd_reference`, computed by mamba_ssm's Triton kernels (CUDA)."""
+    _check_ssd_args(x, dt, A, B, C, D, dt_bias, chunk_size)
+    ops = load_mamba_triton()
+    return ops.mamba_chunk_scan_combined(
+        x, dt, A.float(), B, C, chunk_size or KERNEL_CHUNK_SIZE, D=D, dt_bias=dt_bias,
+        dt_softplus=dt_softplus,
+    )
+
+
+def gated_rmsnorm_kernel(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
+                         eps: float = 1e-5) -> torch.Tensor:
+    """Same contract as `gated_rmsnorm_reference`, by mamba_ssm's Triton kernel."""
+    ops = load_mamba_triton()
+    shape = y.shape
+    out = ops.rmsnorm_fn(y.reshape(-1, shape[-1]), weight, None, z=z.reshape(-1, shape[-1]),
+                         eps=eps, group_size=None, norm_before_gate=False)
+    return out.view(shape)
+
+
+# ----------------------------------------------------------------------- backends
+class Backend(NamedTuple):
+    """The functions one backend provides; both backends take identical arguments."""
+
+    name: str
+    ssd: object  # Callable with the signature of ssd_reference
+    gated_rmsnorm: object  # Callable with the signature of gated_rmsnorm_reference
+
+
+_BACKENDS = {
+    "reference": Backend("reference", ssd_reference, gated_rmsnorm_reference),
+    "kernel": Backend("kernel", ssd_kernel, gated_rmsnorm_kernel),
+}
+
+
+def describe_backend(requested: str, device: torch.device | str) -> tuple[str, str]:
+    """Which backend `requested` would run on `device`, and why (never raises for
+    'auto'; raises for an explicit 'kernel' that cannot run).
+
+    Returns:
+        (name, reason) with name "reference" or "kernel".
+    """
+    if requested not in BACKENDS:
+        raise ValueError(f"model.backend: expected one of {', '.join(BACKENDS)}, got "
+                         f"{requested!r}.")
+    device = torch.device(device)
+    if requested == "reference":
+        return "reference", "model.backend is 'reference'"
+    if requested == "kernel":
+        if device.type != "cuda":
+            raise ValueError(f"model.backend is 'kernel', but the tensors are on "
+                             f"{device.type!r}; mamba_ssm's kernels need CUDA. Fix: move the "
+                             f"model to a CUDA device, or set model.backend to 'auto' or "
+                             f"'reference'.")
+        ops = load_mamba_triton()
+        return "kernel", f"model.backend is 'kernel' (mamba_ssm {ops.version}, {ops.how})"
+    if device.type != "cuda":
+        return "reference", f"tensors are on {device.type!r}; the mamba_ssm kernels need CUDA"
+    try:
+        ops = load_mamba_triton()
+    except ModuleNotFoundError as error:
+        return "reference", f"CUDA, but {error.name} is not installed"
+    except ImportError as error:
+        logger.warning("bsmamba2: mamba_ssm is installed but unusable, using the reference "
+                       "backend: %s", error)
+        return "reference", f"CUDA, but mamba_ssm does not import ({error})"
+    return "kernel", f"CUDA tensors and mamba_ssm {ops.version} imports ({ops.how})"
+
+
+_decisions: dict[tuple[str, str], str] = {}
+
+
+def resolve_backend(requested: str, device: torch.device | str) -> str:
+    """Name of the backend to run for `requested` on `device`.
+
+    Decided once per (requested, device type) and process, and logged then.
+
+    Raises:
+        ValueError: 'kernel' requested for a non-CUDA device, or an unknown name.
+        ModuleNotFoundError: 'kernel' requested without mamba_ssm (message has the hint).
+    """
+    device_type = torch.device(device).type
+    name = _decisions.get((requested, device_type))
+    if name is None:
+        name, reason = describe_backend(requested, device)
+        _decisions[(requested, device_type)] = name
+        logger.info("bsmamba2: using the %s Mamba2 backend (%s).", name, reason)
+    return name
+
+
+def get_backend(name: str) -> Backend:
+    """The `Backend` for a resolved name ('reference' or 'kernel')."""
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown resolved backend {name!r}; expected 'reference' or "
+                         f"'kernel'.") from None
