@@ -11,8 +11,13 @@ dict saved under one loads and runs under the other, and official / msst
     f = x + Mamba2_f(RMSNorm_f(x))
     b = x + flip(Mamba2_b(RMSNorm_b(flip(x))))
     y = x + ConvTranspose1d_1x1([f; b])
-Deviation: the depthwise conv is always `F.conv1d` (also on the kernel backend);
-mamba_ssm would use causal-conv1d's CUDA build, which takes > 7 minutes to compile.
+Deviations, both invisible in the outputs:
+- the depthwise causal conv is `causal_conv1d` below on both backends (mamba_ssm would
+  use causal-conv1d's CUDA build, which takes > 7 minutes to compile). It is the same
+  sum as `F.conv1d` but reads the (n, l, channels) layout in place, 5x faster on a CPU.
+- without autograd on a CPU, `BiMamba2` runs its sequences in groups of about
+  `BiMamba2.cpu_tokens_per_group` tokens, so that each group's intermediates stay in
+  the CPU caches (measured 2-3x faster than one big batch).
 
 Axes: n sequences, l length, d features, h heads, p head dim, s state.
 """
@@ -29,6 +34,30 @@ from .config import BSMamba2Config
 from .ssd import Backend, get_backend, resolve_backend
 
 __all__ = ["BiMamba2", "GatedRMSNorm", "Mamba2Mixer", "PreNormMixer", "RMSNorm"]
+
+
+def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+                  ) -> torch.Tensor:
+    """Depthwise causal convolution along l, as `F.conv1d(x^T, weight, bias,
+    padding=K-1, groups=channels)[..., :l]^T` computes it.
+
+    Args:
+        x: (n, l, channels).
+        weight: (channels, 1, K) (the `nn.Conv1d` layout).
+        bias: (channels,) or None.
+
+    Returns:
+        (n, l, channels): out_t = bias + sum_k weight[:, 0, K-1-k] * x_{t-k}.
+    """
+    taps = weight.shape[-1]
+    w = weight.view(weight.shape[0], taps).t().to(x.dtype).contiguous()  # (K, channels)
+    if bias is None:
+        out = x * w[taps - 1]
+    else:
+        out = torch.addcmul(bias.to(x.dtype), x, w[taps - 1])
+    for k in range(1, min(taps, x.shape[1])):  # tap k reads k steps back
+        out[:, k:].addcmul_(x[:, :-k], w[taps - 1 - k])
+    return out
 
 
 class RMSNorm(nn.Module):
@@ -54,9 +83,11 @@ class GatedRMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, y: torch.Tensor, z: torch.Tensor, backend: Backend) -> torch.Tensor:
-        """Args: y, z (..., dim). Returns: RMSNorm(y * silu(z)) * weight, (..., dim)."""
-        return backend.gated_rmsnorm(y, z, self.weight, self.eps)
+    def forward(self, y: torch.Tensor, z: torch.Tensor, backend: Backend, *,
+                inplace: bool = False) -> torch.Tensor:
+        """Args: y, z (..., dim); inplace: y and z may be overwritten.
+        Returns: RMSNorm(y * silu(z)) * weight, (..., dim)."""
+        return backend.gated_rmsnorm(y, z, self.weight, self.eps, inplace=inplace)
 
 
 class Mamba2Mixer(nn.Module):
@@ -103,16 +134,17 @@ class Mamba2Mixer(nn.Module):
         backend = get_backend(resolve_backend(self.backend, u.device))
         z, xbc, dt = self.in_proj(u).split(
             [self.d_inner, self.d_inner + 2 * self.d_state, self.nheads], dim=-1)
-        # Depthwise causal conv: pad d_conv - 1 on both sides, keep the first l outputs.
-        xbc = self.conv1d(xbc.transpose(1, 2))[..., :length].transpose(1, 2)
-        x, B, C = F.silu(xbc).split([self.d_inner, self.d_state, self.d_state], dim=-1)
+        # Without autograd, fresh intermediates are overwritten in place (fewer passes).
+        inference = not torch.is_grad_enabled()
+        xbc = F.silu(causal_conv1d(xbc, self.conv1d.weight, self.conv1d.bias), inplace=inference)
+        x, B, C = xbc.split([self.d_inner, self.d_state, self.d_state], dim=-1)
         y = backend.ssd(
             x.reshape(n, length, self.nheads, self.headdim), dt,
             -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32))),
             B.reshape(n, length, 1, self.d_state), C.reshape(n, length, 1, self.d_state),
             self.D, chunk_size=self.chunk_size, dt_bias=self.dt_bias, dt_softplus=True,
         )
-        y = self.norm(y.reshape(n, length, self.d_inner), z, backend)
+        y = self.norm(y.reshape(n, length, self.d_inner), z, backend, inplace=inference)
         return self.out_proj(y)
 
 
@@ -149,8 +181,19 @@ class BiMamba2(nn.Module):
         self.backward_blocks = nn.ModuleList([branch()])
         self.linear = nn.ConvTranspose1d(2 * dim, dim, kernel_size=1)
 
+    #: Without autograd on a CPU, sequences run in groups of about this many tokens.
+    cpu_tokens_per_group = 1024
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (n, l, dim). Returns: (n, l, dim)."""
+        n, length, _ = x.shape
+        if (torch.is_grad_enabled() or x.device.type != "cpu"
+                or n * length <= self.cpu_tokens_per_group):
+            return self._forward(x)
+        group = max(1, self.cpu_tokens_per_group // length)
+        return torch.cat([self._forward(part) for part in x.split(group)])
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         forward = x + self.forward_blocks[0](x)
         backward = x + self.backward_blocks[0](x.flip(1)).flip(1)
         both = torch.cat([forward, backward], dim=-1)

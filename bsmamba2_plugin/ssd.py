@@ -10,7 +10,12 @@ state S_t in R^{P x N} (P = headdim, N = d_state) and S_0 = 0:
 `ssd_reference` computes this in chunks of Q steps: inside a chunk through the
 quadratic ("attention-like") form, across chunks through the recurrence on chunk
 states. It is pure PyTorch, runs on any device and any length, accumulates in
-float32, and holds no tensor larger than one (Q x Q) block per chunk and head.
+float32 (float64 stays float64), and holds no tensor larger than one (Q x Q) block
+per chunk and head. Every decay factor it forms is exp(x) with x <= 0, so nothing
+overflows for any parameters; decay exponents below -60 are raised to -60
+(exp(-60) ~ 1e-26, far under float32 resolution) so that the CPU never runs into
+denormal numbers, which made it 3x slower in measurements.
+
 `ssd_kernel` is a thin adapter to mamba_ssm's Triton kernel with the same
 arguments; it is the only place (with `gated_rmsnorm_kernel`) that imports mamba_ssm,
 and it does so lazily, inside the call.
@@ -18,10 +23,10 @@ and it does so lazily, inside the call.
 Axes: b batch, l sequence, c chunks, q steps in a chunk, h heads, p head dim,
 g groups (B and C are shared by the heads of one group), n state.
 
-Deviation from mamba_ssm's own reference (`ssd_chunk_scan_combined_ref`): the decay
-inside a chunk is masked with -inf *before* exp, so no inf * 0 = NaN appears in the
-gradients; and lengths need not be a multiple of the chunk (the tail is padded at
-the end with dt = 0, which is causal-neutral, and cut off).
+Deviations from mamba_ssm's own reference (`ssd_chunk_scan_combined_ref`): no
+exp of a positive number is ever formed, so no inf * 0 = NaN reaches the gradients;
+and lengths need not be a multiple of the chunk (the tail is padded at the end with
+dt = 0, which touches no real output, and cut off).
 """
 
 from __future__ import annotations
@@ -59,8 +64,9 @@ __all__ = [
 logger = logging.getLogger("bsmamba2_plugin")
 
 KERNEL_CHUNK_SIZE = 256  # mamba_ssm's Mamba2 default
-_REFERENCE_CHUNK = 64  # fastest on CPU for the time axis (GPU.md); accurate in fp32
-_REFERENCE_SINGLE_CHUNK_MAX = 96  # up to here one quadratic block beats chunking
+_REFERENCE_CHUNK = 64  # time axis: fastest on CPU
+_REFERENCE_SINGLE_CHUNK_MAX = 96  # up to here (the band axis) one block beats chunking
+_MIN_EXPONENT = -60.0  # decay exponents are clamped here: no denormals, no visible change
 
 MAMBA_INSTALL_HINT = (
     "The 'kernel' backend needs mamba_ssm (>= 2.2) and Triton on a CUDA machine. Install "
@@ -79,11 +85,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def reference_chunk_size(seqlen: int) -> int:
-    """Chunk length `ssd_reference` uses when none is given.
-
-    Short sequences (the 62-band axis) are one quadratic block; longer ones (the time
-    axis) use chunks of 64, the fastest on CPU and accurate in float32.
-    """
+    """Chunk length `ssd_reference` uses when none is given: short sequences (the
+    62-band axis) are one block, longer ones (the time axis) use chunks of 64."""
     return seqlen if seqlen <= _REFERENCE_SINGLE_CHUNK_MAX else _REFERENCE_CHUNK
 
 
@@ -159,59 +162,111 @@ def ssd_reference(
         B = F.pad(B, (0, 0, 0, 0, 0, pad))
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
 
+    # Without autograd, intermediates are updated in place: fewer passes over memory,
+    # which is what limits this function on a CPU.
+    in_place = not (torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, dt, A, B, C, D, dt_bias)))
     heads_per_group = nheads // ngroups
-    # (b, l, h, p) -> (b, c, h, q, p); B, C -> (b, c, g, q, n); dt -> (b, c, h, q)
-    xc = x.view(batch, n_chunks, q, nheads, headdim).permute(0, 1, 3, 2, 4)
-    Bc = B.view(batch, n_chunks, q, ngroups, dstate).permute(0, 1, 3, 2, 4)
-    Cc = C.view(batch, n_chunks, q, ngroups, dstate).permute(0, 1, 3, 2, 4)
-    dtc = dt.view(batch, n_chunks, q, nheads).permute(0, 1, 3, 2)
-    a_cum = torch.cumsum(dtc * A.view(1, 1, nheads, 1), dim=-1)  # (b, c, h, q)
+    # Views, no copies: x (b, c, q, h, p), B and C (b, c, q, g, n), dt (b, c, q, h)
+    xc = x.view(batch, n_chunks, q, nheads, headdim)
+    Bc = B.view(batch, n_chunks, q, ngroups, dstate)
+    Cc = C.view(batch, n_chunks, q, ngroups, dstate)
+    dtc = dt.view(batch, n_chunks, q, nheads)
+    a_cum = torch.cumsum(dtc * A, dim=2)  # decay summed from the chunk start, (b, c, q, h)
+    x_dt = xc * dtc.unsqueeze(-1)  # dt_j x_j, (b, c, q, h, p)
 
-    def per_head(t: torch.Tensor) -> torch.Tensor:
-        """(b, c, g, ...) -> broadcastable against (b, c, h, ...)."""
-        if ngroups == 1:
-            return t
-        return t.repeat_interleave(heads_per_group, dim=2)
-
-    # Inside each chunk: y_i = sum_{j<=i} (C_i . B_j) exp(a_cum_i - a_cum_j) dt_j x_j.
-    causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
-    segment = a_cum.unsqueeze(-1) - a_cum.unsqueeze(-2)  # (b, c, h, q_i, q_j)
-    decay = torch.exp(segment.masked_fill(~causal, -math.inf))
-    scores = per_head(Cc @ Bc.transpose(-1, -2)) * decay * dtc.unsqueeze(-2)
-    y = scores @ xc  # (b, c, h, q, p)
+    # Inside each chunk: y_i = sum_{j<=i} (C_i . B_j) exp(a_cum_i - a_cum_j) dt_j x_j,
+    # computed head-major: one (q x q) @ (q x p) product per chunk and head.
+    if ngroups == 1:
+        CB = (Cc[..., 0, :] @ Bc[..., 0, :].transpose(-1, -2)).tril_().unsqueeze(2)
+    else:
+        CB = torch.einsum("bcign,bcjgn->bcgij", Cc, Bc).tril().repeat_interleave(
+            heads_per_group, 2)  # (b, c, h, q, q)
+    a_heads = a_cum.transpose(-1, -2)  # (b, c, h, q)
+    # exp(a_i - a_j): the exponent is clamped to <= 0 so that the j > i entries, which
+    # the masked CB zeroes, cannot overflow.
+    decay = a_heads.unsqueeze(-1) - a_heads.unsqueeze(-2)  # (b, c, h, q_i, q_j)
+    if in_place:
+        scores = decay.clamp_(_MIN_EXPONENT, 0.0).exp_().mul_(CB)
+    else:
+        scores = decay.clamp(_MIN_EXPONENT, 0.0).exp() * CB
+    y = scores @ x_dt.transpose(2, 3).contiguous()  # (b, c, h, q, p)
 
     if n_chunks > 1:
+        width = nheads * headdim
         # State each chunk hands on: sum_j exp(a_cum_last - a_cum_j) dt_j x_j B_j^T.
-        weight = torch.exp(a_cum[..., -1:] - a_cum) * dtc  # (b, c, h, q)
-        chunk_states = (xc * weight.unsqueeze(-1)).transpose(-1, -2) @ per_head(Bc)
-        # Recurrence across chunks on (b, h, p, n) states, in float32.
-        chunk_decay = torch.exp(a_cum[..., -1])  # (b, c, h)
-        carried = [torch.zeros_like(chunk_states[:, 0])]
-        for c in range(n_chunks - 1):
-            carried.append(carried[-1] * chunk_decay[:, c, :, None, None] + chunk_states[:, c])
-        states_in = torch.stack(carried, dim=1)  # state entering each chunk
-        # y_i += exp(a_cum_i) * C_i S_in  (zero for the first chunk; skip it)
-        y_off = (per_head(Cc[:, 1:]) @ states_in[:, 1:].transpose(-1, -2)) \
-            * torch.exp(a_cum[:, 1:]).unsqueeze(-1)
-        y = torch.cat([y[:, :1], y[:, 1:] + y_off], dim=1)
+        to_end = _decay(a_cum[:, :, -1:] - a_cum).unsqueeze(-1)  # (b, c, q, h, 1)
+        x_end = (x_dt.mul_(to_end) if in_place else x_dt * to_end).view(
+            batch, n_chunks, q, width)
+        if ngroups == 1:  # one (h*p x q) @ (q x n) product per chunk
+            states = (x_end.transpose(-1, -2) @ Bc[..., 0, :]).view(
+                batch, n_chunks, nheads, headdim, dstate)
+        else:
+            states = torch.einsum("bcjhp,bcjhn->bchpn", x_end.view(xc.shape),
+                                  Bc.repeat_interleave(heads_per_group, 3))
+        # Recurrence across chunks on (b, h, p, n) states: S_in[c+1] = decay_c S_in[c] + S_c.
+        chunk_decay = _decay(a_cum[:, :, -1])[..., None, None]  # (b, c, h, 1, 1)
+        if in_place:
+            states_in = torch.empty_like(states[:, 1:])  # (b, c-1, h, p, n)
+            states_in[:, 0] = states[:, 0]
+            for c in range(1, n_chunks - 1):
+                torch.addcmul(states[:, c], states_in[:, c - 1], chunk_decay[:, c],
+                              out=states_in[:, c])
+        else:
+            carried = [states[:, 0]]
+            for c in range(1, n_chunks - 1):
+                carried.append(carried[-1] * chunk_decay[:, c] + states[:, c])
+            states_in = torch.stack(carried, dim=1)  # (b, c-1, h, p, n)
+        # y_i += exp(a_cum_i) C_i . S_in (nothing enters the first chunk)
+        if ngroups == 1:
+            y_off = Cc[:, 1:, :, 0] @ states_in.view(
+                batch, n_chunks - 1, width, dstate).transpose(-1, -2)  # (b, c-1, q, h*p)
+            y_off = y_off.view(batch, n_chunks - 1, q, nheads, headdim).transpose(2, 3)
+        else:
+            y_off = torch.einsum("bcihn,bchpn->bchip", Cc[:, 1:].repeat_interleave(
+                heads_per_group, 3), states_in)
+        from_start = _decay(a_heads[:, 1:]).unsqueeze(-1)  # (b, c-1, h, q, 1)
+        if in_place:
+            y[:, 1:].addcmul_(y_off, from_start)
+        else:
+            y = torch.cat([y[:, :1], y[:, 1:] + y_off * from_start], dim=1)
 
-    y = y.permute(0, 1, 3, 2, 4).reshape(batch, n_chunks * q, nheads, headdim)[:, :seqlen]
+    # Back to token-major (b, l, h, p), adding the skip term D x on the way.
+    y = y.transpose(2, 3).reshape(batch, n_chunks * q, nheads, headdim)[:, :seqlen]
     if D is not None:
-        y = y + x[:, :seqlen] * D.to(compute).view(1, 1, nheads, 1)
+        skip = D.to(compute).view(1, 1, nheads, 1)
+        y = y.addcmul_(x[:, :seqlen], skip) if in_place else y + x[:, :seqlen] * skip
     return y.to(out_dtype)
 
 
+def _decay(exponent: torch.Tensor) -> torch.Tensor:
+    """exp(exponent) for exponent <= 0, clamped at exp(-60) (no denormals)."""
+    return torch.exp(exponent.clamp(min=_MIN_EXPONENT))
+
+
 def gated_rmsnorm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
-                            eps: float = 1e-5) -> torch.Tensor:
+                            eps: float = 1e-5, *, inplace: bool = False) -> torch.Tensor:
     """RMSNorm(y * silu(z)) * weight over the last dim, in float32 or wider (mamba's
     `norm_before_gate=False`, one group).
 
-    Args: y, z (..., d); weight (d,). Returns: (..., d) in the dtype of y.
+    Args:
+        y, z: (..., d).
+        weight: (d,).
+        eps: added to the mean square.
+        inplace: y and z may be overwritten (only without autograd; saves memory passes).
+
+    Returns: (..., d) in the dtype of y.
     """
     compute = _compute_dtype(y.dtype)
-    gated = y.to(compute) * F.silu(z.to(compute))
-    normed = gated * torch.rsqrt(gated.square().mean(-1, keepdim=True) + eps)
-    return (normed * weight.to(compute)).to(y.dtype)
+    if not inplace or y.dtype != compute or z.dtype != compute:
+        gated = y.to(compute) * F.silu(z.to(compute))
+        normed = gated * torch.rsqrt(gated.square().mean(-1, keepdim=True) + eps)
+        return (normed * weight.to(compute)).to(y.dtype)
+    gated = y.mul_(F.silu(z, inplace=True))
+    mean_square = torch.linalg.vector_norm(gated, dim=-1, keepdim=True).square_().div_(
+        gated.shape[-1])
+    gated.mul_(mean_square.add_(eps).rsqrt_())
+    return gated.mul_(weight.to(compute))
 
 
 # ------------------------------------------------------------------------ kernel
@@ -285,8 +340,9 @@ def ssd_kernel(
 
 
 def gated_rmsnorm_kernel(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
-                         eps: float = 1e-5) -> torch.Tensor:
-    """Same contract as `gated_rmsnorm_reference`, by mamba_ssm's Triton kernel."""
+                         eps: float = 1e-5, *, inplace: bool = False) -> torch.Tensor:
+    """Same contract as `gated_rmsnorm_reference`, by mamba_ssm's Triton kernel (which
+    never overwrites its inputs)."""
     ops = load_mamba_triton()
     shape = y.shape
     out = ops.rmsnorm_fn(y.reshape(-1, shape[-1]), weight, None, z=z.reshape(-1, shape[-1]),
