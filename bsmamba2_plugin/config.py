@@ -90,6 +90,9 @@ class BSMamba2Config:
             sequence length (kernel: 256; reference: see `ssd.reference_chunk_size`).
         backend: "auto" (kernel on CUDA when mamba_ssm imports, else reference),
             "reference" (pure PyTorch) or "kernel" (mamba_ssm Triton).
+        gradient_checkpointing: recompute each BiMamba2 block in the backward pass
+            instead of storing its activations (same gradients, far less memory,
+            about one more forward pass of time). Only acts while gradients are taken.
     """
 
     dim: int = 256
@@ -108,6 +111,7 @@ class BSMamba2Config:
     d_conv: int = 4
     chunk_size: int | None = None
     backend: str = "auto"
+    gradient_checkpointing: bool = False
 
     # ----------------------------------------------------------------- checks
     def __post_init__(self) -> None:
@@ -117,7 +121,7 @@ class BSMamba2Config:
             _check_positive_int(name, getattr(self, name))
         if self.chunk_size is not None:
             _check_positive_int("chunk_size", self.chunk_size)
-        for name in ("stereo", "stft_normalized"):
+        for name in ("stereo", "stft_normalized", "gradient_checkpointing"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"model.{name}: expected true or false, got {value!r} "

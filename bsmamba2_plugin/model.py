@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .bandsplit import BandSplit, MaskEstimator, ScaledL2Norm
 from .config import BSMamba2Config
@@ -159,12 +160,18 @@ class BSMamba2(nn.Module):
     def _dual_path(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (b, t, k, d). Returns: (b, t, k, d)."""
         batch, n_frames, n_bands, dim = x.shape
+        recompute = self.config.gradient_checkpointing and torch.is_grad_enabled()
+
+        def run(block: nn.Module, seqs: torch.Tensor) -> torch.Tensor:
+            if recompute:
+                return checkpoint(block, seqs, use_reentrant=False)
+            return block(seqs)
+
         for time_layer, band_layer in self.layers:
             # along time, one sequence per (batch, band)
-            x = x.transpose(1, 2).reshape(batch * n_bands, n_frames, dim)
-            x = time_layer(x)
+            x = run(time_layer, x.transpose(1, 2).reshape(batch * n_bands, n_frames, dim))
             # along bands, one sequence per (batch, frame)
             x = x.view(batch, n_bands, n_frames, dim).transpose(1, 2)
-            x = band_layer(x.reshape(batch * n_frames, n_bands, dim))
+            x = run(band_layer, x.reshape(batch * n_frames, n_bands, dim))
             x = x.view(batch, n_frames, n_bands, dim)
         return x
