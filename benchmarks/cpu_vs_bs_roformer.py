@@ -63,9 +63,8 @@ def main() -> None:
 
     samples = int(args.seconds * 44100)
     mixture = torch.randn(1, 2, samples, generator=torch.Generator().manual_seed(1)) * 0.1
-    warm = mixture[..., :44100]
-    for model in models.values():
-        time_once(model, warm)
+    for model in models.values():  # warm-up at full size: first runs pay for allocations
+        time_once(model, mixture)
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.repeats):
         for name, model in models.items():

@@ -14,7 +14,9 @@ float32 (float64 stays float64), and holds no tensor larger than one (Q x Q) blo
 per chunk and head. Every decay factor it forms is exp(x) with x <= 0, so nothing
 overflows for any parameters; decay exponents below -60 are raised to -60
 (exp(-60) ~ 1e-26, far under float32 resolution) so that the CPU never runs into
-denormal numbers, which made it 3x slower in measurements.
+denormal numbers, which made it 3x slower in measurements. The running decay sums
+are kept in float64 (they are small) so that their differences stay exact however
+much a chunk decays (float32 sums cost 3e-5 relative error in the gradient of A).
 
 `ssd_kernel` is a thin adapter to mamba_ssm's Triton kernel with the same
 arguments; it is the only place (with `gated_rmsnorm_kernel`) that imports mamba_ssm,
@@ -172,30 +174,37 @@ def ssd_reference(
     Bc = B.view(batch, n_chunks, q, ngroups, dstate)
     Cc = C.view(batch, n_chunks, q, ngroups, dstate)
     dtc = dt.view(batch, n_chunks, q, nheads)
-    a_cum = torch.cumsum(dtc * A, dim=2)  # decay summed from the chunk start, (b, c, q, h)
+    # Decay summed from the chunk start, (b, c, q, h). Exponents exp(a_i - a_j) are
+    # differences of these running sums; kept in float64 (tiny tensors) their rounding
+    # does not grow with the chunk's total decay, which holds gradients at ~1e-7
+    # (float32 sums gave 3e-5 on dA). MPS has no float64 and keeps float32.
+    wide = compute if x.device.type == "mps" else torch.float64
+    a_cum = torch.cumsum((dtc * A).to(wide), dim=2)
+    a_heads = a_cum.transpose(-1, -2)  # (b, c, h, q)
     x_dt = xc * dtc.unsqueeze(-1)  # dt_j x_j, (b, c, q, h, p)
 
-    # Inside each chunk: y_i = sum_{j<=i} (C_i . B_j) exp(a_cum_i - a_cum_j) dt_j x_j,
-    # computed head-major: one (q x q) @ (q x p) product per chunk and head.
+    # Inside each chunk: y_i = sum_{j<=i} (C_i . B_j) exp(a_i - a_j) dt_j x_j,
+    # head-major: one (q x q) @ (q x p) product per chunk and head.
     if ngroups == 1:
         CB = (Cc[..., 0, :] @ Bc[..., 0, :].transpose(-1, -2)).tril_().unsqueeze(2)
     else:
         CB = torch.einsum("bcign,bcjgn->bcgij", Cc, Bc).tril().repeat_interleave(
-            heads_per_group, 2)  # (b, c, h, q, q)
-    a_heads = a_cum.transpose(-1, -2)  # (b, c, h, q)
-    # exp(a_i - a_j): the exponent is clamped to <= 0 so that the j > i entries, which
-    # the masked CB zeroes, cannot overflow.
-    decay = a_heads.unsqueeze(-1) - a_heads.unsqueeze(-2)  # (b, c, h, q_i, q_j)
-    if in_place:
-        scores = decay.clamp_(_MIN_EXPONENT, 0.0).exp_().mul_(CB)
+            heads_per_group, 2)  # (b, c, h, q, q), zero for j > i
+    # The exponent is clamped to <= 0 so that the j > i entries, zeroed by the masked
+    # CB, cannot overflow.
+    if in_place:  # the difference is formed in float64 and written as float32 in one pass
+        exponent = torch.empty(batch, n_chunks, nheads, q, q, dtype=compute, device=x.device)
+        torch.sub(a_heads.unsqueeze(-1), a_heads.unsqueeze(-2), out=exponent)
+        scores = exponent.clamp_(_MIN_EXPONENT, 0.0).exp_().mul_(CB)
     else:
-        scores = decay.clamp(_MIN_EXPONENT, 0.0).exp() * CB
+        exponent = (a_heads.unsqueeze(-1) - a_heads.unsqueeze(-2)).to(compute)
+        scores = exponent.clamp(_MIN_EXPONENT, 0.0).exp() * CB
     y = scores @ x_dt.transpose(2, 3).contiguous()  # (b, c, h, q, p)
 
     if n_chunks > 1:
         width = nheads * headdim
         # State each chunk hands on: sum_j exp(a_cum_last - a_cum_j) dt_j x_j B_j^T.
-        to_end = _decay(a_cum[:, :, -1:] - a_cum).unsqueeze(-1)  # (b, c, q, h, 1)
+        to_end = _decay(a_cum[:, :, -1:] - a_cum, compute).unsqueeze(-1)  # (b, c, q, h, 1)
         x_end = (x_dt.mul_(to_end) if in_place else x_dt * to_end).view(
             batch, n_chunks, q, width)
         if ngroups == 1:  # one (h*p x q) @ (q x n) product per chunk
@@ -205,7 +214,7 @@ def ssd_reference(
             states = torch.einsum("bcjhp,bcjhn->bchpn", x_end.view(xc.shape),
                                   Bc.repeat_interleave(heads_per_group, 3))
         # Recurrence across chunks on (b, h, p, n) states: S_in[c+1] = decay_c S_in[c] + S_c.
-        chunk_decay = _decay(a_cum[:, :, -1])[..., None, None]  # (b, c, h, 1, 1)
+        chunk_decay = _decay(a_cum[:, :, -1], compute)[..., None, None]  # (b, c, h, 1, 1)
         if in_place:
             states_in = torch.empty_like(states[:, 1:])  # (b, c-1, h, p, n)
             states_in[:, 0] = states[:, 0]
@@ -225,7 +234,7 @@ def ssd_reference(
         else:
             y_off = torch.einsum("bcihn,bchpn->bchip", Cc[:, 1:].repeat_interleave(
                 heads_per_group, 3), states_in)
-        from_start = _decay(a_heads[:, 1:]).unsqueeze(-1)  # (b, c-1, h, q, 1)
+        from_start = _decay(a_heads[:, 1:], compute).unsqueeze(-1)  # (b, c-1, h, q, 1)
         if in_place:
             y[:, 1:].addcmul_(y_off, from_start)
         else:
@@ -239,9 +248,9 @@ def ssd_reference(
     return y.to(out_dtype)
 
 
-def _decay(exponent: torch.Tensor) -> torch.Tensor:
-    """exp(exponent) for exponent <= 0, clamped at exp(-60) (no denormals)."""
-    return torch.exp(exponent.clamp(min=_MIN_EXPONENT))
+def _decay(exponent: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """exp(exponent) in `dtype` for exponent <= 0, clamped at exp(-60) (no denormals)."""
+    return torch.exp(exponent.clamp(min=_MIN_EXPONENT).to(dtype))
 
 
 def gated_rmsnorm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from bsmamba2_plugin.cli import main
+
+
+def test_doctor_reports_versions_and_backend(capsys: pytest.CaptureFixture) -> None:
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "backend on cpu" in out and "reference" in out
+
+
+def test_summary_of_the_tiny_preset_runs_the_test_signal(capsys) -> None:
+    assert main(["summary", "--preset", "tiny", "--seconds", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "total" in out and "finite: True" in out and "(1, 1, 2, 8820)" in out
+
+
+def test_summary_of_the_paper_preset_counts_48_098_188(capsys) -> None:
+    assert main(["summary", "--seconds", "0"]) == 0
+    assert "48,098,188" in capsys.readouterr().out
+
+
+def test_summary_reads_an_msst_yaml(tmp_path, capsys) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  dim: 16\n  depth: 1\n  stft_n_fft: 64\n  stft_hop_length: 16\n"
+                      "  stft_win_length: 64\n  freqs_per_bands: [4, 8, 8, 13]\n"
+                      "  d_state: 8\n  expand: 2\n  headdim: 8\n")
+    assert main(["summary", "--config", str(config), "--seconds", "0.1"]) == 0
+    assert str(config) in capsys.readouterr().out
+
+
+def test_bad_config_key_is_reported_with_the_file(tmp_path, capsys) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  dimm: 16\n")
+    assert main(["summary", "--config", str(config), "--seconds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml: model.dimm" in err and "Did you mean 'dim'" in err
+
+
+def test_missing_config_file_is_reported(capsys) -> None:
+    assert main(["summary", "--config", "nope.yaml"]) == 2
+    assert "no such file: nope.yaml" in capsys.readouterr().err
