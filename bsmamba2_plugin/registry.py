@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .model import BSMamba2
 
-__all__ = ["CAPABILITIES", "MODEL_TYPE", "Capabilities", "build_model"]
+__all__ = ["CAPABILITIES", "MODEL_TYPE", "Capabilities", "build_model", "build_msst_model"]
 
 MODEL_TYPE = "bsmamba2"
 
@@ -42,3 +42,18 @@ def build_model(model_cfg: Mapping[str, Any], path: str = "model") -> BSMamba2:
     from .model import BSMamba2
 
     return BSMamba2(BSMamba2Config.from_mapping(model_cfg, path=path))
+
+
+def build_msst_model(config: Any, *, pretrained: bool = False) -> BSMamba2:
+    """The msst entry point (`msst.models` group): build from a whole msst config.
+
+    Args:
+        config: msst's loaded config; its `model:` section is parsed.
+        pretrained: msst asks for external base weights when no start checkpoint is
+            given; BSMamba2 has none, so this changes nothing.
+    """
+    del pretrained
+    if not hasattr(config, "model"):
+        raise KeyError("model: the config has no 'model:' section; bsmamba2 reads its keys "
+                       "there (see configs/config_tiny_bsmamba2.yaml).")
+    return build_model(config.model, path="model")

@@ -1,0 +1,403 @@
+"""Everything the plugin changes inside msst, in one place. Written for msst 0.1.0.
+
+msst 0.1.0 has no plugin mechanism (MSST.md sections 1 and 5). These patches give it
+one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst:
+
+| module | name | change |
+|---|---|---|
+| msst.utils.settings | build_model_from_config | model types from `plugins` (entry points), honouring `training.model_type`; unknown types list what is installed |
+| msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
+| msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
+| msst.utils.dataset, msst._train_accelerate | MSSDataset | `msst_dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
+| msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | plugin types with `training.ema_momentum`: validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume |
+
+Patches are idempotent and applied when each module is first imported (`_msst_hook`,
+loaded from a .pth file, so stock `msst-*` commands, the Python API, DataLoader workers
+and DDP ranks all get them) or by `install()` for modules already imported. Before
+patching, each function's parameters are compared with those of msst 0.1.0; a function
+whose shape changed is left alone with an `MsstCompatibilityWarning` naming it, and
+another msst version is warned about once. Built-in msst model types keep msst's
+behaviour everywhere except the CPU device fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.metadata
+import inspect
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from . import plugins
+
+__all__ = ["MSST_VERSION", "PATCHES", "MsstCompatibilityWarning", "install", "patch_module",
+           "patch_report"]
+
+MSST_VERSION = "0.1.0"
+_MARK = "__bsmamba2_original__"
+
+
+class MsstCompatibilityWarning(UserWarning):
+    """msst differs from the version the plugin's patches were written for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Patch:
+    module: str
+    name: str
+    parameters: tuple[str, ...]  # parameter names of the msst 0.1.0 original (class: ())
+    make: Callable[[Any], Any]  # original -> replacement
+    why: str
+
+
+# ----------------------------------------------------------------- helpers
+def _is_plugin_type(model_type: str | None) -> bool:
+    return bool(model_type) and model_type in plugins.available()
+
+
+def _cfg_get(section: Any, key: str, default: Any = None) -> Any:
+    try:
+        return section[key] if key in section else default
+    except TypeError:
+        return getattr(section, key, default)
+
+
+# --------------------------------------------------------------- model build
+def _make_build_model_from_config(original):
+    @functools.wraps(original)
+    def build_model_from_config(model_type, config, *, pretrained=False):
+        from msst.errors import ConfigurationError
+
+        effective = model_type
+        if hasattr(config, "training") and "model_type" in config.training:
+            effective = config.training.model_type
+        factory = plugins.get_factory(effective)
+        if factory is None:
+            try:
+                return original(model_type, config, pretrained=pretrained)
+            except ConfigurationError as error:
+                if str(error).startswith("Unknown model type"):
+                    raise ConfigurationError(plugins.unknown_type_message(effective)) from error
+                raise
+        if not hasattr(config, "training"):
+            raise ConfigurationError("Configuration is missing the required 'training' section")
+        if not hasattr(config, "model"):
+            raise ConfigurationError(f"Configuration is missing the required 'model' section "
+                                     f"for model_type={effective!r}")
+        return factory(config, pretrained=pretrained)
+
+    return build_model_from_config
+
+
+def _make_initialize_model_and_device(original):
+    @functools.wraps(original)
+    def initialize_model_and_device(model, device_ids):
+        import torch
+
+        device, model = original(model, device_ids)
+        return torch.device(device) if isinstance(device, str) else device, model
+
+    return initialize_model_and_device
+
+
+# --------------------------------------------------------------------- loss
+_recipes: dict[int, tuple[Any, tuple[Any, Any, Any]]] = {}
+
+
+def _recipe_for(config: Any) -> tuple[Any, Any, Any]:
+    """(paper loss or None, batch augment or None, autocast dtype) for one config, built
+    once per config object (msst passes the same one every step)."""
+    cached = _recipes.get(id(config))
+    if cached is None or cached[0] is not config:
+        cached = (config, _build_recipe(config))
+        _recipes[id(config)] = cached
+    return cached[1]
+
+
+def _build_recipe(config: Any) -> tuple[Any, Any, Any]:
+    import torch
+
+    from .augment import AugmentConfig, build_batch_augment
+    from .losses import PaperLossConfig, build_loss
+
+    loss = None
+    if "loss_bsmamba2" in config:
+        loss = build_loss(PaperLossConfig.from_mapping(config["loss_bsmamba2"]))
+    augment = None
+    if "augmentations_bsmamba2" in config:
+        aug = AugmentConfig.from_mapping(config["augmentations_bsmamba2"])
+        if aug.batch and _cfg_get(config.training, "target_instrument") is not None:
+            raise ValueError(
+                "augmentations_bsmamba2.batch augments every stem and rebuilds the mixture, "
+                "so the targets must be all stems; training.target_instrument is set. Fix: "
+                "remove the batch list or set training.target_instrument to null.")
+        augment = build_batch_augment(aug.batch, int(_cfg_get(config.audio, "sample_rate", 44100)))
+    name = str(_cfg_get(config.training, "autocast_dtype", "float16"))
+    dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in dtypes:
+        raise ValueError(f"training.autocast_dtype: expected float16 or bfloat16, got {name!r}.")
+    return loss, augment, dtypes[name]
+
+
+def _make_compute_training_loss(original):
+    @functools.wraps(original)
+    def compute_training_loss(model, config, args, data, device, device_ids, multi_loss,
+                              use_amp):
+        if not _is_plugin_type(args.model_type):
+            return original(model, config, args, data, device, device_ids, multi_loss, use_amp)
+        import torch
+        from msst.utils.model_utils import normalize_batch
+
+        if len(data) == 3:
+            batch, mixes, active_stem_mask = data
+        elif len(data) == 2:
+            (batch, mixes), active_stem_mask = data, None
+        else:
+            raise ValueError(f"Expected a 2- or 3-item training batch, got {len(data)}")
+        device = torch.device(device)
+        x, y = mixes.to(device), batch.to(device)
+        if isinstance(active_stem_mask, torch.Tensor):
+            active_stem_mask = active_stem_mask.to(device=device, dtype=torch.bool)
+        if _cfg_get(config.training, "normalize", False):
+            x, y = normalize_batch(x, y)
+        paper_loss, augment, amp_dtype = _recipe_for(config)
+        if augment is not None:
+            y = augment(y)
+            x = y.sum(dim=1)
+        with torch.autocast(device_type=device.type, dtype=amp_dtype,
+                            enabled=bool(use_amp and device.type == "cuda")):
+            estimate = model(x)
+            if paper_loss is None or args.use_standard_loss:
+                loss = multi_loss(estimate, y, x, active_stem_mask)
+        if paper_loss is not None and not args.use_standard_loss:
+            loss = paper_loss(estimate, y)
+        return loss, active_stem_mask
+
+    return compute_training_loss
+
+
+# --------------------------------------------------------------------- data
+def _make_dataset(original):
+    ours = sys.modules.get(f"{__package__}.msst_dataset")
+    if ours is not None and not hasattr(ours, "BSMamba2Dataset"):
+        # msst.utils.dataset is being imported *by* msst_dataset (in a DataLoader worker,
+        # unpickling our dataset): that module finishes this patch when it is complete.
+        return None
+    from .msst_dataset import BSMamba2Dataset
+
+    if not issubclass(BSMamba2Dataset, original):
+        raise TypeError("bsmamba2: msst.utils.dataset.MSSDataset is not the class "
+                        "BSMamba2Dataset extends; was msst reloaded?")
+    return BSMamba2Dataset
+
+
+# ---------------------------------------------------------------------- EMA
+_EMA: dict[str, Any] = {}  # process-local: the AveragedModel msst trains with
+
+
+def _ema_path(results_path: str, model_type: str) -> str:
+    return os.path.join(results_path, f"last_{model_type}_ema.ckpt")
+
+
+def _restore_ema(ema, args) -> None:
+    """On resume, load `<start>_ema.ckpt` beside the start checkpoint into the EMA."""
+    import torch
+
+    start = getattr(args, "start_check_point", None)
+    if not start:
+        return
+    root, ext = os.path.splitext(start)
+    path = f"{root}_ema{ext}"
+    if not os.path.isfile(path):
+        print(f"bsmamba2: no EMA weights beside {start} ({path}); the EMA restarts from the "
+              f"loaded weights.")
+        return
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    ema.module.load_state_dict(state["model_state_dict"])
+    ema.n_averaged.fill_(max(1, int(state.get("n_averaged", 1))))
+    print(f"bsmamba2: EMA weights restored from {path}")
+
+
+def _make_train_one_epoch(original):
+    @functools.wraps(original)
+    def train_one_epoch(model, config, args, *rest, **kwargs):
+        ema = kwargs.get("ema_model")
+        if ema is not None and _is_plugin_type(args.model_type) and _EMA.get("model") is not ema:
+            _EMA["model"] = ema
+            _restore_ema(ema, args)
+        return original(model, config, args, *rest, **kwargs)
+
+    return train_one_epoch
+
+
+def _ema_for(args, device_ids) -> Any:
+    ema = _EMA.get("model")
+    if ema is None or not _is_plugin_type(getattr(args, "model_type", None)):
+        return None
+    import torch.distributed as dist
+
+    wrapped = dist.is_initialized() or (device_ids is not None and len(device_ids) > 1)
+    return ema if wrapped else ema.module  # msst reads .module where it expects a wrapper
+
+
+def _make_compute_epoch_metrics(original):
+    @functools.wraps(original)
+    def compute_epoch_metrics(*positional, **kwargs):
+        args = kwargs.get("args")
+        ema = _ema_for(args, kwargs.get("device_ids")) if args is not None else None
+        if ema is None:
+            return original(*positional, **kwargs)
+        kwargs["model"] = ema
+        meta = getattr(args, "checkpoint_meta", {})
+        args.checkpoint_meta = {**meta, "weights": "ema"}
+        try:
+            return original(*positional, **kwargs)
+        finally:
+            args.checkpoint_meta = meta
+
+    return compute_epoch_metrics
+
+
+def _make_valid_multi_gpu(original):
+    @functools.wraps(original)
+    def valid_multi_gpu(model, args, config, device_ids=None, verbose=False):
+        ema = _ema_for(args, device_ids)
+        return original(ema if ema is not None else model, args, config, device_ids, verbose)
+
+    return valid_multi_gpu
+
+
+def _make_save_last_weights(original):
+    @functools.wraps(original)
+    def save_last_weights(args, model, *rest, **kwargs):
+        result = original(args, model, *rest, **kwargs)
+        ema = _EMA.get("model")
+        if ema is not None and _is_plugin_type(args.model_type):
+            import torch
+
+            meta = {**getattr(args, "checkpoint_meta", {}), "weights": "ema"}
+            path = _ema_path(args.results_path, args.model_type)
+            torch.save({"model_state_dict": ema.module.state_dict(),
+                        "n_averaged": int(ema.n_averaged), "meta": meta}, path + ".tmp")
+            os.replace(path + ".tmp", path)
+        return result
+
+    return save_last_weights
+
+
+# -------------------------------------------------------------------- table
+PATCHES: tuple[Patch, ...] = (
+    Patch("msst.utils.settings", "build_model_from_config",
+          ("model_type", "config", "pretrained"), _make_build_model_from_config,
+          "model types from entry-point plugins"),
+    Patch("msst.utils.model_utils", "initialize_model_and_device", ("model", "device_ids"),
+          _make_initialize_model_and_device, "CPU device is returned as a string"),
+    Patch("msst._training", "initialize_model_and_device", ("model", "device_ids"),
+          _make_initialize_model_and_device, "by-value copy of the CPU device fix"),
+    Patch("msst._training", "compute_training_loss",
+          ("model", "config", "args", "data", "device", "device_ids", "multi_loss", "use_amp"),
+          _make_compute_training_loss, "plugin loss, batch augmentation, autocast dtype"),
+    Patch("msst._train_accelerate", "compute_training_loss",
+          ("model", "config", "args", "data", "device", "device_ids", "multi_loss", "use_amp"),
+          _make_compute_training_loss, "by-value copy for the accelerate launcher"),
+    Patch("msst.utils.dataset", "MSSDataset", (), _make_dataset, "paper stem sampling"),
+    Patch("msst._train_accelerate", "MSSDataset", (), _make_dataset, "by-value copy"),
+    Patch("msst._training", "train_one_epoch",
+          ("model", "config", "args", "optimizer", "device", "device_ids", "epoch", "use_amp",
+           "scaler", "scheduler", "gradient_accumulation_steps", "train_loader", "multi_loss",
+           "all_losses", "world_size", "ema_model", "safe_mode"),
+          _make_train_one_epoch, "remember msst's EMA model"),
+    Patch("msst._training", "compute_epoch_metrics",
+          ("model", "args", "config", "device", "device_ids", "best_metric", "epoch",
+           "scheduler", "optimizer", "all_time_all_metrics", "all_losses", "world_size",
+           "metrics_avg", "all_metrics"),
+          _make_compute_epoch_metrics, "validate and keep the EMA weights"),
+    Patch("msst._training", "valid_multi_gpu",
+          ("model", "args", "config", "device_ids", "verbose"), _make_valid_multi_gpu,
+          "DDP validation on the EMA weights"),
+    Patch("msst._training", "save_last_weights",
+          ("args", "model", "device_ids", "optimizer", "epoch", "all_time_all_metrics",
+           "all_losses", "best_metric", "scheduler"),
+          _make_save_last_weights, "also write last_<type>_ema.ckpt"),
+)
+TARGET_MODULES = frozenset(p.module for p in PATCHES)
+_report: dict[tuple[str, str], str] = {}
+_version_checked: list[bool] = []
+
+
+def _check_version() -> None:
+    if _version_checked:
+        return
+    _version_checked.append(True)
+    try:
+        found = importlib.metadata.version("msst")
+    except importlib.metadata.PackageNotFoundError:
+        return
+    if found != MSST_VERSION:
+        warnings.warn(
+            f"bsmamba2-plugin patches msst {MSST_VERSION}; msst {found} is installed. Each "
+            f"patched function is checked and skipped if its parameters changed; run "
+            f"`bsmamba2 doctor` to see which apply.", MsstCompatibilityWarning, stacklevel=3)
+
+
+def _apply(module: Any, patch: Patch) -> None:
+    key = (patch.module, patch.name)
+    current = getattr(module, patch.name, None)
+    if current is None:
+        _report[key] = "missing in this msst: not patched"
+        warnings.warn(f"bsmamba2: {patch.module}.{patch.name} does not exist in this msst; "
+                      f"not patched ({patch.why}).", MsstCompatibilityWarning, stacklevel=3)
+        return
+    if getattr(current, _MARK, None) is not None or (
+            isinstance(current, type) and current.__module__ == f"{__package__}.msst_dataset"):
+        _report[key] = "patched"
+        return
+    if patch.parameters:
+        found = tuple(inspect.signature(current).parameters)
+        if found != patch.parameters:
+            _report[key] = f"NOT patched: parameters {found} differ from msst {MSST_VERSION}"
+            warnings.warn(
+                f"bsmamba2: {patch.module}.{patch.name} has parameters {found}, not those of "
+                f"msst {MSST_VERSION} {patch.parameters}; it is left unpatched, so "
+                f"{patch.why} is not available. Install msst=={MSST_VERSION} or a "
+                f"bsmamba2-plugin release for your msst.", MsstCompatibilityWarning,
+                stacklevel=3)
+            return
+    replacement = patch.make(current)
+    if replacement is None:
+        _report[key] = "deferred"
+        return
+    if not isinstance(replacement, type):
+        setattr(replacement, _MARK, current)
+    setattr(module, patch.name, replacement)
+    _report[key] = "patched"
+
+
+def patch_module(module: Any) -> None:
+    """Apply the patches for one (just imported) msst module; idempotent."""
+    patches = [p for p in PATCHES if p.module == module.__name__]
+    if not patches:
+        return
+    _check_version()
+    for patch in patches:
+        _apply(module, patch)
+
+
+def install() -> None:
+    """Patch the msst modules already imported and hook the ones imported later."""
+    from . import _msst_hook
+
+    _msst_hook.register()
+    for name in sorted(TARGET_MODULES):
+        module = sys.modules.get(name)
+        if module is not None:
+            patch_module(module)
+
+
+def patch_report() -> dict[str, str]:
+    """'module.name' -> what happened, for the patches tried in this process."""
+    return {f"{m}.{n}": state for (m, n), state in sorted(_report.items())}
