@@ -4,6 +4,9 @@
     bsmamba2 summary [--preset paper|tiny | --config YAML] [--seconds S] [--device D]
                                       parameter table, backend, and a timed separation of a
                                       generated test signal (untrained weights)
+    bsmamba2 convert-checkpoint IN OUT [--config YAML] [--weights raw|ema]
+                                      official Lightning or msst bs_mamba2 checkpoint ->
+                                      msst checkpoint for --model_type bsmamba2
 """
 
 from __future__ import annotations
@@ -41,6 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     summary.add_argument("--backend", choices=("auto", "reference", "kernel"),
                          help="override model.backend")
+
+    convert = sub.add_parser(
+        "convert-checkpoint", help="official BSMamba2 (Lightning) or msst bs_mamba2 checkpoint "
+                                   "-> msst checkpoint for --model_type bsmamba2")
+    convert.add_argument("source", type=Path, metavar="IN")
+    convert.add_argument("target", type=Path, metavar="OUT")
+    convert.add_argument("--config", type=Path, metavar="YAML",
+                         help="msst YAML the weights belong to (model:, training.instruments); "
+                              "default: the paper's model")
+    convert.add_argument("--weights", choices=("raw", "ema"), default="raw",
+                         help="which weights of a Lightning checkpoint to keep (default: raw)")
+    convert.add_argument("--trust-pickle", action="store_true",
+                         help="load with torch.load(weights_only=False); only for trusted files")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     return parser
 
 
@@ -49,8 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "doctor":
             return _doctor()
+        if args.command == "convert-checkpoint":
+            return _convert(args)
         return _summary(args)
-    except (FileNotFoundError, KeyError, ValueError, TypeError, ModuleNotFoundError) as error:
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError,
+            ModuleNotFoundError, RuntimeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"bsmamba2 {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -91,14 +111,59 @@ def _doctor() -> int:
     for device in devices:
         name, reason = describe_backend("auto", device)
         rows.append((f"backend on {device}", f"{name}: {reason}"))
+    rows.extend(_msst_rows())
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return 0
 
 
+def _msst_rows() -> list[tuple[str, str]]:
+    """msst integration: plugin types, the startup hook, and each patch's state."""
+    import importlib
+    import importlib.util
+    import sys
+
+    from . import msst_bridge, plugins
+
+    found = ", ".join(f"{n} ({p.distribution})" for n, p in sorted(plugins.available().items()))
+    rows = [("msst plugin types", found or "none")]
+    hooked = any(type(f).__name__ == "MsstPatchFinder" for f in sys.meta_path)
+    rows.append(("msst startup hook", "active" if hooked else
+                 "NOT active (bsmamba2_plugin_msst.pth not loaded; reinstall the package)"))
+    if importlib.util.find_spec("msst") is None:
+        return rows
+    for name in sorted(msst_bridge.TARGET_MODULES):
+        try:
+            importlib.import_module(name)
+        except ImportError as error:  # e.g. msst._train_accelerate without accelerate
+            rows.append((name, f"not importable here ({error.name or error}); not patched"))
+    msst_bridge.install()
+    rows.extend((f"patch {key}", state) for key, state in msst_bridge.patch_report().items())
+    return rows
+
+
+# ------------------------------------------------------------------ convert
+def _convert(args: argparse.Namespace) -> int:
+    from .checkpoints import convert_checkpoint
+
+    model = instruments = target_instrument = None
+    if args.config is not None:
+        config = _load_yaml(args.config)
+        model = config["model"]
+        training = config.get("training") or {}
+        instruments = training.get("instruments")
+        target_instrument = training.get("target_instrument")
+    meta = convert_checkpoint(args.source, args.target, model=model, weights=args.weights,
+                              instruments=instruments, target_instrument=target_instrument,
+                              trust=args.trust_pickle, overwrite=args.overwrite)
+    print(f"wrote {args.target}: {meta['converted_from']}, weights {meta['weights']}, "
+          f"meta.model_type {meta['model_type']}")
+    return 0
+
+
 # ------------------------------------------------------------------ summary
-def _load_model_section(path: Path) -> Any:
+def _load_yaml(path: Path) -> dict:
     import yaml
 
     if not path.is_file():
@@ -109,7 +174,11 @@ def _load_model_section(path: Path) -> Any:
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise ValueError(f"{path}: expected an msst config with a 'model:' mapping. Fix: "
                          f"point --config at a YAML such as configs/config_tiny_bsmamba2.yaml.")
-    return config["model"]
+    return config
+
+
+def _load_model_section(path: Path) -> Any:
+    return _load_yaml(path)["model"]
 
 
 def generated_mixture(seconds: float, channels: int, sample_rate: int = 44100) -> Any:

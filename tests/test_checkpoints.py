@@ -1,0 +1,113 @@
+"""Checkpoint import: msst bs_mamba2 / bare state dicts and official Lightning files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bsmamba2_plugin import BSMamba2, BSMamba2Config
+from bsmamba2_plugin.checkpoints import convert_checkpoint
+from bsmamba2_plugin.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from official_oracle import official_forward, official_state_dict  # noqa: E402
+
+WIDTHS = dict(dim=16, depth=2, freqs_per_bands=(8, 8, 8, 9), d_state=8, expand=2, headdim=8)
+MODEL = dict(WIDTHS, num_stems=1, stft_n_fft=64, stft_hop_length=16, stft_win_length=64)
+
+
+def official(seed: int) -> dict[str, torch.Tensor]:
+    return official_state_dict(**WIDTHS, n_stems=1, seed=seed, dtype=torch.float32)
+
+
+def load_converted(path: Path) -> tuple[BSMamba2, dict]:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model = BSMamba2(BSMamba2Config.from_mapping(MODEL))
+    model.load_state_dict(payload["model_state_dict"], strict=True)
+    return model, payload["meta"]
+
+
+def test_msst_bs_mamba2_state_dict_converts_and_gives_the_same_output(tmp_path) -> None:
+    state = official(seed=1)
+    torch.save({"model_state_dict": state, "meta": {"model_type": "bs_mamba2"}},
+               tmp_path / "bs_mamba2.ckpt")
+    meta = convert_checkpoint(tmp_path / "bs_mamba2.ckpt", tmp_path / "out.ckpt", model=MODEL,
+                              instruments=["vocals", "other"], target_instrument="vocals")
+    model, stored = load_converted(tmp_path / "out.ckpt")
+    assert meta == stored and stored["model_type"] == "bsmamba2"
+    assert stored["target_stem_count"] == 1 and stored["target_instrument"] == "vocals"
+    audio = torch.randn(1, 2, 600)
+    expected = official_forward({k: v.double() for k, v in state.items()}, audio.double(),
+                                **WIDTHS, n_stems=1, n_fft=64, hop_length=16, win_length=64)
+    got = model.double()(audio.double())
+    assert ((got - expected).norm() / expected.norm()).item() < 1e-6
+
+
+def lightning_checkpoint(raw: dict, ema: dict) -> dict:
+    return {
+        "epoch": 3, "global_step": 300, "pytorch-lightning_version": "2.1.0",
+        "state_dict": {"featurizer.spectrogram.window": torch.hann_window(2048),
+                       **{f"model.{k}": v for k, v in raw.items()},
+                       "inverse_featurizer.window": torch.hann_window(2048)},
+        "optimizer_states": [{"opt": {"state": {}, "param_groups": []},
+                              "ema": tuple(ema.values()), "current_step": 300,
+                              "decay": 0.999, "every_n_steps": 1}],
+        "lr_schedulers": [],
+    }
+
+
+@pytest.mark.parametrize("weights", ["raw", "ema"])
+def test_lightning_checkpoint_with_prefix_and_ema_converts(tmp_path, weights: str) -> None:
+    raw, ema = official(seed=2), official(seed=3)
+    torch.save(lightning_checkpoint(raw, ema), tmp_path / "sota_model.ckpt")
+    convert_checkpoint(tmp_path / "sota_model.ckpt", tmp_path / "out.ckpt", model=MODEL,
+                       weights=weights)
+    model, meta = load_converted(tmp_path / "out.ckpt")
+    expected = raw if weights == "raw" else ema
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    assert meta["weights"] == weights and "Lightning" in meta["converted_from"]
+
+
+def test_missing_ema_and_wrong_config_are_clear_errors(tmp_path) -> None:
+    torch.save({"model_state_dict": official(seed=4)}, tmp_path / "plain.ckpt")
+    with pytest.raises(ValueError, match="no EMA weights"):
+        convert_checkpoint(tmp_path / "plain.ckpt", tmp_path / "a.ckpt", model=MODEL,
+                           weights="ema")
+    with pytest.raises(RuntimeError, match="does not fit the model config.*--config"):
+        convert_checkpoint(tmp_path / "plain.ckpt", tmp_path / "b.ckpt",
+                           model=dict(MODEL, dim=32))
+    assert not (tmp_path / "b.ckpt").exists()
+
+
+def test_existing_output_is_never_overwritten_by_default(tmp_path) -> None:
+    torch.save(official(seed=5), tmp_path / "bare.ckpt")
+    (tmp_path / "out.ckpt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        convert_checkpoint(tmp_path / "bare.ckpt", tmp_path / "out.ckpt", model=MODEL)
+    assert (tmp_path / "out.ckpt").read_text() == "mine"
+
+
+def test_pickled_objects_are_refused_unless_trusted(tmp_path) -> None:
+    torch.save({"state_dict": {f"model.{k}": v for k, v in official(seed=6).items()},
+                "hyper_parameters": {"cfg": Path("x")}}, tmp_path / "pickled.ckpt")
+    with pytest.raises(ValueError, match="--trust-pickle"):
+        convert_checkpoint(tmp_path / "pickled.ckpt", tmp_path / "o.ckpt", model=MODEL)
+    convert_checkpoint(tmp_path / "pickled.ckpt", tmp_path / "o.ckpt", model=MODEL, trust=True)
+
+
+def test_cli_converts_with_an_msst_yaml(tmp_path, capsys) -> None:
+    torch.save(official(seed=7), tmp_path / "bare.ckpt")
+    yaml_text = "model:\n" + "".join(f"  {k}: {list(v) if isinstance(v, tuple) else v}\n"
+                                     for k, v in MODEL.items())
+    yaml_text += "training:\n  instruments: [vocals, other]\n  target_instrument: vocals\n"
+    (tmp_path / "c.yaml").write_text(yaml_text)
+    assert main(["convert-checkpoint", str(tmp_path / "bare.ckpt"), str(tmp_path / "o.ckpt"),
+                 "--config", str(tmp_path / "c.yaml")]) == 0
+    assert "meta.model_type bsmamba2" in capsys.readouterr().out
+    assert main(["convert-checkpoint", str(tmp_path / "bare.ckpt"), str(tmp_path / "o.ckpt"),
+                 "--config", str(tmp_path / "c.yaml")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
