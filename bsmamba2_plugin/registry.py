@@ -56,4 +56,18 @@ def build_msst_model(config: Any, *, pretrained: bool = False) -> BSMamba2:
     if not hasattr(config, "model"):
         raise KeyError("model: the config has no 'model:' section; bsmamba2 reads its keys "
                        "there (see configs/config_tiny_bsmamba2.yaml).")
-    return build_model(config.model, path="model")
+    model = build_model(config.model, path="model")
+    training = getattr(config, "training", None)
+    instruments = list(getattr(training, "instruments", None) or [])
+    if instruments:
+        target = training.get("target_instrument") if hasattr(training, "get") else None
+        wanted = 1 if target else len(instruments)
+        if model.config.num_stems != wanted:
+            because = (f"training.target_instrument is {target!r}" if target else
+                       f"training.target_instrument is null and training.instruments lists "
+                       f"{len(instruments)} stems")
+            raise ValueError(
+                f"model.num_stems is {model.config.num_stems}, but {because}, so msst trains "
+                f"and scores {wanted} stem(s). Fix: set model.num_stems: {wanted}, or change "
+                f"training.target_instrument.")
+    return model

@@ -178,3 +178,50 @@ def test_changed_msst_function_is_left_unpatched_with_a_warning() -> None:
     assert fake.build_model_from_config is build_model_from_config
     assert any(issubclass(w.category, MsstCompatibilityWarning)
                and "left unpatched" in str(w.message) for w in caught)
+
+
+def test_silenced_stems_are_zero_in_mixture_and_target(tmp_path) -> None:
+    from msst.utils.settings import load_config
+
+    from bsmamba2_plugin.msst_dataset import BSMamba2Dataset
+
+    write_tiny_dataset(tmp_path / "data", train_tracks=2, valid_tracks=0)
+    config = load_config("bsmamba2", str(TINY))
+    config.augmentations_bsmamba2.silence_p = 1.0  # every stem silent
+    config.training.target_instrument = None
+    dataset = BSMamba2Dataset(config, [str(tmp_path / "data" / "train")],
+                              metadata_path=str(tmp_path / "meta.pkl"), verbose=False)
+    stems, mixture = dataset[0]
+    assert stems.shape[0] == 4 and not stems.any() and not mixture.any()
+
+
+def test_batch_augmentation_and_paper_loss_in_the_training_step(tmp_path) -> None:
+    import argparse
+
+    from msst._training import compute_training_loss
+    from msst.utils.settings import load_config
+
+    from bsmamba2_plugin import BSMamba2
+
+    config = load_config("bsmamba2", str(TINY))
+    config.training.target_instrument = None
+    config.augmentations_bsmamba2.batch = [{"name": "PolarityInversion", "p": 1.0}]
+    config.model.num_stems = 4
+    model = BSMamba2(**dict(config.model))
+    stems = 0.1 * torch.randn(2, 4, 2, 44100)
+    args = argparse.Namespace(model_type="bsmamba2", use_standard_loss=False)
+    loss, mask = compute_training_loss(model, config, args, (stems, stems.sum(1)), "cpu", [0],
+                                       None, True)
+    assert mask is None and loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_stem_count_mismatch_is_reported_with_the_keys(tmp_path) -> None:
+    from msst.errors import ConfigurationError
+    from msst.utils.settings import get_model_from_config
+
+    text = TINY.read_text().replace("target_instrument: vocals", "target_instrument: null")
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigurationError, match="model.num_stems is 1.*num_stems: 4"):
+        get_model_from_config("bsmamba2", str(tmp_path / "c.yaml"))
