@@ -134,15 +134,16 @@ class BSMamba2Dataset(MSSDataset):
 
 
 def _finish_patch() -> None:
-    """Complete the MSSDataset patch that `msst_bridge` defers while this module loads."""
+    """Complete the MSSDataset patch that `msst_bridge` defers while this module loads.
+
+    Only msst.utils.dataset can be waiting: by-value copies elsewhere (the accelerate
+    launcher) are made when those modules import it, and the startup hook patches them.
+    """
     import sys
 
     from . import msst_bridge
 
-    for name in ("msst.utils.dataset", "msst._train_accelerate"):
-        module = sys.modules.get(name)
-        if module is not None:
-            msst_bridge.patch_module(module)
+    msst_bridge.patch_module(sys.modules["msst.utils.dataset"])
 
 
 _finish_patch()

@@ -225,3 +225,15 @@ def test_stem_count_mismatch_is_reported_with_the_keys(tmp_path) -> None:
     (tmp_path / "c.yaml").write_text(text)
     with pytest.raises(ConfigurationError, match="model.num_stems is 1.*num_stems: 4"):
         get_model_from_config("bsmamba2", str(tmp_path / "c.yaml"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("accelerate") is None, reason="needs accelerate")
+def test_msst_train_accelerate_uses_the_plugin(trained: Path) -> None:
+    out = run("msst-train-accelerate", "--model_type", "bsmamba2", "--config_path", str(TINY),
+              "--data_path", "data/train", "--valid_path", "data/valid", "--dataset_type", "1",
+              "--results_path", "results_acc", "--num_workers", "0", cwd=trained)
+    assert "Training loss" in out.stdout
+    ckpt = torch.load(trained / "results_acc" / "last_bsmamba2.ckpt", map_location="cpu",
+                      weights_only=False)
+    assert ckpt["meta"]["model_type"] == "bsmamba2"
+    assert "band_split.to_features.0.0.gamma" in ckpt["model_state_dict"]
