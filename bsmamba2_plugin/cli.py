@@ -128,6 +128,11 @@ def _msst_rows() -> list[tuple[str, str]]:
 
     found = ", ".join(f"{n} ({p.distribution})" for n, p in sorted(plugins.available().items()))
     rows = [("msst plugin types", found or "none")]
+    for name in sorted(plugins.available()):
+        try:
+            plugins.get_factory(name)
+        except ImportError as error:
+            rows.append((f"plugin {name}", f"BROKEN: {error}"))
     hooked = any(type(f).__name__ == "MsstPatchFinder" for f in sys.meta_path)
     rows.append(("msst startup hook", "active" if hooked else
                  "NOT active (bsmamba2_plugin_msst.pth not loaded; reinstall the package)"))

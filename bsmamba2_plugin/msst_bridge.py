@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import inspect
+import logging
 import os
 import sys
 import warnings
@@ -36,6 +37,8 @@ from . import plugins
 
 __all__ = ["MSST_VERSION", "PATCHES", "MsstCompatibilityWarning", "install", "patch_module",
            "patch_report"]
+
+logger = logging.getLogger("bsmamba2_plugin")
 
 MSST_VERSION = "0.1.0"
 _MARK = "__bsmamba2_original__"
@@ -213,13 +216,13 @@ def _restore_ema(ema, args) -> None:
     root, ext = os.path.splitext(start)
     path = f"{root}_ema{ext}"
     if not os.path.isfile(path):
-        print(f"bsmamba2: no EMA weights beside {start} ({path}); the EMA restarts from the "
-              f"loaded weights.")
+        warnings.warn(f"bsmamba2: no EMA weights beside {start} ({path}); the EMA restarts "
+                      f"from the loaded weights.", stacklevel=2)
         return
     state = torch.load(path, map_location="cpu", weights_only=True)
     ema.module.load_state_dict(state["model_state_dict"])
     ema.n_averaged.fill_(max(1, int(state.get("n_averaged", 1))))
-    print(f"bsmamba2: EMA weights restored from {path}")
+    logger.info("bsmamba2: EMA weights restored from %s", path)
 
 
 def _make_train_one_epoch(original):
