@@ -7,6 +7,15 @@
     bsmamba2 convert-checkpoint IN OUT [--config YAML] [--weights raw|ema]
                                       official Lightning or msst bs_mamba2 checkpoint ->
                                       msst checkpoint for --model_type bsmamba2
+    bsmamba2 make-dataset OUT --tracks N --seconds S --seed K
+                                      render a MUSDB18HQ-layout multitrack dataset
+    bsmamba2 recipe run FILE [--workdir DIR] [--set k=v] [--dry-run] | recipe list
+                                      run an experiment recipe through the stock msst CLIs
+    bsmamba2 demo [--workdir DIR] [--quick]
+                                      recipes/demo_cpu.yaml: data -> train -> valid ->
+                                      separate -> report, on a CPU
+    bsmamba2 evaluate --config C --checkpoint K [...] --data DIR --out REPORT
+                                      uSDR, cSDR, silence suite, chunk lengths, plots
 """
 
 from __future__ import annotations
@@ -58,6 +67,58 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--trust-pickle", action="store_true",
                          help="load with torch.load(weights_only=False); only for trusted files")
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+    make = sub.add_parser("make-dataset", help="render a MUSDB18HQ-layout multitrack dataset "
+                                               "with intermittent vocals")
+    make.add_argument("out", type=Path, metavar="OUT")
+    make.add_argument("--tracks", type=int, required=True, help="training tracks")
+    make.add_argument("--valid-tracks", type=int, help="validation tracks (default tracks // 4, "
+                                                       "at least 1)")
+    make.add_argument("--seconds", type=float, required=True, help="length of every track")
+    make.add_argument("--seed", type=int, required=True)
+    make.add_argument("--sample-rate", type=int, default=44100)
+    make.add_argument("--engine", default="synth", help="renderer (default: synth, no system "
+                                                        "package needed)")
+    make.add_argument("--overwrite", action="store_true",
+                      help="allow writing into a non-empty OUT")
+
+    recipe = sub.add_parser("recipe", help="run or list experiment recipes")
+    recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
+    recipe_sub.add_parser("list", help="the shipped recipes")
+    run = recipe_sub.add_parser("run", help="run a recipe's stages (resumable)")
+    run.add_argument("file", help="recipe YAML (path, or a name from `bsmamba2 recipe list`)")
+    run.add_argument("--workdir", type=Path, help="where everything goes (default: runs/<name>)")
+    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a recipe variable (repeatable)")
+    run.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    run.add_argument("--force", action="store_true", help="rerun stages that finished before")
+
+    demo = sub.add_parser("demo", help="run recipes/demo_cpu.yaml into a fresh folder")
+    demo.add_argument("--workdir", type=Path, help="default: a new bsmamba2-demo-<time> folder; "
+                                                   "an existing one is resumed")
+    demo.add_argument("--quick", action="store_true",
+                      help="seconds instead of minutes (tiny data, few steps): a smoke test")
+
+    evaluate = sub.add_parser("evaluate", help="score vocals: uSDR, cSDR, silence suite, "
+                                               "chunk lengths, plots")
+    evaluate.add_argument("--config", type=Path, action="append", required=True,
+                          help="msst YAML of a model (repeat per model)")
+    evaluate.add_argument("--checkpoint", type=Path, action="append", required=True,
+                          help="its checkpoint (repeat per model, same order)")
+    evaluate.add_argument("--name", action="append", default=[], help="display names, in order")
+    evaluate.add_argument("--model-type", action="append", default=[],
+                          help="model types, in order (default: the checkpoint's meta)")
+    evaluate.add_argument("--data", type=Path, required=True,
+                          help="folder of track folders with mixture.wav and vocals.wav")
+    evaluate.add_argument("--chunk-seconds", type=float, nargs="+", default=[8.0],
+                          help="non-overlapping inference chunk lengths (default: 8)")
+    evaluate.add_argument("--overlap", type=int, default=1,
+                          help="1 = the paper's non-overlapping protocol; n > 1 = overlap-add")
+    evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--no-mixture", action="store_true",
+                          help="leave out the mixture-as-estimate baseline")
+    evaluate.add_argument("--out", type=Path, required=True, help="report folder (resumable)")
     return parser
 
 
@@ -68,9 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _doctor()
         if args.command == "convert-checkpoint":
             return _convert(args)
+        if args.command == "make-dataset":
+            return _make_dataset(args)
+        if args.command == "recipe":
+            return _recipe(args)
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _summary(args)
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError,
-            ModuleNotFoundError, RuntimeError) as error:
+            ModuleNotFoundError, RuntimeError, NotImplementedError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"bsmamba2 {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -164,6 +233,91 @@ def _convert(args: argparse.Namespace) -> int:
                               trust=args.trust_pickle, overwrite=args.overwrite)
     print(f"wrote {args.target}: {meta['converted_from']}, weights {meta['weights']}, "
           f"meta.model_type {meta['model_type']}")
+    return 0
+
+
+# ------------------------------------------------------------- data, recipes
+def _make_dataset(args: argparse.Namespace) -> int:
+    from .render import render_dataset
+
+    summary = render_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
+                             sample_rate=args.sample_rate, valid_tracks=args.valid_tracks,
+                             engine=args.engine, overwrite=args.overwrite)
+    tracks = summary["tracks"]
+    silent = sum(t["mostly_silent"] for t in tracks)
+    speed = summary["audio_seconds"] / max(summary["wall_seconds"], 1e-9)
+    print(f"wrote {len(tracks)} tracks to {args.out} ({silent} mostly silent): "
+          f"{summary['audio_seconds']:.0f} s of audio in {summary['wall_seconds']:.1f} s "
+          f"({speed:.0f}x real time)")
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from .recipes import find_resource, load_recipe, parse_overrides, run_recipe
+
+    if args.recipe_command == "list":
+        folder = find_resource("recipes", "demo_cpu.yaml").parent
+        for path in sorted(folder.glob("*.yaml")):
+            recipe = load_recipe(path)
+            print(f"{path.stem:<42} {recipe.hardware}; {recipe.expected_duration}")
+        return 0
+    recipe = load_recipe(args.file)
+    workdir = args.workdir or Path("runs") / recipe.name
+    run_recipe(recipe, workdir, overrides=parse_overrides(args.set), dry_run=args.dry_run,
+               force=args.force)
+    return 0
+
+
+# Variables of demo_cpu.yaml for --quick: seconds, not minutes (CI runs this).
+QUICK_DEMO = {"tracks": "2", "valid_tracks": "1", "seconds": "6", "epochs": "1", "steps": "2",
+              "chunks": "1 2"}
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import json
+    import time as clock
+
+    from .recipes import load_recipe, run_recipe
+
+    recipe = load_recipe("demo_cpu.yaml")
+    workdir = args.workdir or Path(f"bsmamba2-demo-{clock.strftime('%Y%m%d-%H%M%S')}")
+    print(f"bsmamba2 demo: {recipe.description.strip()}\nworking in {workdir.resolve()}")
+    start = clock.monotonic()
+    run_recipe(recipe, workdir, overrides=QUICK_DEMO if args.quick else None)
+    summary = json.loads((workdir / "report" / "summary.json").read_text())
+    print(f"\ndone in {clock.monotonic() - start:.0f} s")
+    print(f"separated audio: {(workdir / 'separated' / 'song').resolve()}")
+    print(f"report:          {(workdir / 'report' / 'summary.md').resolve()}")
+    for entry in summary["table"]:
+        print(f"  {entry['model']:<10} chunk {entry['chunk_seconds']:g} s: uSDR median "
+              f"{entry['usdr']['median']:.2f} dB, mean {entry['usdr']['mean']:.2f} dB over "
+              f"{entry['tracks']} validation track(s)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import ModelSpec, evaluate
+
+    if len(args.config) != len(args.checkpoint):
+        raise ValueError(f"evaluate: {len(args.config)} --config but {len(args.checkpoint)} "
+                         f"--checkpoint; give one of each per model, in the same order.")
+    for option, values in (("--name", args.name), ("--model-type", args.model_type)):
+        if values and len(values) != len(args.config):
+            raise ValueError(f"evaluate: give {option} once per model ({len(args.config)}), "
+                             f"or not at all.")
+    specs = [ModelSpec(config=c, checkpoint=k,
+                       name=args.name[i] if args.name else None,
+                       model_type=args.model_type[i] if args.model_type else None)
+             for i, (c, k) in enumerate(zip(args.config, args.checkpoint))]
+    for spec in specs:
+        for path in (spec.config, spec.checkpoint):
+            if not path.is_file():
+                raise FileNotFoundError(f"evaluate: no such file: {path}")
+    evaluate(specs, args.data, args.out, chunk_seconds=args.chunk_seconds,
+             overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+             include_mixture=not args.no_mixture)
+    print(f"report: {args.out / 'summary.md'}")
+    print((args.out / "summary.md").read_text())
     return 0
 
 

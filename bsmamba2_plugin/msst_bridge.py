@@ -9,7 +9,7 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
 | msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
 | msst.utils.dataset, msst._train_accelerate | MSSDataset | `msst_dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
-| msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | plugin types with `training.ema_momentum`: validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume |
+| msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume |
 
 Patches are idempotent and applied when each module is first imported (`_msst_hook`,
 loaded from a .pth file, so stock `msst-*` commands, the Python API, DataLoader workers
@@ -17,7 +17,9 @@ and DDP ranks all get them) or by `install()` for modules already imported. Befo
 patching, each function's parameters are compared with those of msst 0.1.0; a function
 whose shape changed is left alone with an `MsstCompatibilityWarning` naming it, and
 another msst version is warned about once. Built-in msst model types keep msst's
-behaviour everywhere except the CPU device fix.
+behaviour everywhere except the CPU device fix, and the EMA use they opt into with
+`training.use_ema_weights: true` (the BS-RoFormer baseline configs do, for a fair
+comparison).
 """
 
 from __future__ import annotations
@@ -108,20 +110,20 @@ def _make_initialize_model_and_device(original):
 
 
 # --------------------------------------------------------------------- loss
-_recipes: dict[int, tuple[Any, tuple[Any, Any, Any]]] = {}
+_step_setups: dict[int, tuple[Any, tuple[Any, Any, Any]]] = {}
 
 
-def _recipe_for(config: Any) -> tuple[Any, Any, Any]:
+def _step_setup(config: Any) -> tuple[Any, Any, Any]:
     """(paper loss or None, batch augment or None, autocast dtype) for one config, built
     once per config object (msst passes the same one every step)."""
-    cached = _recipes.get(id(config))
+    cached = _step_setups.get(id(config))
     if cached is None or cached[0] is not config:
-        cached = (config, _build_recipe(config))
-        _recipes[id(config)] = cached
+        cached = (config, _build_step_setup(config))
+        _step_setups[id(config)] = cached
     return cached[1]
 
 
-def _build_recipe(config: Any) -> tuple[Any, Any, Any]:
+def _build_step_setup(config: Any) -> tuple[Any, Any, Any]:
     import torch
 
     from .augment import AugmentConfig, build_batch_augment
@@ -167,7 +169,7 @@ def _make_compute_training_loss(original):
             active_stem_mask = active_stem_mask.to(device=device, dtype=torch.bool)
         if _cfg_get(config.training, "normalize", False):
             x, y = normalize_batch(x, y)
-        paper_loss, augment, amp_dtype = _recipe_for(config)
+        paper_loss, augment, amp_dtype = _step_setup(config)
         if augment is not None:
             y = augment(y)
             x = y.sum(dim=1)
@@ -225,11 +227,17 @@ def _restore_ema(ema, args) -> None:
     logger.info("bsmamba2: EMA weights restored from %s", path)
 
 
+def _uses_ema_weights(config: Any, model_type: str) -> bool:
+    """`training.use_ema_weights`: default on for plugin model types, off for msst's own."""
+    return bool(_cfg_get(config.training, "use_ema_weights", _is_plugin_type(model_type)))
+
+
 def _make_train_one_epoch(original):
     @functools.wraps(original)
     def train_one_epoch(model, config, args, *rest, **kwargs):
         ema = kwargs.get("ema_model")
-        if ema is not None and _is_plugin_type(args.model_type) and _EMA.get("model") is not ema:
+        if (ema is not None and _EMA.get("model") is not ema
+                and _uses_ema_weights(config, args.model_type)):
             _EMA["model"] = ema
             _restore_ema(ema, args)
         return original(model, config, args, *rest, **kwargs)
@@ -239,7 +247,7 @@ def _make_train_one_epoch(original):
 
 def _ema_for(args, device_ids) -> Any:
     ema = _EMA.get("model")
-    if ema is None or not _is_plugin_type(getattr(args, "model_type", None)):
+    if ema is None:
         return None
     import torch.distributed as dist
 
@@ -279,7 +287,7 @@ def _make_save_last_weights(original):
     def save_last_weights(args, model, *rest, **kwargs):
         result = original(args, model, *rest, **kwargs)
         ema = _EMA.get("model")
-        if ema is not None and _is_plugin_type(args.model_type):
+        if ema is not None:
             import torch
 
             meta = {**getattr(args, "checkpoint_meta", {}), "weights": "ema"}

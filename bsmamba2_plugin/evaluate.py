@@ -1,0 +1,346 @@
+"""`bsmamba2 evaluate`: score separated vocals the way the paper does, and more.
+
+For every model (msst checkpoints of any msst or plugin model type, e.g. bsmamba2 and
+bs_roformer) and every chunk length d, each track of a MUSDB18HQ-layout folder is
+separated with the paper's protocol (non-overlapping d-second chunks, `inference`) or
+overlap-add, and scored against its reference vocals: uSDR, cSDR (museval-exact) and
+the silence suite (`silence`), using the renderer's sample-accurate vocal activity
+(`activity.json`) when a track has one. A "mixture" pseudo-model (the mixture as the
+vocal estimate) is the do-nothing baseline.
+
+Outputs in the report folder: `results.jsonl` (one row per model, chunk length and
+track; the run resumes from it), `results.csv`, `summary.json`, `summary.md`, and PNG
+plots: quality vs chunk length, SLR and uSDR by vocal-activity bucket, and paired
+per-track differences between two models with bootstrap 95 % intervals.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MIXTURE", "ModelSpec", "evaluate", "write_report"]
+
+MIXTURE = "mixture"  # name of the do-nothing baseline
+_HEADLINE = ("usdr", "csdr", "slr_db", "ghost_db", "active_usdr", "dropout_rate",
+             "silence_f1", "onset_sdr")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One model to evaluate: an msst config and checkpoint."""
+
+    config: Path
+    checkpoint: Path
+    name: str | None = None
+    model_type: str | None = None
+
+
+def _read_checkpoint_state(path: Path) -> tuple[dict, dict]:
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    meta = checkpoint.get("meta", {}) if isinstance(checkpoint, dict) else {}
+    for key in ("model_state_dict", "state_dict", "state"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            return checkpoint[key], meta
+    return checkpoint, meta
+
+
+def _load_model(spec: ModelSpec, device: str):
+    """(name, model, msst config, index of the vocals output)."""
+    from msst.utils.settings import get_model_from_config
+
+    state, meta = _read_checkpoint_state(spec.checkpoint)
+    model_type = spec.model_type or meta.get("model_type")
+    if not model_type:
+        raise ValueError(f"{spec.checkpoint}: the checkpoint has no meta.model_type; pass "
+                         f"--model-type for it.")
+    model, config = get_model_from_config(model_type, str(spec.config))
+    model.load_state_dict(state, strict=True)
+    model = model.to(device).eval()
+    target = config.training.get("target_instrument") if hasattr(config.training, "get") else None
+    instruments = list(config.training.instruments)
+    if target:
+        if target != "vocals":
+            raise ValueError(f"{spec.config}: training.target_instrument is {target!r}; "
+                             f"evaluate scores vocals.")
+        index = 0
+    elif "vocals" in instruments:
+        index = instruments.index("vocals")
+    else:
+        raise ValueError(f"{spec.config}: training.instruments {instruments} has no 'vocals'.")
+    name = spec.name or f"{model_type}:{spec.checkpoint.stem}"
+    return name, model, config, index
+
+
+def _tracks(data: Path) -> list[Path]:
+    tracks = sorted(p for p in data.iterdir() if (p / "mixture.wav").is_file()
+                    and (p / "vocals.wav").is_file()) if data.is_dir() else []
+    if not tracks:
+        raise FileNotFoundError(f"--data {data}: no track folders with mixture.wav and "
+                                f"vocals.wav. Fix: point it at a split folder (e.g. DATA/valid).")
+    return tracks
+
+
+def _read(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    return audio.T.copy(), rate
+
+
+def _load_track(track: Path, from_segments, config) -> dict[str, Any]:
+    """Audio and (when the renderer wrote one) the sample-accurate vocal activity."""
+    mixture, rate = _read(track / "mixture.wav")
+    vocals, vocal_rate = _read(track / "vocals.wav")
+    if vocal_rate != rate or vocals.shape != mixture.shape:
+        raise ValueError(f"{track}: vocals.wav ({vocals.shape}, {vocal_rate} Hz) and "
+                         f"mixture.wav ({mixture.shape}, {rate} Hz) do not match.")
+    info, activity = None, None
+    sidecar = track / "activity.json"
+    if sidecar.is_file():
+        info = json.loads(sidecar.read_text())
+        activity = from_segments(info["vocal_segments"], vocals.shape[-1], rate, config)
+    return {"track": track.name, "mixture": mixture, "vocals": vocals, "rate": rate,
+            "info": info, "activity": activity}
+
+
+def _score(reference: np.ndarray, estimate: np.ndarray, mixture: np.ndarray, rate: int,
+           activity) -> dict[str, float]:
+    from .silence import silence_suite
+
+    return {k: float(v) for k, v in silence_suite(reference, estimate, mixture, rate,
+                                                   activity=activity).items()}
+
+
+def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
+             chunk_seconds: Sequence[float] = (8.0,), overlap: int = 1, batch_size: int = 4,
+             device: str = "cpu", include_mixture: bool = True, progress: bool = True,
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Separate and score every track; resumes from `out/results.jsonl`. Returns summary."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .inference import separate
+    from .silence import SilenceConfig, activity_from_segments
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "results.jsonl"
+    rows: list[dict[str, Any]] = []
+    if rows_path.exists():
+        rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    done = {(r["model"], r["chunk_seconds"], r["track"]) for r in rows}
+    tracks = _tracks(data)
+    loaded = [_load_model(spec, device) for spec in models]
+    names = [MIXTURE] * include_mixture + [name for name, *_ in loaded]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must differ, got {names}; pass --name for each model.")
+    jobs = [(name, float(d), track) for track in tracks for name in names
+            for d in chunk_seconds if (name, float(d), track.name) not in done]
+    echo(f"evaluate: {len(tracks)} tracks x {len(chunk_seconds)} chunk lengths x {len(names)} "
+         f"models; {len(jobs)} to do, {len(done)} already in {rows_path}")
+    by_name = {name: (model, config, index) for name, model, config, index in loaded}
+    current: dict[str, Any] = {}
+    with rows_path.open("a") as sink:
+        for name, d, track in tqdm(jobs, desc="evaluate", disable=not progress):
+            if current.get("track") != track.name:
+                current = _load_track(track, activity_from_segments, SilenceConfig())
+            mixture, vocals, rate = current["mixture"], current["vocals"], current["rate"]
+            if name == MIXTURE:
+                estimate = mixture
+            else:
+                model, config, index = by_name[name]
+                expected = int(config.audio.get("sample_rate", 44100))
+                if rate != expected:
+                    raise ValueError(f"{track}: sample rate {rate}, the model expects {expected}.")
+                chunk = int(round(d * rate))
+                chunk -= chunk % overlap
+                stems = separate(model, torch.from_numpy(mixture), chunk, overlap=overlap,
+                                 batch_size=batch_size, device=device)
+                estimate = stems[index].numpy()
+            row = {"model": name, "chunk_seconds": d, "track": track.name, "overlap": overlap,
+                   **_score(vocals, estimate, mixture, rate, current["activity"])}
+            if current["info"] is not None:
+                row["mostly_silent"] = bool(current["info"].get("mostly_silent", False))
+            rows.append(row)
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+    return write_report(rows, out, order=names)
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    return array[np.isfinite(array)]
+
+
+def write_report(rows: list[dict[str, Any]], out: Path, *, order: Sequence[str] | None = None
+                 ) -> dict[str, Any]:
+    """summary.json, summary.md, results.csv and the plots from result rows."""
+    from .metrics import aggregate, paired_bootstrap_ci
+    from .silence import SilenceConfig, activity_bucket
+
+    names = list(order) if order else sorted({r["model"] for r in rows})
+    chunks = sorted({r["chunk_seconds"] for r in rows})
+    summary: dict[str, Any] = {"models": names, "chunk_seconds": chunks, "table": [],
+                               "buckets": [], "paired": []}
+    for name in names:
+        for d in chunks:
+            sel = [r for r in rows if r["model"] == name and r["chunk_seconds"] == d]
+            if not sel:
+                continue
+            entry = {"model": name, "chunk_seconds": d, "tracks": len(sel)}
+            for key in _HEADLINE:
+                entry[key] = aggregate([r.get(key, math.nan) for r in sel])
+            summary["table"].append(entry)
+    config = SilenceConfig()
+    longest = chunks[-1] if chunks else None
+    for name in names:
+        sel = [r for r in rows if r["model"] == name and r["chunk_seconds"] == longest]
+        for bucket in sorted({activity_bucket(r["activity_ratio"], config) for r in sel}):
+            group = [r for r in sel if activity_bucket(r["activity_ratio"], config) == bucket]
+            summary["buckets"].append({
+                "model": name, "chunk_seconds": longest, "bucket": bucket,
+                "usdr": aggregate([r["usdr"] for r in group]),
+                "slr_db": aggregate([r["slr_db"] for r in group])})
+    models = [n for n in names if n != MIXTURE]
+    reference = models[1] if len(models) > 1 else (MIXTURE if MIXTURE in names else None)
+    if models and reference:
+        first = models[0]
+        for d in chunks:
+            for key in ("usdr", "csdr", "slr_db"):
+                a = {r["track"]: r[key] for r in rows if r["model"] == first
+                     and r["chunk_seconds"] == d}
+                b = {r["track"]: r[key] for r in rows if r["model"] == reference
+                     and r["chunk_seconds"] == d}
+                common = [t for t in sorted(a) if t in b and np.isfinite(a[t]) and np.isfinite(b[t])]
+                if len(common) < 2:
+                    continue
+                ci = paired_bootstrap_ci([a[t] for t in common], [b[t] for t in common])
+                summary["paired"].append({"a": first, "b": reference, "chunk_seconds": d,
+                                          "metric": key, **ci})
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    _write_csv(rows, out / "results.csv")
+    _write_markdown(summary, out / "summary.md")
+    _plot(summary, rows, out)
+    return summary
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _cell(stat: dict[str, float], which: str = "median") -> str:
+    value = stat.get(which, math.nan)
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.2f}"
+
+
+def _write_markdown(summary: dict[str, Any], path: Path) -> None:
+    lines = ["# Evaluation summary", "",
+             "Per-track values aggregated over tracks (median; mean in brackets). uSDR, cSDR, "
+             "SLR and ghost level in dB; SLR is the leak into target-silent regions relative to "
+             "the mixture there (0 dB = no suppression, lower is better).", "",
+             "| model | chunk s | tracks | uSDR | cSDR | SLR dB | ghost dB | active uSDR | "
+             "dropout rate | silence F1 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in summary["table"]:
+        lines.append(
+            f"| {e['model']} | {e['chunk_seconds']:g} | {e['tracks']} | "
+            f"{_cell(e['usdr'])} ({_cell(e['usdr'], 'mean')}) | "
+            f"{_cell(e['csdr'])} ({_cell(e['csdr'], 'mean')}) | {_cell(e['slr_db'])} | "
+            f"{_cell(e['ghost_db'])} | {_cell(e['active_usdr'])} | {_cell(e['dropout_rate'])} | "
+            f"{_cell(e['silence_f1'])} |")
+    if summary["paired"]:
+        lines += ["", "Paired per-track differences (first minus second), mean with bootstrap "
+                  "95 % interval:", "", "| a - b | chunk s | metric | mean diff | 95 % CI | n |",
+                  "|---|---|---|---|---|---|"]
+        for p in summary["paired"]:
+            lines.append(f"| {p['a']} - {p['b']} | {p['chunk_seconds']:g} | {p['metric']} | "
+                         f"{p['mean_diff']:.2f} | [{p['low']:.2f}, {p['high']:.2f}] | {p['n']} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, chunks = summary["models"], summary["chunk_seconds"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "usdr", "uSDR (dB)"), (axes[1], "csdr", "cSDR (dB)")):
+        for name in names:
+            entries = [e for e in summary["table"] if e["model"] == name]
+            ax.plot([e["chunk_seconds"] for e in entries],
+                    [e[key]["median"] for e in entries], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(chunks, [f"{c:g}" for c in chunks])
+        ax.set_xlabel("chunk length (s), non-overlapping")
+        ax.set_ylabel(f"median {label}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Quality vs inference chunk length")
+    fig.tight_layout()
+    fig.savefig(out / "quality_vs_chunk.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    buckets = sorted({b["bucket"] for b in summary["buckets"]})
+    width = 0.8 / max(1, len(names))
+    for ax, key, label in ((axes[0], "slr_db", "SLR (dB, lower = less leak)"),
+                           (axes[1], "usdr", "uSDR (dB)")):
+        for i, name in enumerate(names):
+            values = []
+            for bucket in buckets:
+                match = [b for b in summary["buckets"] if b["model"] == name
+                         and b["bucket"] == bucket]
+                values.append(match[0][key]["median"] if match else np.nan)
+            ax.bar(np.arange(len(buckets)) + i * width, values, width, label=name)
+        ax.set_xticks(np.arange(len(buckets)) + width * (len(names) - 1) / 2, buckets)
+        ax.set_xlabel("vocal activity of the track")
+        ax.set_ylabel(f"median {label}")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"By vocal-activity bucket ({summary['chunk_seconds'][-1]:g} s chunks)")
+    fig.tight_layout()
+    fig.savefig(out / "by_activity.png", dpi=120)
+    plt.close(fig)
+
+    if summary["paired"]:
+        metrics = sorted({p["metric"] for p in summary["paired"]})
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            sel = [p for p in summary["paired"] if p["metric"] == metric]
+            x = [p["chunk_seconds"] for p in sel]
+            mean = np.array([p["mean_diff"] for p in sel])
+            low, high = np.array([p["low"] for p in sel]), np.array([p["high"] for p in sel])
+            ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o-", capsize=4)
+            for p in sel:
+                tracks = [r for r in rows if r["chunk_seconds"] == p["chunk_seconds"]]
+                a = {r["track"]: r[metric] for r in tracks if r["model"] == p["a"]}
+                b = {r["track"]: r[metric] for r in tracks if r["model"] == p["b"]}
+                diffs = _finite([a[t] - b[t] for t in a if t in b])
+                ax.scatter([p["chunk_seconds"]] * len(diffs), diffs, s=8, alpha=0.4,
+                           color="gray")
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(x, [f"{c:g}" for c in x])
+            ax.set_xlabel("chunk length (s)")
+            ax.set_title(f"{metric}: {sel[0]['a']} - {sel[0]['b']}", fontsize=9)
+            ax.grid(alpha=0.3)
+        fig.suptitle("Paired per-track differences, mean and bootstrap 95 % CI")
+        fig.tight_layout()
+        fig.savefig(out / "paired_differences.png", dpi=120)
+        plt.close(fig)

@@ -1,0 +1,307 @@
+"""Experiment recipes: one YAML per experiment, run stage by stage through stock CLIs.
+
+A recipe names its msst config, data, seed, hardware, expected duration and the
+metrics to report, and lists stages. Each stage is either a command
+(`run: [msst-train, --model_type, bsmamba2, ...]`, any console script of this
+environment, `bsmamba2 ...` included) or a file copy (`copy: {from: A, to: B}`).
+Strings may use `{name}` placeholders: `workdir`, `seed`, every key of the recipe's
+`vars:` mapping, and the configs: with `config: PATH`, `{config}` is the resolved copy
+`<workdir>/config.yaml` (the config with `config_overrides` merged in, kept beside the
+outputs); with `configs: {NAME: PATH, ...}`, `{config_NAME}` is `<workdir>/config_NAME.yaml`.
+`--set name=value` overrides any variable. A `run` argument that is exactly one
+placeholder whose value has spaces becomes several arguments (`{chunks}` = "1 2 4").
+
+Running is resumable: a stage that finished writes `<workdir>/.stages/<name>.done` and
+is skipped next time (`force=True` reruns). A stage with `time_limit_seconds` is
+stopped at that limit (for equal-time comparisons) and counts as finished if the file
+named by its `creates:` exists. Nothing is ever deleted.
+
+Schema (top level): name, description, hardware, expected_duration, seed, config or
+configs, config_overrides (mapping merged into every config), vars, metrics, stages.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Recipe", "Stage", "find_resource", "load_recipe", "run_recipe"]
+
+_PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
+_TOP_KEYS = {"name", "description", "hardware", "expected_duration", "seed", "config",
+             "configs", "config_overrides", "vars", "metrics", "stages"}
+_STAGE_KEYS = {"name", "run", "copy", "creates", "time_limit_seconds", "description"}
+
+
+def find_resource(kind: str, name: str | Path) -> Path:
+    """Path of a shipped config or recipe (`kind` "configs" or "recipes").
+
+    Looks at the path as given, then the repository checkout this package runs from,
+    then the copy installed with the package.
+
+    Raises:
+        FileNotFoundError: with the places looked at.
+    """
+    path = Path(name)
+    candidates = [path]
+    if not path.is_absolute():
+        here = Path(__file__).resolve().parent
+        candidates += [here.parent / kind / path.name, here / "_data" / kind / path.name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(f"{kind[:-1]} {name!s} not found; looked at "
+                            f"{', '.join(str(c) for c in candidates)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    run: tuple[str, ...] = ()
+    copy: Mapping[str, str] | None = None
+    creates: str | None = None
+    time_limit_seconds: str | None = None  # may hold a placeholder
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    path: Path
+    name: str
+    description: str
+    hardware: str
+    expected_duration: str
+    seed: int
+    configs: Mapping[str, Path]  # placeholder name -> source config
+    config_overrides: Mapping[str, Any]
+    vars: Mapping[str, Any]
+    metrics: tuple[str, ...]
+    stages: tuple[Stage, ...]
+
+    def values(self, workdir: Path, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Placeholder values: workdir, config, seed, vars; `overrides` win."""
+        values = {"workdir": str(workdir), "seed": str(self.seed)}
+        values.update({name: str(workdir / f"{name}.yaml") for name in self.configs})
+        values.update({k: str(v) for k, v in self.vars.items()})
+        for key, value in (overrides or {}).items():
+            if key not in values:
+                raise KeyError(f"--set {key}=...: {self.path.name} has no variable {key!r}; it "
+                               f"has {', '.join(sorted(values))}.")
+            values[key] = value
+        return values
+
+    def commands(self, workdir: Path, overrides: Mapping[str, str] | None = None
+                 ) -> list[tuple[Stage, list[str]]]:
+        """Each stage with its command after substitution (copy stages: a `cp` line)."""
+        values = self.values(workdir, overrides)
+        out = []
+        for stage in self.stages:
+            if stage.copy is not None:
+                out.append((stage, ["cp", _fill(stage.copy["from"], values, stage.name),
+                                    _fill(stage.copy["to"], values, stage.name)]))
+            else:
+                command: list[str] = []
+                for part in stage.run:
+                    filled = _fill(part, values, stage.name)
+                    # an argument that is one placeholder expands to several words
+                    whole = _PLACEHOLDER.fullmatch(part)
+                    command += shlex.split(filled) if whole and " " in filled else [filled]
+                out.append((stage, command))
+        return out
+
+
+def _fill(text: str, values: Mapping[str, str], where: str) -> str:
+    def replace(match: re.Match) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise KeyError(f"stage {where!r}: unknown placeholder {{{key}}}; known: "
+                           f"{', '.join(sorted(values))}.")
+        return values[key]
+
+    return _PLACEHOLDER.sub(replace, str(text))
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and check a recipe YAML.
+
+    Raises:
+        FileNotFoundError, KeyError, ValueError: naming the file and key.
+    """
+    path = find_resource("recipes", path)
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level.")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise KeyError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
+                       f"{', '.join(sorted(_TOP_KEYS))}.")
+    for key in ("name", "stages", "seed", "hardware", "expected_duration", "metrics"):
+        if key not in raw:
+            raise KeyError(f"{path}: missing required key {key!r}.")
+    if ("config" in raw) == ("configs" in raw):
+        raise KeyError(f"{path}: give exactly one of 'config' (one path) or 'configs' "
+                       f"(name -> path).")
+    if "config" in raw:
+        configs = {"config": find_resource("configs", raw["config"])}
+    else:
+        configs = {f"config_{name}": find_resource("configs", value)
+                   for name, value in dict(raw["configs"]).items()}
+    stages = []
+    for i, item in enumerate(raw["stages"]):
+        where = f"{path}: stages[{i}]"
+        if not isinstance(item, dict) or "name" not in item:
+            raise ValueError(f"{where}: expected a mapping with a 'name'.")
+        extra = set(item) - _STAGE_KEYS
+        if extra:
+            raise KeyError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; valid: "
+                           f"{', '.join(sorted(_STAGE_KEYS))}.")
+        if ("run" in item) == ("copy" in item):
+            raise ValueError(f"{where} ({item['name']}): give exactly one of 'run' or 'copy'.")
+        if "copy" in item and set(item["copy"]) != {"from", "to"}:
+            raise ValueError(f"{where}: copy needs exactly 'from' and 'to'.")
+        stages.append(Stage(name=str(item["name"]),
+                            run=tuple(str(p) for p in item.get("run", ())),
+                            copy=item.get("copy"), creates=item.get("creates"),
+                            time_limit_seconds=(None if item.get("time_limit_seconds") is None
+                                                else str(item["time_limit_seconds"])),
+                            description=str(item.get("description", ""))))
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: stage names must be unique, got {names}.")
+    return Recipe(path=path, name=str(raw["name"]), description=str(raw.get("description", "")),
+                  hardware=str(raw["hardware"]), expected_duration=str(raw["expected_duration"]),
+                  seed=int(raw["seed"]), configs=configs,
+                  config_overrides=raw.get("config_overrides") or {},
+                  vars=raw.get("vars") or {}, metrics=tuple(raw["metrics"]),
+                  stages=tuple(stages))
+
+
+def _merge(base: dict, changes: Mapping[str, Any], values: Mapping[str, str]) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, values)
+        elif isinstance(value, str):
+            out[key] = yaml.safe_load(_fill(value, values, "config_overrides"))
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def write_configs(recipe: Recipe, workdir: Path, values: Mapping[str, str]) -> list[Path]:
+    """Each config with the recipe's overrides, written to <workdir>/<name>.yaml."""
+    written = []
+    for name, source in recipe.configs.items():
+        resolved = _merge(yaml.safe_load(source.read_text()), recipe.config_overrides, values)
+        target = workdir / f"{name}.yaml"
+        header = (f"# Resolved by `bsmamba2 recipe run {recipe.path.name}` from "
+                  f"{source.name} and the recipe's config_overrides.\n")
+        target.write_text(header + yaml.safe_dump(resolved, sort_keys=False))
+        written.append(target)
+    return written
+
+
+def _executable(name: str) -> list[str]:
+    if name == "bsmamba2":
+        return [sys.executable, "-m", "bsmamba2_plugin.cli"]
+    local = Path(sys.executable).parent / name
+    if local.is_file():
+        return [str(local)]
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"command {name!r} not found next to {sys.executable} or on "
+                                f"PATH. Fix: install what provides it (msst commands: "
+                                f"pip install 'bsmamba2-plugin[msst]').")
+    return [found]
+
+
+def _run_command(command: list[str], *, cwd: Path, time_limit: float | None) -> str:
+    """Run one stage; returns "ok" or "time limit"."""
+    process = subprocess.Popen(_executable(command[0]) + command[1:], cwd=cwd,
+                               start_new_session=True)
+    try:
+        code = process.wait(timeout=time_limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        return "time limit"
+    if code != 0:
+        raise RuntimeError(f"command failed with exit code {code}: {shlex.join(command)}")
+    return "ok"
+
+
+def run_recipe(recipe: Recipe, workdir: str | Path, *, overrides: Mapping[str, str] | None = None,
+               dry_run: bool = False, force: bool = False,
+               echo=print) -> list[tuple[str, str]]:
+    """Run (or with dry_run, print) the stages; returns [(stage, "ran" | "skipped" | ...)].
+
+    Raises:
+        RuntimeError: a stage failed or did not create what it promised.
+    """
+    workdir = Path(workdir).resolve()
+    values = recipe.values(workdir, overrides)
+    commands = recipe.commands(workdir, overrides)
+    if dry_run:
+        echo(f"# {recipe.name}: {len(commands)} stages in {workdir}")
+        for name, source in recipe.configs.items():
+            echo(f"# {{{name}}} = {values[name]}: {source} with the recipe's config_overrides")
+        for stage, command in commands:
+            echo(shlex.join(command))
+        return [(stage.name, "dry-run") for stage, _ in commands]
+    marks = workdir / ".stages"
+    marks.mkdir(parents=True, exist_ok=True)
+    write_configs(recipe, workdir, values)
+    results = []
+    for index, (stage, command) in enumerate(commands, 1):
+        mark = marks / f"{stage.name}.done"
+        header = f"[{index}/{len(commands)}] {stage.name}"
+        if mark.exists() and not force:
+            echo(f"{header}: done before, skipped ({mark})")
+            results.append((stage.name, "skipped"))
+            continue
+        echo(f"{header}: {shlex.join(command)}")
+        start = time.monotonic()
+        if stage.copy is not None:
+            Path(command[2]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(command[1], command[2])
+            outcome = "ok"
+        else:
+            limit = (None if stage.time_limit_seconds is None
+                     else float(_fill(stage.time_limit_seconds, values, stage.name)))
+            outcome = _run_command(command, cwd=workdir, time_limit=limit)
+        creates = _fill(stage.creates, values, stage.name) if stage.creates else None
+        if creates and not Path(creates).exists():
+            raise RuntimeError(f"stage {stage.name!r} ended ({outcome}) without creating "
+                               f"{creates}.")
+        mark.write_text(shlex.join(command) + "\n")
+        echo(f"{header}: {outcome} in {time.monotonic() - start:.0f} s")
+        results.append((stage.name, outcome))
+    return results
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """['a=1', 'b=x'] -> {'a': '1', 'b': 'x'}."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects name=value, got {item!r}.")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
