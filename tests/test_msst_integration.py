@@ -237,3 +237,29 @@ def test_msst_train_accelerate_uses_the_plugin(trained: Path) -> None:
                       weights_only=False)
     assert ckpt["meta"]["model_type"] == "bsmamba2"
     assert "band_split.to_features.0.0.gamma" in ckpt["model_state_dict"]
+
+
+def test_evaluate_two_models_writes_the_report_and_resumes(trained: Path) -> None:
+    from bsmamba2_plugin.render import render_dataset
+
+    render_dataset(trained / "rendered", tracks=1, valid_tracks=2, seconds=4, seed=3,
+                   progress=False)
+    ckpt = str(trained / "results" / "last_bsmamba2_ema.ckpt")
+    command = ["bsmamba2", "evaluate", "--config", str(TINY), "--checkpoint", ckpt, "--name",
+               "a", "--config", str(TINY), "--checkpoint",
+               str(trained / "results" / "last_bsmamba2.ckpt"), "--name", "b", "--data",
+               "rendered/valid", "--chunk-seconds", "1", "2", "--out", "report"]
+    first = subprocess.run([sys.executable, "-m", "bsmamba2_plugin.cli", *command[1:]],
+                           cwd=trained, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = trained / "report"
+    for name in ("summary.md", "summary.json", "results.csv", "quality_vs_chunk.png",
+                 "by_activity.png", "paired_differences.png"):
+        assert (report / name).is_file(), name
+    rows = (report / "results.jsonl").read_text().splitlines()
+    assert len(rows) == 3 * 2 * 2  # models (with the mixture) x chunk lengths x tracks
+    assert "| a - b |" in (report / "summary.md").read_text()
+    again = subprocess.run([sys.executable, "-m", "bsmamba2_plugin.cli", *command[1:]],
+                           cwd=trained, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "0 to do" in again.stdout
+    assert len((report / "results.jsonl").read_text().splitlines()) == 12
