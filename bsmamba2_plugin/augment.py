@@ -19,11 +19,12 @@ YAML (`AugmentConfig`); msst's own `augmentations:` keys keep their meaning.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from .config import reject_unknown_keys
 
 __all__ = [
     "BATCH_TRANSFORMS",
@@ -103,14 +104,8 @@ class AugmentConfig:
     def from_mapping(cls, mapping: Mapping[str, Any] | None,
                      path: str = "augmentations_bsmamba2") -> AugmentConfig:
         """Parse the section (None or empty: the paper's recipe); unknown keys are errors."""
-        mapping = {k: v for k, v in dict(mapping or {}).items()}
-        fields = {f.name for f in dataclasses.fields(cls)}
-        for key in mapping:
-            if key not in fields:
-                close = difflib.get_close_matches(str(key), sorted(fields), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise KeyError(f"{path}.{key}: unknown key.{hint} Valid keys: "
-                               f"{', '.join(sorted(fields))}.")
+        mapping = dict(mapping or {})
+        reject_unknown_keys(mapping, {f.name for f in dataclasses.fields(cls)}, path)
         if "batch" in mapping:
             mapping["batch"] = tuple(dict(spec) if isinstance(spec, Mapping) or hasattr(
                 spec, "items") else spec for spec in (mapping["batch"] or ()))

@@ -28,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "BACKENDS",
+    "reject_unknown_keys",
     "DEFAULT_FREQS_PER_BANDS",
     "IGNORED_MSST_KEYS",
     "BSMamba2Config",
@@ -225,15 +226,9 @@ class BSMamba2Config:
                     )
                 ignored.append(key)
             else:
-                valid = sorted(fields | set(IGNORED_MSST_KEYS))
-                close = difflib.get_close_matches(str(key), valid, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise KeyError(
-                    f"{path}.{key}: unknown key for model type 'bsmamba2'.{hint} "
-                    f"Valid keys: {', '.join(sorted(fields))}"
+                reject_unknown_keys([key], fields, path, note=(
                     f" (accepted and ignored for msst compatibility: "
-                    f"{', '.join(sorted(IGNORED_MSST_KEYS))})."
-                )
+                    f"{', '.join(sorted(IGNORED_MSST_KEYS))})"))
         if ignored:
             warnings.warn(
                 f"{path}: ignoring msst bs_mamba2 keys that the bsmamba2 model does not use: "
@@ -261,6 +256,18 @@ class BSMamba2Config:
         base = cls(dim=32, depth=1, freqs_per_bands=(4, 4, 8, 8, 16, 25), stft_n_fft=128,
                    stft_hop_length=32, stft_win_length=128, d_state=16, expand=2, headdim=16)
         return base.replace(**changes) if changes else base
+
+
+def reject_unknown_keys(keys: Any, valid: Any, path: str, *, note: str = "") -> None:
+    """Raise KeyError for the first key not in `valid`, naming `path.key`, the closest
+    valid key and all valid keys (`note` is appended to the list)."""
+    valid = sorted(valid)
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise KeyError(f"{path}.{key}: unknown key.{hint} Valid keys: "
+                           f"{', '.join(valid)}{note}.")
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -20,11 +20,12 @@ Shapes: estimate and target are (..., samples), e.g. (b, stems, channels, sample
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+
+from .config import reject_unknown_keys
 
 __all__ = [
     "PaperLossConfig",
@@ -119,13 +120,7 @@ class PaperLossConfig:
                      path: str = "loss_bsmamba2") -> PaperLossConfig:
         """Parse the section (None or empty: the paper's loss); unknown keys are errors."""
         mapping = dict(mapping or {})
-        fields = {f.name for f in dataclasses.fields(cls)}
-        for key in mapping:
-            if key not in fields:
-                close = difflib.get_close_matches(str(key), sorted(fields), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise KeyError(f"{path}.{key}: unknown loss key.{hint} Valid keys: "
-                               f"{', '.join(sorted(fields))}.")
+        reject_unknown_keys(mapping, {f.name for f in dataclasses.fields(cls)}, path)
         if isinstance(mapping.get("window_sizes"), list):
             mapping["window_sizes"] = tuple(mapping["window_sizes"])
         try:
