@@ -46,8 +46,8 @@ Also public: `render_track` renders one track in memory (for on-the-fly use) and
 
 Determinism: every track draws from `numpy.random.default_rng` seeded with (seed, split,
 track index), never from global state. The same arguments give byte-identical files on the
-same machine, numpy and FluidSynth versions (libsndfile's PEAK chunk timestamp is zeroed for
-this).
+same machine, numpy and FluidSynth versions (the WAV files are written directly, without
+libsndfile's time-stamped PEAK chunk).
 
 Simplifications, and why: in mostly-silent tracks of a few seconds the phrases are shorter
 than 1.5 s (otherwise 20 % activity cannot hold); reverb is computed at a quarter of the
@@ -163,7 +163,6 @@ def render_dataset(out: str | Path, *, tracks: int, seconds: float, seed: int,
         ValueError: an argument out of range, an unknown engine, or engine "fluidsynth"
             without the `fluidsynth` program or the FluidR3_GM soundfont.
         FileExistsError: `out` is a file, or a non-empty folder and `overwrite` is false.
-        ModuleNotFoundError: soundfile or tqdm is missing.
     """
     started = time.perf_counter()
     n_valid = _check_arguments(tracks=tracks, seconds=seconds, seed=seed,
@@ -171,7 +170,7 @@ def render_dataset(out: str | Path, *, tracks: int, seconds: float, seed: int,
     _check_engine(engine)
     out = Path(out)
     _check_out(out, overwrite)
-    soundfile, tqdm = _import_writers()
+    from tqdm.auto import tqdm
     counts = dict(zip(SPLITS, (tracks, n_valid)))
     jobs = [(split, index) for split in SPLITS for index in range(counts[split])]
     summary: list[dict[str, Any]] = []
@@ -182,8 +181,7 @@ def render_dataset(out: str | Path, *, tracks: int, seconds: float, seed: int,
             track = render_track(seed=seed, split=split, index=index, seconds=seconds,
                                  sample_rate=sample_rate, engine=engine)
             name = _track_name(index)
-            _write_track(out / split / name, track, sample_rate, seed=seed, engine=engine,
-                         soundfile=soundfile)
+            _write_track(out / split / name, track, sample_rate, seed=seed, engine=engine)
             activity = track.activity
             summary.append({"split": split, "name": name,
                             "activity_ratio": activity["activity_ratio"],
@@ -336,25 +334,12 @@ def _check_out(out: Path, overwrite: bool) -> None:
                 "empty folder, or overwrite=True to replace a dataset rendered there.")
 
 
-def _import_writers() -> tuple[Any, Any]:
-    """soundfile and tqdm, imported on first use (neither is a core dependency)."""
-    try:
-        import soundfile
-        from tqdm.auto import tqdm
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            f"render_dataset needs soundfile and tqdm ({error.name} is missing); install "
-            "them with `pip install soundfile tqdm`.") from error
-    return soundfile, tqdm
-
-
 def _track_name(index: int) -> str:
     return f"track_{index:03d}"
 
 
 def _write_track(folder: Path, track: RenderedTrack, sample_rate: int, *, seed: int,
-                 engine: str, soundfile: Any) -> None:
-    del soundfile  # the WAV files are written directly (see _write_float_wav)
+                 engine: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name in STEMS:
         _write_float_wav(folder / f"{name}.wav", track.stems[name], sample_rate)
@@ -1448,7 +1433,7 @@ def _fluidsynth(midi_paths: Sequence[Path], sample_rate: int,
     Raises:
         RuntimeError: a fluidsynth process failed (its message is included).
     """
-    soundfile, _ = _import_writers()
+    import soundfile
     processes = []
     for midi_path in midi_paths:
         command = ["fluidsynth", "-n", "-i", "-q", "-R", "0", "-C", "0", "-g", "0.6",
