@@ -264,7 +264,7 @@ def _recipe(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.file)
     workdir = args.workdir or Path("runs") / recipe.name
     run_recipe(recipe, workdir, overrides=parse_overrides(args.set), dry_run=args.dry_run,
-               force=args.force)
+               force=args.force, echo=print)
     return 0
 
 
@@ -283,7 +283,7 @@ def _demo(args: argparse.Namespace) -> int:
     workdir = args.workdir or Path(f"bsmamba2-demo-{clock.strftime('%Y%m%d-%H%M%S')}")
     print(f"bsmamba2 demo: {recipe.description.strip()}\nworking in {workdir.resolve()}")
     start = clock.monotonic()
-    run_recipe(recipe, workdir, overrides=QUICK_DEMO if args.quick else None)
+    run_recipe(recipe, workdir, overrides=QUICK_DEMO if args.quick else None, echo=print)
     summary = json.loads((workdir / "report" / "summary.json").read_text())
     print(f"\ndone in {clock.monotonic() - start:.0f} s")
     print(f"separated audio: {(workdir / 'separated' / 'song').resolve()}")
@@ -315,7 +315,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 raise FileNotFoundError(f"evaluate: no such file: {path}")
     evaluate(specs, args.data, args.out, chunk_seconds=args.chunk_seconds,
              overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-             include_mixture=not args.no_mixture)
+             include_mixture=not args.no_mixture, echo=print)
     print(f"report: {args.out / 'summary.md'}")
     print((args.out / "summary.md").read_text())
     return 0

@@ -124,14 +124,20 @@ def _score(reference: np.ndarray, estimate: np.ndarray, mixture: np.ndarray, rat
 def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
              chunk_seconds: Sequence[float] = (8.0,), overlap: int = 1, batch_size: int = 4,
              device: str = "cpu", include_mixture: bool = True, progress: bool = True,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Separate and score every track; resumes from `out/results.jsonl`. Returns summary."""
+             echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Separate and score every track; resumes from `out/results.jsonl`. Returns summary.
+
+    Progress lines go to `echo` (default: the `bsmamba2_plugin` logger).
+    """
+    import logging
+
     import torch
     from tqdm.auto import tqdm
 
     from .inference import separate
     from .silence import SilenceConfig, activity_from_segments
 
+    echo = echo or logging.getLogger("bsmamba2_plugin").info
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "results.jsonl"
     rows: list[dict[str, Any]] = []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import re
 import shlex
@@ -32,13 +33,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 __all__ = ["Recipe", "Stage", "find_resource", "load_recipe", "run_recipe"]
+
+logger = logging.getLogger("bsmamba2_plugin")
 
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 _TOP_KEYS = {"name", "description", "hardware", "expected_duration", "seed", "config",
@@ -249,12 +252,15 @@ def _run_command(command: list[str], *, cwd: Path, time_limit: float | None) -> 
 
 def run_recipe(recipe: Recipe, workdir: str | Path, *, overrides: Mapping[str, str] | None = None,
                dry_run: bool = False, force: bool = False,
-               echo=print) -> list[tuple[str, str]]:
-    """Run (or with dry_run, print) the stages; returns [(stage, "ran" | "skipped" | ...)].
+               echo: Callable[[str], None] | None = None) -> list[tuple[str, str]]:
+    """Run (or with dry_run, list) the stages; returns [(stage, "ok" | "skipped" | ...)].
+
+    Progress and the commands go to `echo` (default: the `bsmamba2_plugin` logger).
 
     Raises:
         RuntimeError: a stage failed or did not create what it promised.
     """
+    echo = echo or logger.info
     workdir = Path(workdir).resolve()
     values = recipe.values(workdir, overrides)
     commands = recipe.commands(workdir, overrides)
