@@ -56,7 +56,12 @@ def _read_checkpoint_state(path: Path) -> tuple[dict, dict]:
 
 def _load_model(spec: ModelSpec, device: str):
     """(name, model, msst config, index of the vocals output)."""
-    from msst.utils.settings import get_model_from_config
+    try:
+        from msst.utils.settings import get_model_from_config
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f"evaluate builds models from msst configs and needs msst ({error.name} is "
+            f"missing): pip install 'bsmamba2-plugin[msst]'.", name=error.name) from error
 
     state, meta = _read_checkpoint_state(spec.checkpoint)
     model_type = spec.model_type or meta.get("model_type")
