@@ -336,10 +336,6 @@ def _load_yaml(path: Path) -> dict:
     return config
 
 
-def _load_model_section(path: Path) -> Any:
-    return _load_yaml(path)["model"]
-
-
 def generated_mixture(seconds: float, channels: int, sample_rate: int = 44100) -> Any:
     """A deterministic mixture: a vibrato tone that stops and starts, a bass line, noise.
 
@@ -367,7 +363,7 @@ def _summary(args: argparse.Namespace) -> int:
     from .ssd import describe_backend
 
     if args.config is not None:
-        config = BSMamba2Config.from_mapping(_load_model_section(args.config),
+        config = BSMamba2Config.from_mapping(_load_yaml(args.config)["model"],
                                              path=f"{args.config}: model")
         source = str(args.config)
     else:
