@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import platform
 import sys
 import time
@@ -180,11 +181,68 @@ def _doctor() -> int:
     for device in devices:
         name, reason = describe_backend("auto", device)
         rows.append((f"backend on {device}", f"{name}: {reason}"))
+    torchaudio_row, fix = _torchaudio_check(torch.__version__)
+    rows.append(torchaudio_row)
     rows.extend(_msst_rows())
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    if fix:
+        print(f"\nProblem: {fix}")
+        return 1
     return 0
+
+
+# msst's training code imports torchaudio.transforms (through its losses), which loads
+# torchaudio's compiled library; that fails unless torchaudio was built for this torch.
+_TORCHAUDIO_PROBE = "import torchaudio, torchaudio.transforms; print(torchaudio.__version__)"
+
+
+def _torchaudio_check(torch_version: str) -> tuple[tuple[str, str], str | None]:
+    """Load torchaudio in a child process (a crash there cannot take doctor down).
+
+    Returns: the report row and, when torchaudio cannot load, the problem with its fix.
+    """
+    import os
+    import subprocess
+
+    if importlib.util.find_spec("torchaudio") is None:
+        if importlib.util.find_spec("msst") is None:
+            return ("torchaudio", "not installed (only msst's training needs it)"), None
+        return ("torchaudio", "NOT INSTALLED"), (
+            f"msst is installed but torchaudio is not; msst-train, msst-valid and "
+            f"msst-inference import it. Fix: {_torchaudio_fix(torch_version)}")
+    env = dict(os.environ, BSMAMBA2_MSST_HOOK="0")
+    try:
+        probe = subprocess.run([sys.executable, "-c", _TORCHAUDIO_PROBE], capture_output=True,
+                               text=True, timeout=300, env=env)
+    except subprocess.TimeoutExpired:
+        return ("torchaudio", "import did not finish in 300 s"), None
+    if probe.returncode == 0:
+        return ("torchaudio", f"{probe.stdout.strip()} (loads)"), None
+    lines = [line for line in (probe.stderr or probe.stdout).strip().splitlines() if line]
+    reason = lines[-1] if lines else f"exit code {probe.returncode}"
+    version = _dist_version("torchaudio")
+    return ("torchaudio", f"{version} CANNOT LOAD: {reason}"), (
+        f"torchaudio {version} cannot load beside torch {torch_version} ({reason}), so "
+        f"msst-train, msst-valid and msst-inference fail for every model type. torchaudio "
+        f"must be built for the installed torch. Fix: {_torchaudio_fix(torch_version)}")
+
+
+def _torchaudio_fix(torch_version: str) -> str:
+    """The command that gives a torchaudio that loads beside `torch_version`."""
+    base = torch_version.split("+")[0]
+    major, minor = (int(p) if p.isdigit() else 0 for p in (base.split(".") + ["0", "0"])[:2])
+    pip = f"{sys.executable} -m pip install"
+    if (major, minor) <= (2, 11):
+        # since torch 2.1, each torch release has a torchaudio release of the same number
+        return f"{pip} 'torchaudio=={base}'"
+    # PyPI has no torchaudio for torch >= 2.12; msst uses only torchaudio's Python parts
+    spec = importlib.util.find_spec("torchaudio")
+    folder = Path(spec.origin).parent if spec is not None and spec.origin else Path("torchaudio")
+    return (f"{pip} 'torch==2.11.0' 'torchaudio==2.11.0' (the pair msst 0.1.0 is tested "
+            f"with), or keep torch {torch_version} and delete torchaudio's compiled parts, "
+            f"which msst does not use: rm -f {folder}/lib/*.so")
 
 
 def _msst_rows() -> list[tuple[str, str]]:
@@ -212,6 +270,8 @@ def _msst_rows() -> list[tuple[str, str]]:
             importlib.import_module(name)
         except ImportError as error:  # e.g. msst._train_accelerate without accelerate
             rows.append((name, f"not importable here ({error.name or error}); not patched"))
+        except OSError as error:  # a compiled dependency (torchaudio) that cannot load
+            rows.append((name, f"not importable here ({error}); not patched"))
     msst_bridge.install()
     rows.extend((f"patch {key}", state) for key, state in msst_bridge.patch_report().items())
     return rows

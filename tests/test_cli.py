@@ -42,3 +42,34 @@ def test_bad_config_key_is_reported_with_the_file(tmp_path, capsys) -> None:
 def test_missing_config_file_is_reported(capsys) -> None:
     assert main(["summary", "--config", "nope.yaml"]) == 2
     assert "no such file: nope.yaml" in capsys.readouterr().err
+
+
+def test_doctor_names_an_unloadable_torchaudio_and_the_fix(tmp_path) -> None:
+    """A torchaudio whose compiled library cannot load (as torchaudio 2.11.1 beside torch
+    2.11.0): doctor says so, prints the command that fixes it, and exits non-zero."""
+    import os
+    import subprocess
+    import sys
+
+    stub = tmp_path / "stub" / "torchaudio"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(
+        "raise OSError('libtorchaudio.so: undefined symbol: "
+        "torch_exception_get_what_without_backtrace')\n")
+    env = dict(os.environ, PYTHONPATH=str(stub.parent))
+    result = subprocess.run([sys.executable, "-m", "bsmamba2_plugin.cli", "doctor"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "CANNOT LOAD: OSError: libtorchaudio.so: undefined symbol" in result.stdout
+    problem = result.stdout.split("Problem:", 1)[1]
+    assert "msst-train" in problem and "Fix:" in problem and "-m pip install" in problem
+    assert "torchaudio==" in problem
+
+
+def test_torchaudio_fix_matches_the_torch_release() -> None:
+    from bsmamba2_plugin.cli import _torchaudio_fix
+
+    assert _torchaudio_fix("2.11.0+cu130").endswith("'torchaudio==2.11.0'")
+    assert _torchaudio_fix("2.9.1").endswith("'torchaudio==2.9.1'")
+    newer = _torchaudio_fix("2.13.0+cpu")
+    assert "'torch==2.11.0' 'torchaudio==2.11.0'" in newer and "/lib/*.so" in newer
