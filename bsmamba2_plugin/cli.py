@@ -16,6 +16,9 @@
                                       separate -> report, on a CPU
     bsmamba2 evaluate --config C --checkpoint K [...] --data DIR --out REPORT
                                       uSDR, cSDR, silence suite, chunk lengths, plots
+    bsmamba2 bench [--models NAME ...] [--json FILE]
+                                      training/inference speed, memory and TFLOP/s next
+                                      to msst's BS-RoFormer
 """
 
 from __future__ import annotations
@@ -120,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-mixture", action="store_true",
                           help="leave out the mixture-as-estimate baseline")
     evaluate.add_argument("--out", type=Path, required=True, help="report folder (resumable)")
+
+    bench = sub.add_parser("bench", help="time training and inference of BSMamba2 next to "
+                                         "msst's BS-RoFormer (GPU; CPU without one)")
+    bench.add_argument("--models", nargs="+", metavar="NAME",
+                       help="variants, '+compile' to compile (default: bsmamba2, "
+                            "bsmamba2-unfused, bs_roformer_256x6, bs_roformer_256x11, "
+                            "bs_mamba2)")
+    bench.add_argument("--seconds", type=float, default=8.0, help="chunk length (default 8)")
+    bench.add_argument("--train-batch", type=int, default=5)
+    bench.add_argument("--infer-batch", type=int, default=8)
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     return parser
 
 
@@ -138,6 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "bench":
+            from .bench import DEFAULT_MODELS, run_bench
+
+            run_bench(args.models or list(DEFAULT_MODELS), seconds=args.seconds,
+                      train_batch=args.train_batch, infer_batch=args.infer_batch,
+                      repeats=args.repeats, json_path=args.json)
+            return 0
         return _summary(args)
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError,
             ModuleNotFoundError, RuntimeError, NotImplementedError) as error:

@@ -1,0 +1,339 @@
+"""`bsmamba2 bench`: BSMamba2 next to msst's BS-RoFormer, in one process, one table.
+
+For every model variant: a training step (forward, the paper loss, backward, AdamW step)
+at `--train-batch` chunks of `--seconds`, its peak memory, and inference at
+`--infer-batch` chunks, timed with CUDA events (medians of `--repeats` after warm-up;
+the first call, which includes compilation or autotuning, is reported on its own).
+Inputs are random and non-zero. Counted forward FLOPs per second of audio
+(`torch.utils.flop_counter`; the SSD counted through the reference backend, whose work
+is the kernel's) give achieved TFLOP/s for training (3x forward) and inference, so that
+models with different arithmetic compare fairly. On a machine without CUDA the same
+runs happen on the CPU with batch 1.
+
+Variants (`--models`): `bsmamba2` (the kernel backend's fused path on CUDA, else the
+reference backend), `bsmamba2-unfused` (kernel backend, one direction after the other),
+`bsmamba2-ckpt` (gradient checkpointing), `bsmamba2-reference`, `bs_roformer_256x6`,
+`bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
+`-noflash` after the name sets `flash_attn: false`),
+`bs_mamba2` (msst's own port, when mamba_ssm imports); `+compile` after a name runs it
+through `torch.compile`. Our models run under bf16 autocast, the paper's precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_MODELS", "Result", "run_bench"]
+
+DEFAULT_MODELS = ("bsmamba2", "bsmamba2-unfused", "bs_roformer_256x6", "bs_roformer_256x11",
+                  "bs_mamba2")
+SAMPLE_RATE = 44100
+
+
+@dataclasses.dataclass
+class Result:
+    model: str
+    params: int = 0
+    precision: str = ""
+    train_ms: float | None = None
+    train_peak_gib: float | None = None
+    train_first_s: float | None = None
+    infer_ms: float | None = None
+    infer_peak_gib: float | None = None
+    infer_first_s: float | None = None
+    fwd_gflop_per_audio_s: float | None = None
+    train_audio_s_per_s: float | None = None
+    train_tflops: float | None = None
+    infer_x_realtime: float | None = None
+    infer_tflops: float | None = None
+    note: str = ""
+
+
+# ------------------------------------------------------------------ models
+def _config_path(name: str) -> Path:
+    from .recipes import find_resource
+
+    return find_resource("configs", name)
+
+
+def _bs_roformer(config_name: str, flash_attn: bool = True):
+    import yaml
+    from msst.models.bs_roformer import BSRoformer
+
+    with _config_path(config_name).open() as handle:
+        keys = dict(yaml.load(handle, Loader=yaml.FullLoader)["model"])
+    if not flash_attn:
+        keys["flash_attn"] = False
+    return BSRoformer(**keys)
+
+
+def _msst_bs_mamba2():
+    """msst's `bs_mamba2` as its Mamba2 blocks can run without CUDA extensions: mamba_ssm's
+    plain path (Triton scan, `F.conv1d`), as measured in GPU.md."""
+    import importlib.util
+    import sys
+    import types
+
+    from .ssd import load_mamba_triton
+
+    load_mamba_triton()  # a mamba_ssm without its CUDA extension imports this way only
+    if importlib.util.find_spec("selective_scan_cuda") is None:
+        # msst's module imports mamba_ssm's Mamba-1 code, which imports this CUDA
+        # extension at import time; the Mamba2 blocks never call it.
+        sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+    import yaml
+    from msst.models.bs_mamba2_code.bs_mamba2 import BSMamba2Model
+
+    with _config_path("config_musdb18_bsmamba2.yaml").open() as handle:
+        keys = dict(yaml.load(handle, Loader=yaml.FullLoader)["model"])
+    allowed = {"dim", "depth", "stereo", "num_stems", "stft_n_fft", "stft_hop_length",
+               "stft_win_length", "stft_normalized", "mask_estimator_depth"}
+    # msst's class defaults to its transformer variant: the paper graph is module_type mamba2
+    model = BSMamba2Model(**{k: v for k, v in keys.items() if k in allowed},
+                          module_type="mamba2", mamba_gmlp=False)
+    for module in model.modules():
+        if hasattr(module, "use_mem_eff_path"):
+            module.use_mem_eff_path = False  # that path needs causal-conv1d's CUDA build
+    return model
+
+
+def build_variant(name: str, device) -> tuple[Any, str]:
+    """(model, autocast dtype name) for a variant name without '+compile'."""
+    from .config import BSMamba2Config
+    from .mamba2 import BiMamba2
+    from .model import BSMamba2
+
+    BiMamba2.use_fused_kernel_path = True
+    if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference"):
+        backend = "reference" if name == "bsmamba2-reference" else "auto"
+        config = BSMamba2Config.paper(backend=backend,
+                                      gradient_checkpointing=name == "bsmamba2-ckpt")
+        if name == "bsmamba2-unfused":
+            BiMamba2.use_fused_kernel_path = False
+        return BSMamba2(config).to(device), "bfloat16"
+    if name.startswith(("bs_roformer_256x6", "bs_roformer_256x11")):
+        depth = name.split("-")[0].rsplit("x", 1)[1]
+        model = _bs_roformer(f"config_musdb18_bs_roformer_256x{depth}.yaml",
+                             flash_attn=not name.endswith("-noflash"))
+        return model.to(device), "float16"
+    if name == "bs_mamba2":
+        return _msst_bs_mamba2().to(device), "bfloat16"
+    raise ValueError(f"bench: unknown model {name!r}; expected one of "
+                     f"{', '.join(DEFAULT_MODELS + ('bsmamba2-ckpt', 'bsmamba2-reference'))}"
+                     f" (optionally with '+compile').")
+
+
+# ------------------------------------------------------------------ timing
+def _timed(fn: Callable[[], Any], repeats: int, device) -> tuple[float, float]:
+    """(first call in s, median of the following `repeats` calls in ms)."""
+    import torch
+
+    cuda = device.type == "cuda"
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    first = time.perf_counter() - start
+    fn()  # a second warm-up: allocator and autotuning settle
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            begin = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(begin.elapsed_time(end))
+        else:
+            tick = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - tick) * 1e3)
+    return first, statistics.median(times)
+
+
+def _peak_gib(device) -> float | None:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def _forward_flops(name: str, seconds: float, device) -> float:
+    """Counted forward FLOPs of one `seconds` stereo chunk (SSD via the reference)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    base = name.split("+")[0]
+    if base.startswith("bsmamba2") or base == "bs_mamba2":
+        base = "bsmamba2-reference"
+    elif base.startswith("bs_roformer") and not base.endswith("-noflash"):
+        base += "-noflash"  # the same arithmetic; flash attention has no float32 kernel
+    model, _ = build_variant(base, device)
+    mixture = torch.randn(1, 2, int(seconds * SAMPLE_RATE), device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(mixture)
+    del model
+    return float(counter.get_total_flops())
+
+
+def _paper_loss():
+    from .losses import PaperLossConfig, build_loss
+
+    return build_loss(PaperLossConfig())
+
+
+def bench_one(name: str, *, device, seconds: float, train_batch: int, infer_batch: int,
+              repeats: int, flops: dict[str, float]) -> Result:
+    """Time one variant; an out-of-memory or a failed import becomes a note."""
+    import torch
+
+    base, compiled = name.split("+")[0], name.endswith("+compile")
+    result = Result(model=name)
+    samples = int(seconds * SAMPLE_RATE)
+    try:
+        model, dtype_name = build_variant(base, device)
+    except (ImportError, ModuleNotFoundError, RuntimeError) as error:
+        result.note = f"not run: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
+        return result
+    dtype = getattr(torch, dtype_name)
+    autocast = device.type == "cuda"
+    result.params = sum(p.numel() for p in model.parameters())
+    result.precision = f"{dtype_name} autocast" if autocast else "float32"
+    run = torch.compile(model) if compiled else model
+    loss_fn = _paper_loss()
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, device=device, generator=gen)
+
+    try:
+        model.train()
+        mixture = 0.1 * randn(train_batch, 2, samples)
+        target = 0.05 * randn(train_batch, 1, 2, samples)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
+        scaler = torch.amp.GradScaler(device.type, enabled=autocast and dtype == torch.float16)
+
+        def train_step():
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+                estimate = run(mixture)
+            loss = loss_fn(estimate.float().view_as(target), target)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+            scaler.step(optimizer)
+            scaler.update()
+
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        result.train_first_s, result.train_ms = _timed(train_step, repeats, device)
+        result.train_peak_gib = _peak_gib(device)
+        del optimizer, mixture, target
+    except torch.OutOfMemoryError:
+        result.note = f"train: out of memory at batch {train_batch}"
+    except RuntimeError as error:  # e.g. no attention kernel for these dtypes
+        result.note = f"train failed: {str(error).splitlines()[0][:100]}"
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    try:
+        model.eval()
+        mixture = 0.1 * randn(infer_batch, 2, samples)
+
+        def infer():
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype,
+                                                        enabled=autocast):
+                run(mixture)
+
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        result.infer_first_s, result.infer_ms = _timed(infer, repeats, device)
+        result.infer_peak_gib = _peak_gib(device)
+    except torch.OutOfMemoryError:
+        result.note += f"; inference: out of memory at batch {infer_batch}"
+    except RuntimeError as error:
+        result.note += f"; inference failed: {str(error).splitlines()[0][:100]}"
+    del model, run
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    key = "bsmamba2" if base.startswith("bsmamba2") else base.removesuffix("-noflash")
+    if key not in flops:
+        try:
+            flops[key] = _forward_flops(base, seconds, device)
+        except (RuntimeError, torch.OutOfMemoryError) as error:
+            result.note += f"; FLOPs not counted: {str(error).splitlines()[0][:80]}"
+            return result
+    per_chunk = flops[key]
+    result.fwd_gflop_per_audio_s = per_chunk / seconds / 1e9
+    if result.train_ms:
+        result.train_audio_s_per_s = train_batch * seconds / (result.train_ms / 1e3)
+        result.train_tflops = 3 * per_chunk * train_batch / (result.train_ms / 1e3) / 1e12
+    if result.infer_ms:
+        result.infer_x_realtime = infer_batch * seconds / (result.infer_ms / 1e3)
+        result.infer_tflops = per_chunk * infer_batch / (result.infer_ms / 1e3) / 1e12
+    return result
+
+
+def format_table(results: list[Result], train_batch: int, infer_batch: int) -> str:
+    def num(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    head = (f"| model | params | precision | train step b{train_batch} ms | peak GiB | "
+            f"s-audio/s | train TFLOP/s | first step s | infer b{infer_batch} ms | x real time "
+            f"| infer TFLOP/s | first infer s | note |")
+    lines = [head, "|" + "---|" * 13]
+    for r in results:
+        lines.append(
+            f"| {r.model} | {r.params / 1e6:.1f}M | {r.precision} | {num(r.train_ms, '.0f')} | "
+            f"{num(r.train_peak_gib, '.1f')} | {num(r.train_audio_s_per_s, '.3g')} | "
+            f"{num(r.train_tflops, '.3g')} | {num(r.train_first_s, '.1f')} | "
+            f"{num(r.infer_ms, '.0f')} | {num(r.infer_x_realtime, '.3g')} | "
+            f"{num(r.infer_tflops, '.3g')} | {num(r.infer_first_s, '.1f')} | {r.note} |")
+    return "\n".join(lines)
+
+
+def run_bench(models: list[str], *, seconds: float = 8.0, train_batch: int = 5,
+              infer_batch: int = 8, repeats: int = 5, json_path: Path | None = None,
+              echo: Callable[[str], None] = print) -> list[Result]:
+    """Run the variants in order, print one table, write JSON (atomically) if asked."""
+    import platform
+
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        train_batch, infer_batch = 1, 1
+    flops: dict[str, float] = {}
+    results = []
+    for name in models:
+        echo(f"bench: {name} ...")
+        results.append(bench_one(name, device=device, seconds=seconds, train_batch=train_batch,
+                                 infer_batch=infer_batch, repeats=repeats, flops=flops))
+    machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
+               else f"CPU ({platform.processor() or platform.machine()}, "
+                    f"{torch.get_num_threads()} threads)")
+    echo(f"\n{machine}, torch {torch.__version__}, {seconds:g} s stereo chunks, medians of "
+         f"{repeats}\n")
+    echo(format_table(results, train_batch, infer_batch))
+    if json_path is not None:
+        payload = {"machine": machine, "torch": torch.__version__, "seconds": seconds,
+                   "train_batch": train_batch, "infer_batch": infer_batch, "repeats": repeats,
+                   "date": time.strftime("%Y-%m-%d"),
+                   "results": [dataclasses.asdict(r) for r in results]}
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = json_path.with_name(json_path.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.replace(json_path)
+    return results
