@@ -15,17 +15,17 @@ TYPE_CHECKING = False
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "BSMamba2": "model",
-    "BSMamba2Config": "config",
-    "build_model": "registry",
+    "BSMamba2": "network.model",
+    "BSMamba2Config": "network.config",
+    "build_model": "msst_integration.registry",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import BSMamba2Config
-    from .model import BSMamba2
-    from .registry import build_model
+    from .msst_integration.registry import build_model
+    from .network.config import BSMamba2Config
+    from .network.model import BSMamba2
 
 
 def __getattr__(name: str) -> object:

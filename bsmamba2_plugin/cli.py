@@ -156,7 +156,7 @@ def _dist_version(name: str) -> str:
 def _doctor() -> int:
     import torch
 
-    from .ssd import describe_backend
+    from .network.ssd import describe_backend
 
     rows = [
         ("bsmamba2-plugin", __version__),
@@ -193,7 +193,7 @@ def _msst_rows() -> list[tuple[str, str]]:
     import importlib.util
     import sys
 
-    from . import msst_bridge, plugins
+    from .msst_integration import bridge, plugins
 
     found = ", ".join(f"{n} ({p.distribution})" for n, p in sorted(plugins.available().items()))
     rows = [("msst plugin types", found or "none")]
@@ -207,19 +207,19 @@ def _msst_rows() -> list[tuple[str, str]]:
                  "NOT active (bsmamba2_plugin_msst.pth not loaded; reinstall the package)"))
     if importlib.util.find_spec("msst") is None:
         return rows
-    for name in sorted(msst_bridge.TARGET_MODULES):
+    for name in sorted(bridge.TARGET_MODULES):
         try:
             importlib.import_module(name)
         except ImportError as error:  # e.g. msst._train_accelerate without accelerate
             rows.append((name, f"not importable here ({error.name or error}); not patched"))
-    msst_bridge.install()
-    rows.extend((f"patch {key}", state) for key, state in msst_bridge.patch_report().items())
+    bridge.install()
+    rows.extend((f"patch {key}", state) for key, state in bridge.patch_report().items())
     return rows
 
 
 # ------------------------------------------------------------------ convert
 def _convert(args: argparse.Namespace) -> int:
-    from .checkpoints import convert_checkpoint
+    from .msst_integration.checkpoints import convert_checkpoint
 
     model = instruments = target_instrument = None
     if args.config is not None:
@@ -238,7 +238,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------- data, recipes
 def _make_dataset(args: argparse.Namespace) -> int:
-    from .render import render_dataset
+    from .data.render import render_dataset
 
     summary = render_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
                              sample_rate=args.sample_rate, valid_tracks=args.valid_tracks,
@@ -253,7 +253,7 @@ def _make_dataset(args: argparse.Namespace) -> int:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from .recipes import find_resource, load_recipe, parse_overrides, run_recipe
+    from .data.recipes import find_resource, load_recipe, parse_overrides, run_recipe
 
     if args.recipe_command == "list":
         folder = find_resource("recipes", "demo_cpu.yaml").parent
@@ -277,7 +277,7 @@ def _demo(args: argparse.Namespace) -> int:
     import json
     import time as clock
 
-    from .recipes import load_recipe, run_recipe
+    from .data.recipes import load_recipe, run_recipe
 
     recipe = load_recipe("demo_cpu.yaml")
     workdir = args.workdir or Path(f"bsmamba2-demo-{clock.strftime('%Y%m%d-%H%M%S')}")
@@ -296,7 +296,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import ModelSpec, evaluate
+    from .evaluation.evaluate import ModelSpec, evaluate
 
     if len(args.config) != len(args.checkpoint):
         raise ValueError(f"evaluate: {len(args.config)} --config but {len(args.checkpoint)} "
@@ -358,9 +358,9 @@ def generated_mixture(seconds: float, channels: int, sample_rate: int = 44100) -
 def _summary(args: argparse.Namespace) -> int:
     import torch
 
-    from .config import BSMamba2Config
-    from .model import BSMamba2
-    from .ssd import describe_backend
+    from .network.config import BSMamba2Config
+    from .network.model import BSMamba2
+    from .network.ssd import describe_backend
 
     if args.config is not None:
         config = BSMamba2Config.from_mapping(_load_yaml(args.config)["model"],

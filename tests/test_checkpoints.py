@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bsmamba2_plugin import BSMamba2, BSMamba2Config
-from bsmamba2_plugin.checkpoints import convert_checkpoint
+from bsmamba2_plugin.msst_integration.checkpoints import convert_checkpoint
 from bsmamba2_plugin.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bsmamba2_plugin import BSMamba2, BSMamba2Config
-from bsmamba2_plugin.ssd import (
+from bsmamba2_plugin.network.ssd import (
     gated_rmsnorm_kernel,
     gated_rmsnorm_reference,
     ssd_kernel,

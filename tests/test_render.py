@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bsmamba2_plugin import render
-from bsmamba2_plugin.render import (
+from bsmamba2_plugin.data import render
+from bsmamba2_plugin.data.render import (
     ENGINES,
     FLUIDSYNTH_SOUNDFONT,
     RENDERER_VERSION,

@@ -1,6 +1,6 @@
 """msst's training dataset with the paper's data recipe (imported only with msst).
 
-`BSMamba2Dataset` replaces `msst.utils.dataset.MSSDataset` (see `msst_bridge`). It
+`BSMamba2Dataset` replaces `msst.utils.dataset.MSSDataset` (see `bridge`). It
 behaves exactly like msst's class unless the config has an `augmentations_bsmamba2:`
 section; then, for msst's dataset_type 1 (each stem from a random track), every stem
 of every example is drawn as `augment` describes: a salient (SAD) window, a gain in
@@ -28,7 +28,7 @@ import torch
 from msst.utils.dataset import MSSDataset, load_chunk
 from tqdm.auto import tqdm
 
-from .augment import AugmentConfig, apply_draw, draw_stem, salient_starts
+from ..training.augment import AugmentConfig, apply_draw, draw_stem, salient_starts
 
 __all__ = ["SECTION", "BSMamba2Dataset"]
 
@@ -134,16 +134,16 @@ class BSMamba2Dataset(MSSDataset):
 
 
 def _finish_patch() -> None:
-    """Complete the MSSDataset patch that `msst_bridge` defers while this module loads.
+    """Complete the MSSDataset patch that `bridge` defers while this module loads.
 
     Only msst.utils.dataset can be waiting: by-value copies elsewhere (the accelerate
     launcher) are made when those modules import it, and the startup hook patches them.
     """
     import sys
 
-    from . import msst_bridge
+    from . import bridge
 
-    msst_bridge.patch_module(sys.modules["msst.utils.dataset"])
+    bridge.patch_module(sys.modules["msst.utils.dataset"])
 
 
 _finish_patch()

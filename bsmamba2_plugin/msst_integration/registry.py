@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import BSMamba2
+    from ..network.model import BSMamba2
 
 __all__ = ["CAPABILITIES", "MODEL_TYPE", "Capabilities", "build_model", "build_msst_model"]
 
@@ -38,8 +38,8 @@ def build_model(model_cfg: Mapping[str, Any], path: str = "model") -> BSMamba2:
         KeyError, ValueError, TypeError: see `BSMamba2Config.from_mapping`; messages
             name the key as `<path>.<key>`.
     """
-    from .config import BSMamba2Config
-    from .model import BSMamba2
+    from ..network.config import BSMamba2Config
+    from ..network.model import BSMamba2
 
     return BSMamba2(BSMamba2Config.from_mapping(model_cfg, path=path))
 

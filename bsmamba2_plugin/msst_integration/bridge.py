@@ -8,10 +8,10 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst.utils.settings | build_model_from_config | model types from `plugins` (entry points), honouring `training.model_type`; unknown types list what is installed |
 | msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
 | msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
-| msst.utils.dataset, msst._train_accelerate | MSSDataset | `msst_dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
+| msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
 | msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume |
 
-Patches are idempotent and applied when each module is first imported (`_msst_hook`,
+Patches are idempotent and applied when each module is first imported (`hook`,
 loaded from a .pth file, so stock `msst-*` commands, the Python API, DataLoader workers
 and DDP ranks all get them) or by `install()` for modules already imported. Before
 patching, each function's parameters are compared with those of msst 0.1.0; a function
@@ -126,8 +126,8 @@ def _step_setup(config: Any) -> tuple[Any, Any, Any]:
 def _build_step_setup(config: Any) -> tuple[Any, Any, Any]:
     import torch
 
-    from .augment import AugmentConfig, build_batch_augment
-    from .losses import PaperLossConfig, build_loss
+    from ..training.augment import AugmentConfig, build_batch_augment
+    from ..training.losses import PaperLossConfig, build_loss
 
     loss = None
     if "loss_bsmamba2" in config:
@@ -187,12 +187,12 @@ def _make_compute_training_loss(original):
 
 # --------------------------------------------------------------------- data
 def _make_dataset(original):
-    ours = sys.modules.get(f"{__package__}.msst_dataset")
+    ours = sys.modules.get(f"{__package__}.dataset")
     if ours is not None and not hasattr(ours, "BSMamba2Dataset"):
-        # msst.utils.dataset is being imported *by* msst_dataset (in a DataLoader worker,
+        # msst.utils.dataset is being imported *by* dataset.py (in a DataLoader worker,
         # unpickling our dataset): that module finishes this patch when it is complete.
         return None
-    from .msst_dataset import BSMamba2Dataset
+    from .dataset import BSMamba2Dataset
 
     if not issubclass(BSMamba2Dataset, original):
         raise TypeError("bsmamba2: msst.utils.dataset.MSSDataset is not the class "
@@ -364,7 +364,7 @@ def _apply(module: Any, patch: Patch) -> None:
                       f"not patched ({patch.why}).", MsstCompatibilityWarning, stacklevel=3)
         return
     if getattr(current, _MARK, None) is not None or (
-            isinstance(current, type) and current.__module__ == f"{__package__}.msst_dataset"):
+            isinstance(current, type) and current.__module__ == f"{__package__}.dataset"):
         _report[key] = "patched"
         return
     if patch.parameters:
@@ -400,9 +400,9 @@ def patch_module(module: Any) -> None:
 
 def install() -> None:
     """Patch the msst modules already imported and hook the ones imported later."""
-    from . import _msst_hook
+    from . import hook
 
-    _msst_hook.register()
+    hook.register()
     for name in sorted(TARGET_MODULES):
         module = sys.modules.get(name)
         if module is not None:

@@ -29,8 +29,8 @@ S0, activity labels (:func:`activity_labels`, :class:`ActivityLabels`):
 
 Keys of :func:`silence_suite` (all floats; NaN where undefined):
 
-- ``usdr``, ``csdr``: :func:`bsmamba2_plugin.metrics.usdr` and ``csdr`` (museval v4 grid,
-  1-s frames), dB. ``csdr_frames``: number of 1-s frames; ``csdr_nan_frames``: those NaN
+- ``usdr``, ``csdr``: :func:`bsmamba2_plugin.evaluation.metrics.usdr` and ``csdr`` (museval v4
+  grid, 1-s frames), dB. ``csdr_frames``: number of 1-s frames; ``csdr_nan_frames``: those NaN
   under museval's exact-zero rule.
 - ``slr_db`` (S1, silence-leakage ratio): 10 log10((sum_Rsil y^2 + eps) /
   (sum_Rsil x^2 + eps)), eps = ``eps`` = 1e-8, sums over channels and R_sil samples.
@@ -86,7 +86,7 @@ mixture passthrough        0.6    2.5    3     0.0     -2.5    0.00  0.00   2.5 
 
 Sources: EVAL.md section 2.2 (the suite, SLR after a public research plan it cites);
 Schulze-Forster et al. WASPAA 2019 and their evaluation code for PES/EPS; museval 0.4.1 for
-the 1-s grid (see :mod:`bsmamba2_plugin.metrics`). Deviations, with reasons:
+the 1-s grid (see :mod:`bsmamba2_plugin.evaluation.metrics`). Deviations, with reasons:
 
 - EVAL.md's S1 formula has no epsilon; ``eps`` = 1e-8 (as in the SLR source EVAL.md 2.1
   quotes, and msst's uSDR) keeps an exact-zero estimate finite; it only matters below

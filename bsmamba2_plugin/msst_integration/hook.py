@@ -1,10 +1,10 @@
 """Startup hook (loaded from bsmamba2_plugin_msst.pth): patch msst modules as they load.
 
 Only a tiny meta-path finder is installed here: no torch, no msst, no importlib.abc.
-When one of the msst modules that `msst_bridge` patches is imported, its normal loader
-runs first and `msst_bridge.patch_module` runs right after. Set the environment variable
+When one of the msst modules that `bridge` patches is imported, its normal loader
+runs first and `bridge.patch_module` runs right after. Set the environment variable
 BSMAMBA2_MSST_HOOK=0 to start Python without the hook (then call
-`bsmamba2_plugin.msst_bridge.install()` yourself, or msst will not know `bsmamba2`).
+`bsmamba2_plugin.msst_integration.bridge.install()` yourself, or msst will not know `bsmamba2`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class _PatchingLoader:
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        from bsmamba2_plugin.msst_bridge import patch_module
+        from .bridge import patch_module
 
         patch_module(module)
 
