@@ -156,6 +156,7 @@ def _dist_version(name: str) -> str:
 def _doctor() -> int:
     import torch
 
+    from .msst_integration.bridge import doctor_rows
     from .network.ssd import describe_backend
 
     rows = [
@@ -180,41 +181,11 @@ def _doctor() -> int:
     for device in devices:
         name, reason = describe_backend("auto", device)
         rows.append((f"backend on {device}", f"{name}: {reason}"))
-    rows.extend(_msst_rows())
+    rows.extend(doctor_rows())
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return 0
-
-
-def _msst_rows() -> list[tuple[str, str]]:
-    """msst integration: plugin types, the startup hook, and each patch's state."""
-    import importlib
-    import importlib.util
-    import sys
-
-    from .msst_integration import bridge, plugins
-
-    found = ", ".join(f"{n} ({p.distribution})" for n, p in sorted(plugins.available().items()))
-    rows = [("msst plugin types", found or "none")]
-    for name in sorted(plugins.available()):
-        try:
-            plugins.get_factory(name)
-        except ImportError as error:
-            rows.append((f"plugin {name}", f"BROKEN: {error}"))
-    hooked = any(type(f).__name__ == "MsstPatchFinder" for f in sys.meta_path)
-    rows.append(("msst startup hook", "active" if hooked else
-                 "NOT active (bsmamba2_plugin_msst.pth not loaded; reinstall the package)"))
-    if importlib.util.find_spec("msst") is None:
-        return rows
-    for name in sorted(bridge.TARGET_MODULES):
-        try:
-            importlib.import_module(name)
-        except ImportError as error:  # e.g. msst._train_accelerate without accelerate
-            rows.append((name, f"not importable here ({error.name or error}); not patched"))
-    bridge.install()
-    rows.extend((f"patch {key}", state) for key, state in bridge.patch_report().items())
-    return rows
 
 
 # ------------------------------------------------------------------ convert

@@ -29,6 +29,7 @@ from msst.utils.dataset import MSSDataset, load_chunk
 from tqdm.auto import tqdm
 
 from ..training.augment import AugmentConfig, apply_draw, draw_stem, salient_starts
+from .import_hooks import run_deferred
 
 __all__ = ["SECTION", "BSMamba2Dataset"]
 
@@ -133,17 +134,4 @@ class BSMamba2Dataset(MSSDataset):
         return torch.from_numpy(apply_draw(source, draw))
 
 
-def _finish_patch() -> None:
-    """Complete the MSSDataset patch that `bridge` defers while this module loads.
-
-    Only msst.utils.dataset can be waiting: by-value copies elsewhere (the accelerate
-    launcher) are made when those modules import it, and the startup hook patches them.
-    """
-    import sys
-
-    from . import bridge
-
-    bridge.patch_module(sys.modules["msst.utils.dataset"])
-
-
-_finish_patch()
+run_deferred(__name__)  # the MSSDataset patch, if the bridge deferred it while we loaded
