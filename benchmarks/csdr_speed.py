@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bsmamba2_plugin.metrics import csdr, framewise_sdr, usdr
-from bsmamba2_plugin.silence import activity_labels, silence_suite
+from bsmamba2_plugin.evaluation.metrics import csdr, framewise_sdr, usdr
+from bsmamba2_plugin.evaluation.silence import activity_labels, silence_suite
 
 
 def make_track(seconds: float, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -76,7 +76,7 @@ def main() -> int:
         return 1
 
     from bsmamba2_plugin import BSMamba2, BSMamba2Config
-    from bsmamba2_plugin.ssd import load_mamba_triton
+    from bsmamba2_plugin.network.ssd import load_mamba_triton
 
     ops = load_mamba_triton()
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, "

@@ -15,8 +15,8 @@ import collections
 import torch
 
 from bsmamba2_plugin import BSMamba2, BSMamba2Config
-from bsmamba2_plugin.losses import PaperLossConfig, build_loss
-from bsmamba2_plugin.mamba2 import BiMamba2
+from bsmamba2_plugin.training.losses import PaperLossConfig, build_loss
+from bsmamba2_plugin.network.mamba2 import BiMamba2
 
 CLASSES = (
     ("ssd (mamba_ssm)", ("_chunk", "_state_passing", "_bmm_chunk", "ssd")),

@@ -1,4 +1,4 @@
-"""Speed of the synthetic multitrack renderer (`bsmamba2_plugin.render`), one run.
+"""Speed of the synthetic multitrack renderer (`bsmamba2_plugin.data.render`), one run.
 
     python benchmarks/render_speed.py [--tracks 4] [--seconds 30] [--engine synth]
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bsmamba2_plugin.render import ENGINES, render_dataset
+from bsmamba2_plugin.data.render import ENGINES, render_dataset
 
 
 def main() -> None:

@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command == "bench":
-            from .bench import DEFAULT_MODELS, run_bench
+            from .evaluation.bench import DEFAULT_MODELS, run_bench
 
             run_bench(args.models or list(DEFAULT_MODELS), seconds=args.seconds,
                       train_batch=args.train_batch, infer_batch=args.infer_batch,
@@ -179,7 +179,8 @@ def _dist_version(name: str) -> str:
 def _doctor() -> int:
     import torch
 
-    from .ssd import describe_backend
+    from .msst_integration.bridge import doctor_rows
+    from .network.ssd import describe_backend
 
     rows = [
         ("bsmamba2-plugin", __version__),
@@ -205,7 +206,7 @@ def _doctor() -> int:
         rows.append((f"backend on {device}", f"{name}: {reason}"))
     torchaudio_row, fix = _torchaudio_check(torch.__version__)
     rows.append(torchaudio_row)
-    rows.extend(_msst_rows())
+    rows.extend(doctor_rows())
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
@@ -267,41 +268,9 @@ def _torchaudio_fix(torch_version: str) -> str:
             f"which msst does not use: rm -f {folder}/lib/*.so")
 
 
-def _msst_rows() -> list[tuple[str, str]]:
-    """msst integration: plugin types, the startup hook, and each patch's state."""
-    import importlib
-    import importlib.util
-    import sys
-
-    from . import msst_bridge, plugins
-
-    found = ", ".join(f"{n} ({p.distribution})" for n, p in sorted(plugins.available().items()))
-    rows = [("msst plugin types", found or "none")]
-    for name in sorted(plugins.available()):
-        try:
-            plugins.get_factory(name)
-        except ImportError as error:
-            rows.append((f"plugin {name}", f"BROKEN: {error}"))
-    hooked = any(type(f).__name__ == "MsstPatchFinder" for f in sys.meta_path)
-    rows.append(("msst startup hook", "active" if hooked else
-                 "NOT active (bsmamba2_plugin_msst.pth not loaded; reinstall the package)"))
-    if importlib.util.find_spec("msst") is None:
-        return rows
-    for name in sorted(msst_bridge.TARGET_MODULES):
-        try:
-            importlib.import_module(name)
-        except ImportError as error:  # e.g. msst._train_accelerate without accelerate
-            rows.append((name, f"not importable here ({error.name or error}); not patched"))
-        except OSError as error:  # a compiled dependency (torchaudio) that cannot load
-            rows.append((name, f"not importable here ({error}); not patched"))
-    msst_bridge.install()
-    rows.extend((f"patch {key}", state) for key, state in msst_bridge.patch_report().items())
-    return rows
-
-
 # ------------------------------------------------------------------ convert
 def _convert(args: argparse.Namespace) -> int:
-    from .checkpoints import convert_checkpoint
+    from .msst_integration.checkpoints import convert_checkpoint
 
     model = instruments = target_instrument = None
     if args.config is not None:
@@ -320,7 +289,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------- data, recipes
 def _make_dataset(args: argparse.Namespace) -> int:
-    from .render import render_dataset
+    from .data.render import render_dataset
 
     summary = render_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
                              sample_rate=args.sample_rate, valid_tracks=args.valid_tracks,
@@ -335,7 +304,7 @@ def _make_dataset(args: argparse.Namespace) -> int:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from .recipes import find_resource, load_recipe, parse_overrides, run_recipe
+    from .data.recipes import find_resource, load_recipe, parse_overrides, run_recipe
 
     if args.recipe_command == "list":
         folder = find_resource("recipes", "demo_cpu.yaml").parent
@@ -359,7 +328,7 @@ def _demo(args: argparse.Namespace) -> int:
     import json
     import time as clock
 
-    from .recipes import load_recipe, run_recipe
+    from .data.recipes import load_recipe, run_recipe
 
     recipe = load_recipe("demo_cpu.yaml")
     workdir = args.workdir or Path(f"bsmamba2-demo-{clock.strftime('%Y%m%d-%H%M%S')}")
@@ -378,7 +347,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import ModelSpec, evaluate
+    from .evaluation.evaluate import ModelSpec, evaluate
 
     if len(args.config) != len(args.checkpoint):
         raise ValueError(f"evaluate: {len(args.config)} --config but {len(args.checkpoint)} "
@@ -440,9 +409,9 @@ def generated_mixture(seconds: float, channels: int, sample_rate: int = 44100) -
 def _summary(args: argparse.Namespace) -> int:
     import torch
 
-    from .config import BSMamba2Config
-    from .model import BSMamba2
-    from .ssd import describe_backend
+    from .network.config import BSMamba2Config
+    from .network.model import BSMamba2
+    from .network.ssd import describe_backend
 
     if args.config is not None:
         config = BSMamba2Config.from_mapping(_load_yaml(args.config)["model"],

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bsmamba2_plugin.augment import (
+from bsmamba2_plugin.training.augment import (
     AugmentConfig,
     apply_draw,
     build_batch_augment,

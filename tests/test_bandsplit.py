@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from bsmamba2_plugin.bandsplit import BandSplit, MaskEstimator, ScaledL2Norm
+from bsmamba2_plugin.network.bandsplit import BandSplit, MaskEstimator, ScaledL2Norm
 
 
 def test_band_split_maps_each_band_to_one_token() -> None:

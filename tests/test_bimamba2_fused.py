@@ -20,13 +20,13 @@ import pytest
 import torch
 
 from bsmamba2_plugin import BSMamba2Config
-from bsmamba2_plugin.bimamba2_fused import (
+from bsmamba2_plugin.network.bimamba2_fused import (
     bimamba2_fused,
     kernel_chunk_size,
     split_conv_reference,
 )
-from bsmamba2_plugin.mamba2 import BiMamba2
-from bsmamba2_plugin.ssd import gated_rmsnorm_reference, ssd_reference
+from bsmamba2_plugin.network.mamba2 import BiMamba2
+from bsmamba2_plugin.network.ssd import gated_rmsnorm_reference, ssd_reference
 
 
 def test_kernel_chunk_size_covers_the_band_axis_in_one_chunk() -> None:
@@ -74,7 +74,7 @@ def test_fused_block_equals_the_two_direction_reference(tiny_config, length) -> 
 
 SPLIT_CONV_CHECK = """
     import torch
-    from bsmamba2_plugin.bimamba2_fused import split_conv, split_conv_reference
+    from bsmamba2_plugin.network.bimamba2_fused import split_conv, split_conv_reference
     torch.manual_seed(0)
     di, ns, nh = 16, 8, 2
     e = 2 * di + 2 * ns + nh

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bsmamba2_plugin import BSMamba2, BSMamba2Config
-from bsmamba2_plugin.checkpoints import convert_checkpoint
 from bsmamba2_plugin.cli import main
+from bsmamba2_plugin.msst_integration.checkpoints import convert_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from official_oracle import official_forward, official_state_dict  # noqa: E402

@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 from bsmamba2_plugin import BSMamba2Config
-from bsmamba2_plugin.config import DEFAULT_FREQS_PER_BANDS, IgnoredConfigKeysWarning
+from bsmamba2_plugin.network.config import DEFAULT_FREQS_PER_BANDS, IgnoredConfigKeysWarning
 
 
 def test_paper_defaults_are_the_papers_values() -> None:

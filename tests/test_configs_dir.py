@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from bsmamba2_plugin import BSMamba2, BSMamba2Config
-from bsmamba2_plugin.augment import AugmentConfig
-from bsmamba2_plugin.losses import PaperLossConfig
+from bsmamba2_plugin.training.augment import AugmentConfig
+from bsmamba2_plugin.training.losses import PaperLossConfig
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 HAS_MSST = importlib.util.find_spec("msst") is not None

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bsmamba2_plugin import BSMamba2, BSMamba2Config
-from bsmamba2_plugin.ssd import (
+from bsmamba2_plugin.network.ssd import (
     gated_rmsnorm_kernel,
     gated_rmsnorm_reference,
     ssd_kernel,
@@ -92,7 +92,7 @@ def test_model_kernel_and_reference_agree_on_one_state_dict() -> None:
 
 
 def test_split_conv_triton_matches_reference_on_cuda() -> None:
-    from bsmamba2_plugin.bimamba2_fused import split_conv, split_conv_reference
+    from bsmamba2_plugin.network.bimamba2_fused import split_conv, split_conv_reference
 
     torch.manual_seed(0)
     di, ns, nh = 1024, 128, 16  # the paper's widths
@@ -118,7 +118,7 @@ def test_split_conv_triton_matches_reference_on_cuda() -> None:
 def test_fused_block_matches_the_per_direction_kernel_path(length: int) -> None:
     """The fused path against the same kernels run one direction at a time, and both
     against the reference backend, on the paper's block widths (float32)."""
-    from bsmamba2_plugin.mamba2 import BiMamba2
+    from bsmamba2_plugin.network.mamba2 import BiMamba2
 
     torch.manual_seed(0)
     config = BSMamba2Config.paper(backend="kernel")

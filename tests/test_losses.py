@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bsmamba2_plugin.losses import (
+from bsmamba2_plugin.training.losses import (
     PaperLossConfig,
     build_loss,
     multi_resolution_complex_stft_l1,

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bsmamba2_plugin.mamba2 import BiMamba2, Mamba2Mixer, causal_conv1d
+from bsmamba2_plugin.network.mamba2 import BiMamba2, Mamba2Mixer, causal_conv1d
 
 
 @pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 37])

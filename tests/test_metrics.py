@@ -1,4 +1,4 @@
-"""bsmamba2_plugin.metrics against museval 0.4.1 (committed numbers), msst's sdr and by hand."""
+"""evaluation.metrics against museval 0.4.1 (committed numbers), msst's sdr and by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from bsmamba2_plugin.metrics import aggregate, csdr, framewise_sdr, paired_bootstrap_ci, usdr
+from bsmamba2_plugin.evaluation.metrics import (
+    aggregate,
+    csdr,
+    framewise_sdr,
+    paired_bootstrap_ci,
+    usdr,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MUSEVAL_TOLERANCE_DB = 1e-6

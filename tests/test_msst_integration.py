@@ -135,7 +135,7 @@ def test_spawned_processes_see_the_plugin() -> None:
 def test_paper_recipe_examples_repeat_under_a_seed(tmp_path) -> None:
     from msst.utils.settings import load_config
 
-    from bsmamba2_plugin.msst_dataset import BSMamba2Dataset
+    from bsmamba2_plugin.msst_integration.dataset import BSMamba2Dataset
 
     write_tiny_dataset(tmp_path / "data", train_tracks=2, valid_tracks=0)
     config = load_config("bsmamba2", str(TINY))
@@ -164,7 +164,7 @@ def test_unknown_type_mentions_installed_plugins_and_bs_mamba2() -> None:
 def test_changed_msst_function_is_left_unpatched_with_a_warning() -> None:
     import types
 
-    from bsmamba2_plugin.msst_bridge import MsstCompatibilityWarning, patch_module
+    from bsmamba2_plugin.msst_integration.bridge import MsstCompatibilityWarning, patch_module
 
     fake = types.ModuleType("msst.utils.settings")
 
@@ -183,7 +183,7 @@ def test_changed_msst_function_is_left_unpatched_with_a_warning() -> None:
 def test_silenced_stems_are_zero_in_mixture_and_target(tmp_path) -> None:
     from msst.utils.settings import load_config
 
-    from bsmamba2_plugin.msst_dataset import BSMamba2Dataset
+    from bsmamba2_plugin.msst_integration.dataset import BSMamba2Dataset
 
     write_tiny_dataset(tmp_path / "data", train_tracks=2, valid_tracks=0)
     config = load_config("bsmamba2", str(TINY))
@@ -240,7 +240,7 @@ def test_msst_train_accelerate_uses_the_plugin(trained: Path) -> None:
 
 
 def test_evaluate_two_models_writes_the_report_and_resumes(trained: Path) -> None:
-    from bsmamba2_plugin.render import render_dataset
+    from bsmamba2_plugin.data.render import render_dataset
 
     render_dataset(trained / "rendered", tracks=1, valid_tracks=2, seconds=4, seed=3,
                    progress=False)

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from bsmamba2_plugin import plugins
-from bsmamba2_plugin.plugins import PluginWarning, get_factory, index_entry_points
+from bsmamba2_plugin.msst_integration import plugins
+from bsmamba2_plugin.msst_integration.plugins import PluginWarning, get_factory, index_entry_points
 
 
 def ep(name: str, value: str) -> importlib.metadata.EntryPoint:
@@ -20,12 +20,13 @@ def ep(name: str, value: str) -> importlib.metadata.EntryPoint:
 def test_the_installed_package_declares_bsmamba2() -> None:
     plugins.available.cache_clear()
     found = plugins.available()
-    assert found["bsmamba2"].value == "bsmamba2_plugin.registry:build_msst_model"
+    assert found["bsmamba2"].value == "bsmamba2_plugin.msst_integration.registry:build_msst_model"
 
 
 def test_entry_points_resolve_lazily_to_their_factory() -> None:
-    index = index_entry_points([ep("bsmamba2", "bsmamba2_plugin.registry:build_msst_model")])
-    from bsmamba2_plugin.registry import build_msst_model
+    index = index_entry_points(
+        [ep("bsmamba2", "bsmamba2_plugin.msst_integration.registry:build_msst_model")])
+    from bsmamba2_plugin.msst_integration.registry import build_msst_model
 
     assert get_factory("bsmamba2", index) is build_msst_model
     assert get_factory("other", index) is None
@@ -74,7 +75,7 @@ def test_startup_hook_is_installed_and_imports_nothing_heavy() -> None:
     out = run_python("""
         import sys
         print(any(type(f).__name__ == "MsstPatchFinder" for f in sys.meta_path),
-              "torch" in sys.modules, "bsmamba2_plugin.msst_bridge" in sys.modules)
+              "torch" in sys.modules, "bsmamba2_plugin.msst_integration.bridge" in sys.modules)
     """)
     assert out == "True False False"
 

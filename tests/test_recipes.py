@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bsmamba2_plugin.recipes import load_recipe, parse_overrides, run_recipe
+from bsmamba2_plugin.data.recipes import load_recipe, parse_overrides, run_recipe
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 TINY = Path(__file__).parent.parent / "configs" / "config_tiny_bsmamba2.yaml"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bsmamba2_plugin import BSMamba2, build_model
-from bsmamba2_plugin.registry import CAPABILITIES, MODEL_TYPE
+from bsmamba2_plugin.msst_integration.registry import CAPABILITIES, MODEL_TYPE
 
 
 def test_build_model_from_an_msst_model_section() -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bsmamba2_plugin import render
-from bsmamba2_plugin.render import (
+from bsmamba2_plugin.data.render import (
     ENGINES,
     FLUIDSYNTH_SOUNDFONT,
     RENDERER_VERSION,
     STEMS,
+    fluidsynth_engine,
     render_dataset,
     vocal_activity,
 )
@@ -194,11 +194,11 @@ def test_engines_are_synth_and_fluidsynth() -> None:
 
 def test_fluidsynth_engine_without_fluidsynth_names_the_packages(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(render, "FLUIDSYNTH_SOUNDFONT", tmp_path / "missing.sf2")
+    monkeypatch.setattr(fluidsynth_engine, "FLUIDSYNTH_SOUNDFONT", tmp_path / "missing.sf2")
     with pytest.raises(ValueError, match=r"soundfont .*fluidsynth fluid-soundfont-gm"):
         render_dataset(tmp_path / "out", tracks=1, seconds=2.0, seed=0, engine="fluidsynth",
                        progress=False)
-    monkeypatch.setattr(render.shutil, "which", lambda name: None)
+    monkeypatch.setattr(fluidsynth_engine.shutil, "which", lambda name: None)
     with pytest.raises(ValueError, match="the `fluidsynth` program"):
         render_dataset(tmp_path / "out", tracks=1, seconds=2.0, seed=0, engine="fluidsynth",
                        progress=False)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bsmamba2_plugin.silence import (
+from bsmamba2_plugin.evaluation.silence import (
     SilenceConfig,
     activity_bucket,
     activity_from_segments,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bsmamba2_plugin import ssd
-from bsmamba2_plugin.ssd import (
+from bsmamba2_plugin.network import ssd
+from bsmamba2_plugin.network.ssd import (
     describe_backend,
     gated_rmsnorm_reference,
     load_mamba_triton,

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .config import reject_unknown_keys
+from ..network.config import reject_unknown_keys
 
 __all__ = [
     "BATCH_TRANSFORMS",

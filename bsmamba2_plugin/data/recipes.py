@@ -61,8 +61,8 @@ def find_resource(kind: str, name: str | Path) -> Path:
     path = Path(name)
     candidates = [path]
     if not path.is_absolute():
-        here = Path(__file__).resolve().parent
-        candidates += [here.parent / kind / path.name, here / "_data" / kind / path.name]
+        package = Path(__file__).resolve().parents[1]  # bsmamba2_plugin/
+        candidates += [package.parent / kind / path.name, package / "_data" / kind / path.name]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()

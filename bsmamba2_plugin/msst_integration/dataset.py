@@ -1,6 +1,6 @@
 """msst's training dataset with the paper's data recipe (imported only with msst).
 
-`BSMamba2Dataset` replaces `msst.utils.dataset.MSSDataset` (see `msst_bridge`). It
+`BSMamba2Dataset` replaces `msst.utils.dataset.MSSDataset` (see `bridge`). It
 behaves exactly like msst's class unless the config has an `augmentations_bsmamba2:`
 section; then, for msst's dataset_type 1 (each stem from a random track), every stem
 of every example is drawn as `augment` describes: a salient (SAD) window, a gain in
@@ -28,7 +28,8 @@ import torch
 from msst.utils.dataset import MSSDataset, load_chunk
 from tqdm.auto import tqdm
 
-from .augment import AugmentConfig, apply_draw, draw_stem, salient_starts
+from ..training.augment import AugmentConfig, apply_draw, draw_stem, salient_starts
+from .import_hooks import run_deferred
 
 __all__ = ["SECTION", "BSMamba2Dataset"]
 
@@ -133,17 +134,4 @@ class BSMamba2Dataset(MSSDataset):
         return torch.from_numpy(apply_draw(source, draw))
 
 
-def _finish_patch() -> None:
-    """Complete the MSSDataset patch that `msst_bridge` defers while this module loads.
-
-    Only msst.utils.dataset can be waiting: by-value copies elsewhere (the accelerate
-    launcher) are made when those modules import it, and the startup hook patches them.
-    """
-    import sys
-
-    from . import msst_bridge
-
-    msst_bridge.patch_module(sys.modules["msst.utils.dataset"])
-
-
-_finish_patch()
+run_deferred(__name__)  # the MSSDataset patch, if the bridge deferred it while we loaded

@@ -58,57 +58,17 @@ class Result:
 
 # ------------------------------------------------------------------ models
 def _config_path(name: str) -> Path:
-    from .recipes import find_resource
+    from ..data.recipes import find_resource
 
     return find_resource("configs", name)
 
 
-def _bs_roformer(config_name: str, flash_attn: bool = True):
-    import yaml
-    from msst.models.bs_roformer import BSRoformer
-
-    with _config_path(config_name).open() as handle:
-        keys = dict(yaml.load(handle, Loader=yaml.FullLoader)["model"])
-    if not flash_attn:
-        keys["flash_attn"] = False
-    return BSRoformer(**keys)
-
-
-def _msst_bs_mamba2():
-    """msst's `bs_mamba2` as its Mamba2 blocks can run without CUDA extensions: mamba_ssm's
-    plain path (Triton scan, `F.conv1d`), as measured in GPU.md."""
-    import importlib.util
-    import sys
-    import types
-
-    from .ssd import load_mamba_triton
-
-    load_mamba_triton()  # a mamba_ssm without its CUDA extension imports this way only
-    if importlib.util.find_spec("selective_scan_cuda") is None:
-        # msst's module imports mamba_ssm's Mamba-1 code, which imports this CUDA
-        # extension at import time; the Mamba2 blocks never call it.
-        sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
-    import yaml
-    from msst.models.bs_mamba2_code.bs_mamba2 import BSMamba2Model
-
-    with _config_path("config_musdb18_bsmamba2.yaml").open() as handle:
-        keys = dict(yaml.load(handle, Loader=yaml.FullLoader)["model"])
-    allowed = {"dim", "depth", "stereo", "num_stems", "stft_n_fft", "stft_hop_length",
-               "stft_win_length", "stft_normalized", "mask_estimator_depth"}
-    # msst's class defaults to its transformer variant: the paper graph is module_type mamba2
-    model = BSMamba2Model(**{k: v for k, v in keys.items() if k in allowed},
-                          module_type="mamba2", mamba_gmlp=False)
-    for module in model.modules():
-        if hasattr(module, "use_mem_eff_path"):
-            module.use_mem_eff_path = False  # that path needs causal-conv1d's CUDA build
-    return model
-
-
 def build_variant(name: str, device) -> tuple[Any, str]:
     """(model, autocast dtype name) for a variant name without '+compile'."""
-    from .config import BSMamba2Config
-    from .mamba2 import BiMamba2
-    from .model import BSMamba2
+    from ..msst_integration import baselines
+    from ..network.config import BSMamba2Config
+    from ..network.mamba2 import BiMamba2
+    from ..network.model import BSMamba2
 
     BiMamba2.use_fused_kernel_path = True
     if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference"):
@@ -120,11 +80,13 @@ def build_variant(name: str, device) -> tuple[Any, str]:
         return BSMamba2(config).to(device), "bfloat16"
     if name.startswith(("bs_roformer_256x6", "bs_roformer_256x11")):
         depth = name.split("-")[0].rsplit("x", 1)[1]
-        model = _bs_roformer(f"config_musdb18_bs_roformer_256x{depth}.yaml",
-                             flash_attn=not name.endswith("-noflash"))
+        model = baselines.bs_roformer(
+            _config_path(f"config_musdb18_bs_roformer_256x{depth}.yaml"),
+            flash_attn=not name.endswith("-noflash"))
         return model.to(device), "float16"
     if name == "bs_mamba2":
-        return _msst_bs_mamba2().to(device), "bfloat16"
+        model = baselines.msst_bs_mamba2(_config_path("config_musdb18_bsmamba2.yaml"))
+        return model.to(device), "bfloat16"
     raise ValueError(f"bench: unknown model {name!r}; expected one of "
                      f"{', '.join(DEFAULT_MODELS + ('bsmamba2-ckpt', 'bsmamba2-reference'))}"
                      f" (optionally with '+compile').")
@@ -187,7 +149,7 @@ def _forward_flops(name: str, seconds: float, device) -> float:
 
 
 def _paper_loss():
-    from .losses import PaperLossConfig, build_loss
+    from ..training.losses import PaperLossConfig, build_loss
 
     return build_loss(PaperLossConfig())
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .config import BSMamba2Config
+from ..network.config import BSMamba2Config
 from .registry import MODEL_TYPE
 
 __all__ = ["convert_checkpoint", "extract_state_dict", "load_checkpoint_file"]
@@ -139,7 +139,7 @@ def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike, *,
         FileExistsError, FileNotFoundError, ValueError, KeyError, RuntimeError (the weights
             do not fit the model config; the message lists the differences).
     """
-    from .model import BSMamba2
+    from ..network.model import BSMamba2
 
     target = Path(target)
     if target.exists() and not overwrite:

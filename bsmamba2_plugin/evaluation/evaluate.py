@@ -56,8 +56,10 @@ def _read_checkpoint_state(path: Path) -> tuple[dict, dict]:
 
 def _load_model(spec: ModelSpec, device: str):
     """(name, model, msst config, index of the vocals output)."""
+    from ..msst_integration.registry import msst_model_loader
+
     try:
-        from msst.utils.settings import get_model_from_config
+        get_model_from_config = msst_model_loader()
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(
             f"evaluate builds models from msst configs and needs msst ({error.name} is "

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import BSMamba2
+    from ..network.model import BSMamba2
 
-__all__ = ["CAPABILITIES", "MODEL_TYPE", "Capabilities", "build_model", "build_msst_model"]
+__all__ = ["CAPABILITIES", "MODEL_TYPE", "Capabilities", "build_model", "build_msst_model",
+           "msst_model_loader"]
 
 MODEL_TYPE = "bsmamba2"
 
@@ -38,8 +39,8 @@ def build_model(model_cfg: Mapping[str, Any], path: str = "model") -> BSMamba2:
         KeyError, ValueError, TypeError: see `BSMamba2Config.from_mapping`; messages
             name the key as `<path>.<key>`.
     """
-    from .config import BSMamba2Config
-    from .model import BSMamba2
+    from ..network.config import BSMamba2Config
+    from ..network.model import BSMamba2
 
     return BSMamba2(BSMamba2Config.from_mapping(model_cfg, path=path))
 
@@ -71,3 +72,17 @@ def build_msst_model(config: Any, *, pretrained: bool = False) -> BSMamba2:
                 f"and scores {wanted} stem(s). Fix: set model.num_stems: {wanted}, or change "
                 f"training.target_instrument.")
     return model
+
+
+def msst_model_loader() -> Any:
+    """msst's `get_model_from_config(model_type, config_path) -> (model, config)`.
+
+    It builds any msst model type, msst's own (bs_roformer, ...) or a plugin's, from an
+    msst YAML; `evaluation` uses it so that only this subpackage imports msst.
+
+    Raises:
+        ModuleNotFoundError: msst is not installed.
+    """
+    from msst.utils.settings import get_model_from_config
+
+    return get_model_from_config

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .config import reject_unknown_keys
+from ..network.config import reject_unknown_keys
 
 __all__ = [
     "PaperLossConfig",

@@ -8,10 +8,10 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst.utils.settings | build_model_from_config | model types from `plugins` (entry points), honouring `training.model_type`; unknown types list what is installed |
 | msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
 | msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
-| msst.utils.dataset, msst._train_accelerate | MSSDataset | `msst_dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
+| msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
 | msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume |
 
-Patches are idempotent and applied when each module is first imported (`_msst_hook`,
+Patches are idempotent and applied when each module is first imported (`hook`,
 loaded from a .pth file, so stock `msst-*` commands, the Python API, DataLoader workers
 and DDP ranks all get them) or by `install()` for modules already imported. Before
 patching, each function's parameters are compared with those of msst 0.1.0; a function
@@ -35,15 +35,16 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import plugins
+from . import import_hooks, plugins
 
-__all__ = ["MSST_VERSION", "PATCHES", "MsstCompatibilityWarning", "install", "patch_module",
-           "patch_report"]
+__all__ = ["MSST_VERSION", "PATCHES", "MsstCompatibilityWarning", "doctor_rows", "install",
+           "patch_module", "patch_report"]
 
 logger = logging.getLogger("bsmamba2_plugin")
 
 MSST_VERSION = "0.1.0"
 _MARK = "__bsmamba2_original__"
+_DATASET_MODULE = f"{__package__}.dataset"
 
 
 class MsstCompatibilityWarning(UserWarning):
@@ -126,8 +127,8 @@ def _step_setup(config: Any) -> tuple[Any, Any, Any]:
 def _build_step_setup(config: Any) -> tuple[Any, Any, Any]:
     import torch
 
-    from .augment import AugmentConfig, build_batch_augment
-    from .losses import PaperLossConfig, build_loss
+    from ..training.augment import AugmentConfig, build_batch_augment
+    from ..training.losses import PaperLossConfig, build_loss
 
     loss = None
     if "loss_bsmamba2" in config:
@@ -187,17 +188,27 @@ def _make_compute_training_loss(original):
 
 # --------------------------------------------------------------------- data
 def _make_dataset(original):
-    ours = sys.modules.get(f"{__package__}.msst_dataset")
+    ours = sys.modules.get(_DATASET_MODULE)
     if ours is not None and not hasattr(ours, "BSMamba2Dataset"):
-        # msst.utils.dataset is being imported *by* msst_dataset (in a DataLoader worker,
-        # unpickling our dataset): that module finishes this patch when it is complete.
+        # msst.utils.dataset is being imported *by* dataset.py (in a DataLoader worker,
+        # unpickling our dataset): dataset.py runs this when it is complete.
+        import_hooks.defer(_DATASET_MODULE, _finish_dataset_patch)
         return None
-    from .msst_dataset import BSMamba2Dataset
+    from .dataset import BSMamba2Dataset
 
     if not issubclass(BSMamba2Dataset, original):
         raise TypeError("bsmamba2: msst.utils.dataset.MSSDataset is not the class "
                         "BSMamba2Dataset extends; was msst reloaded?")
     return BSMamba2Dataset
+
+
+def _finish_dataset_patch() -> None:
+    """Complete the MSSDataset patch deferred while dataset.py was loading.
+
+    Only msst.utils.dataset can be waiting: by-value copies elsewhere (the accelerate
+    launcher) are made when those modules import it, and the startup hook patches them.
+    """
+    patch_module(sys.modules["msst.utils.dataset"])
 
 
 # ---------------------------------------------------------------------- EMA
@@ -364,7 +375,7 @@ def _apply(module: Any, patch: Patch) -> None:
                       f"not patched ({patch.why}).", MsstCompatibilityWarning, stacklevel=3)
         return
     if getattr(current, _MARK, None) is not None or (
-            isinstance(current, type) and current.__module__ == f"{__package__}.msst_dataset"):
+            isinstance(current, type) and current.__module__ == _DATASET_MODULE):
         _report[key] = "patched"
         return
     if patch.parameters:
@@ -400,9 +411,7 @@ def patch_module(module: Any) -> None:
 
 def install() -> None:
     """Patch the msst modules already imported and hook the ones imported later."""
-    from . import _msst_hook
-
-    _msst_hook.register()
+    import_hooks.register(TARGET_MODULES, patch_module)
     for name in sorted(TARGET_MODULES):
         module = sys.modules.get(name)
         if module is not None:
@@ -412,3 +421,35 @@ def install() -> None:
 def patch_report() -> dict[str, str]:
     """'module.name' -> what happened, for the patches tried in this process."""
     return {f"{m}.{n}": state for (m, n), state in sorted(_report.items())}
+
+
+def doctor_rows() -> list[tuple[str, str]]:
+    """`bsmamba2 doctor`'s msst lines: plugin types, the startup hook, each patch's state.
+
+    Imports the msst modules the patches target (when msst is installed) and `install()`s.
+    """
+    import importlib
+    import importlib.util
+
+    found = ", ".join(f"{n} ({p.distribution})" for n, p in sorted(plugins.available().items()))
+    rows = [("msst plugin types", found or "none")]
+    for name in sorted(plugins.available()):
+        try:
+            plugins.get_factory(name)
+        except ImportError as error:
+            rows.append((f"plugin {name}", f"BROKEN: {error}"))
+    hooked = any(type(f).__name__ == "MsstPatchFinder" for f in sys.meta_path)
+    rows.append(("msst startup hook", "active" if hooked else
+                 "NOT active (bsmamba2_plugin_msst.pth not loaded; reinstall the package)"))
+    if importlib.util.find_spec("msst") is None:
+        return rows
+    for name in sorted(TARGET_MODULES):
+        try:
+            importlib.import_module(name)
+        except ImportError as error:  # e.g. msst._train_accelerate without accelerate
+            rows.append((name, f"not importable here ({error.name or error}); not patched"))
+        except OSError as error:  # a compiled dependency (torchaudio) that cannot load
+            rows.append((name, f"not importable here ({error}); not patched"))
+    install()
+    rows.extend((f"patch {key}", state) for key, state in patch_report().items())
+    return rows

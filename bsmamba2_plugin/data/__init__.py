@@ -1,0 +1,1 @@
+"""Data tools: the synthetic multitrack renderer (`render`) and experiment recipes."""

@@ -1,0 +1,187 @@
+"""The renderer's entry points: `render_dataset` (files) and `render_track` (in memory).
+
+Every track draws from generators seeded with (seed, split, track index), one per part, so
+the same arguments give the same audio; see the package docstring.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dsp import _plan_room
+from .fluidsynth_engine import _render_band_fluidsynth, missing_requirements
+from .instruments import _render_bass, _render_drums, _render_other
+from .mixing import RenderedTrack, _mix, _remove_stale_tracks, _track_name, _write_track
+from .song import _plan_song
+from .voice import _render_vocals, vocal_activity
+
+__all__ = ["ENGINES", "MIN_SECONDS", "SPLITS", "render_dataset", "render_track"]
+
+ENGINES = ("synth", "fluidsynth")
+SPLITS = ("train", "valid")
+MIN_SECONDS = 2.0
+
+
+def render_dataset(out: str | Path, *, tracks: int, seconds: float, seed: int,
+                   sample_rate: int = 44100, valid_tracks: int | None = None,
+                   engine: str = "synth", progress: bool = True,
+                   overwrite: bool = False) -> dict[str, Any]:
+    """Render a MUSDB18HQ-layout dataset of synthetic songs into `out`.
+
+    Args:
+        out: output folder; it must not exist or be empty unless `overwrite` is true.
+        tracks: number of train tracks (>= 1).
+        seconds: length of every track in seconds (>= 2).
+        seed: non-negative integer; each track draws from (seed, split, track index).
+        sample_rate: sample rate in Hz of every file.
+        valid_tracks: number of valid tracks; None means max(1, tracks // 4).
+        engine: one of ENGINES.
+        progress: show a tqdm progress bar.
+        overwrite: write into a non-empty `out`, replacing files of the same names. Track
+            folders of an earlier, larger rendering that hold only renderer files are removed;
+            nothing else is touched.
+
+    Returns:
+        {"out": str, "tracks": [{"split", "name", "activity_ratio", "mostly_silent",
+        "longest_gap_seconds"}, ...], "audio_seconds": track lengths summed (each track
+        counts once, not once per stem), "wall_seconds": float}.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: an argument out of range, an unknown engine, or engine "fluidsynth"
+            without the `fluidsynth` program or the FluidR3_GM soundfont.
+        FileExistsError: `out` is a file, or a non-empty folder and `overwrite` is false.
+    """
+    started = time.perf_counter()
+    n_valid = _check_arguments(tracks=tracks, seconds=seconds, seed=seed,
+                               sample_rate=sample_rate, valid_tracks=valid_tracks)
+    _check_engine(engine)
+    out = Path(out)
+    _check_out(out, overwrite)
+    from tqdm.auto import tqdm
+    counts = dict(zip(SPLITS, (tracks, n_valid)))
+    jobs = [(split, index) for split in SPLITS for index in range(counts[split])]
+    summary: list[dict[str, Any]] = []
+    audio_samples = 0
+    with tqdm(total=len(jobs), desc="bsmamba2 render", unit="track",
+              disable=not progress) as bar:
+        for split, index in jobs:
+            track = render_track(seed=seed, split=split, index=index, seconds=seconds,
+                                 sample_rate=sample_rate, engine=engine)
+            name = _track_name(index)
+            _write_track(out / split / name, track, sample_rate, seed=seed, engine=engine)
+            activity = track.activity
+            summary.append({"split": split, "name": name,
+                            "activity_ratio": activity["activity_ratio"],
+                            "mostly_silent": activity["mostly_silent"],
+                            "longest_gap_seconds": activity["longest_gap_seconds"]})
+            audio_samples += activity["samples"]
+            bar.update()
+    if overwrite:
+        _remove_stale_tracks(out, counts)
+    return {"out": str(out), "tracks": summary, "audio_seconds": audio_samples / sample_rate,
+            "wall_seconds": time.perf_counter() - started}
+
+
+def render_track(*, seed: int, split: str, index: int, seconds: float,
+                 sample_rate: int = 44100, engine: str = "synth") -> RenderedTrack:
+    """Render one track in memory (what `render_dataset` writes for `split`/`index`).
+
+    Args:
+        seed: non-negative integer.
+        split: "train" or "valid".
+        index: track index within the split (>= 0).
+        seconds: track length in seconds (>= 2); samples = round(seconds * sample_rate).
+        sample_rate: in Hz.
+        engine: one of ENGINES.
+
+    Returns:
+        The stems, mixture (each (samples, 2) float32) and the vocal activity.
+
+    Raises:
+        ValueError, TypeError: as for `render_dataset`.
+    """
+    _check_arguments(tracks=1, seconds=seconds, seed=seed, sample_rate=sample_rate,
+                     valid_tracks=0)
+    _check_engine(engine)
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}.")
+    if not isinstance(index, numbers.Integral) or isinstance(index, bool) or index < 0:
+        raise ValueError(f"index: expected an integer >= 0, got {index!r}.")
+    n_samples = round(seconds * sample_rate)
+    seeds = np.random.SeedSequence([int(seed), SPLITS.index(split), int(index)]).spawn(6)
+    rngs = [np.random.default_rng(child) for child in seeds]
+    song = _plan_song(rngs[0], n_samples, sample_rate)
+    room = _plan_room(rngs[0], sample_rate, n_samples)
+    vocals = _render_vocals(rngs[1], song, room)
+    if engine == "synth":
+        band = {"drums": _render_drums(rngs[2], song, room),
+                "bass": _render_bass(rngs[3], song, room),
+                "other": _render_other(rngs[4], song, room)}
+    else:  # the same notes (drawn first from the same generators), other instruments
+        band = _render_band_fluidsynth(rngs[2:5], song, room)
+    stems, mixture = _mix({"vocals": vocals, **band}, rngs[5])
+    return RenderedTrack(stems=stems, mixture=mixture,
+                         activity=vocal_activity(stems["vocals"], sample_rate))
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks
+
+
+def _check_arguments(*, tracks: Any, seconds: Any, seed: Any, sample_rate: Any,
+                     valid_tracks: Any) -> int:
+    """Validate the numeric arguments; return the number of valid tracks."""
+    _check_int("tracks", tracks, 1, "the number of train tracks")
+    if not isinstance(seconds, numbers.Real) or isinstance(seconds, bool):
+        raise TypeError(f"seconds: expected a number of seconds, got {seconds!r}.")
+    if not math.isfinite(seconds) or seconds < MIN_SECONDS:
+        raise ValueError(f"seconds: expected a track length >= {MIN_SECONDS} s, got "
+                         f"{seconds!r}; pass seconds={MIN_SECONDS} or more.")
+    _check_int("seed", seed, 0, "a non-negative random seed")
+    _check_int("sample_rate", sample_rate, 8000, "a sample rate in Hz")
+    if sample_rate > 192000:
+        raise ValueError(f"sample_rate: expected at most 192000 Hz, got {sample_rate}.")
+    if valid_tracks is None:
+        return max(1, tracks // 4)
+    _check_int("valid_tracks", valid_tracks, 0, "the number of valid tracks, or None")
+    return int(valid_tracks)
+
+
+def _check_int(name: str, value: Any, minimum: int, meaning: str) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name}: expected an integer ({meaning}), got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum} ({meaning}), got "
+                         f"{value}; pass {name}={minimum} or more.")
+
+
+def _check_engine(engine: Any) -> None:
+    if engine not in ENGINES:
+        valid = ", ".join(repr(name) for name in ENGINES)
+        raise ValueError(f"engine: unknown engine {engine!r}; valid engines: {valid}.")
+    if engine == "fluidsynth":
+        missing = missing_requirements()
+        if missing:
+            raise ValueError(
+                f"engine: 'fluidsynth' needs {' and '.join(missing)}, which this machine "
+                "lacks; on Debian/Ubuntu run `apt-get install fluidsynth fluid-soundfont-gm`, "
+                "or pass engine='synth'.")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out: {out} exists and is a file; pass a folder path.")
+    if out.is_dir() and not overwrite:
+        entries = sorted(entry.name for entry in out.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise FileExistsError(
+                f"out: {out} is not empty ({len(entries)} entries: {shown}); pass a new or "
+                "empty folder, or overwrite=True to replace a dataset rendered there.")

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the silence suite, chunked inference and `bsmamba2 evaluate`."""

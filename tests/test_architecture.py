@@ -1,0 +1,189 @@
+"""The package's layering, read from its source with `ast` (README "Architecture").
+
+Every import statement counts, at module level or inside functions (also those under
+`if TYPE_CHECKING:`), plus `importlib.import_module("constant")` calls. Imports of the
+parent packages that Python performs implicitly are not statements and do not count.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+import bsmamba2_plugin
+
+PACKAGE = "bsmamba2_plugin"
+ROOT = Path(bsmamba2_plugin.__file__).resolve().parent
+MAX_LINES = 600
+
+# layer -> the other layers it may import (cli and the top-level modules may import any)
+ALLOWED_LAYERS = {
+    "network": set(),
+    "training": {"network"},
+    "msst_integration": {"network", "training"},
+    "data": set(),
+    "evaluation": {"network", "training", "data", "msst_integration"},
+}
+# third-party packages network may import (mamba_ssm and triton: the kernel backend, lazily)
+NETWORK_THIRD_PARTY = {"torch", "mamba_ssm", "triton"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_package(name: str) -> bool:
+    return (ROOT.parent / Path(*name.split(".")) / "__init__.py").is_file()
+
+
+def is_module(name: str) -> bool:
+    path = ROOT.parent / Path(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def imported_names(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) for every import in the file."""
+    name = module_name(path)
+    package = name if is_package(name) else name.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:  # `from pkg import module` imports pkg.module
+                candidate = f"{source}.{alias.name}"
+                is_submodule = candidate.startswith(PACKAGE) and is_module(candidate)
+                found.append((node.lineno, candidate if is_submodule else source))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "import_module" and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+              and not node.args[0].value.startswith(".")):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def package_files() -> list[Path]:
+    return sorted(ROOT.rglob("*.py"))
+
+
+def layer_of(name: str) -> str | None:
+    """'network' for bsmamba2_plugin.network.ssd; None for cli, __init__, _moved, ..."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ALLOWED_LAYERS else None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Package module -> package modules it imports."""
+    graph: dict[str, set[str]] = {}
+    for path in package_files():
+        edges = graph.setdefault(module_name(path), set())
+        for _, target in imported_names(path):
+            while target.startswith(PACKAGE) and not is_module(target):
+                target = target.rpartition(".")[0]  # `import pkg.module.attr` forms
+            if target.startswith(PACKAGE):
+                edges.add(target)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)) is not None:
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)) is not None:
+            return cycle
+    return None
+
+
+def test_the_import_walker_sees_imports_inside_functions() -> None:
+    graph = import_graph()
+    # both are imported lazily, inside functions
+    assert f"{PACKAGE}.data.render" in graph[f"{PACKAGE}.cli"]
+    assert f"{PACKAGE}.msst_integration.bridge" in graph[f"{PACKAGE}.msst_integration.hook"]
+
+
+def test_every_layer_imports_only_the_layers_it_may() -> None:
+    wrong = []
+    for path in package_files():
+        source = module_name(path)
+        layer = layer_of(source)
+        if layer is None:
+            continue
+        for line, target in imported_names(path):
+            if not target.startswith(PACKAGE):
+                continue
+            other = layer_of(target)
+            if other is None:  # the package root, cli, _moved, _msst_hook
+                wrong.append(f"{source}:{line} imports {target} (above every layer)")
+            elif other != layer and other not in ALLOWED_LAYERS[layer]:
+                allowed = sorted(ALLOWED_LAYERS[layer]) or "no other layer"
+                wrong.append(f"{source}:{line} imports {target} ({layer} may import {allowed})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_network_imports_only_torch_the_standard_library_and_itself() -> None:
+    wrong = []
+    for path in package_files():
+        source = module_name(path)
+        if layer_of(source) != "network":
+            continue
+        for line, target in imported_names(path):
+            top = target.split(".")[0]
+            if top in sys.stdlib_module_names or top == "__future__":
+                continue
+            if top == PACKAGE and layer_of(target) == "network":
+                continue
+            if top not in NETWORK_THIRD_PARTY:
+                wrong.append(f"{source}:{line} imports {target}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_msst_integration_imports_msst() -> None:
+    wrong = [f"{module_name(path)}:{line} imports {target}"
+             for path in package_files() if layer_of(module_name(path)) != "msst_integration"
+             for line, target in imported_names(path) if target.split(".")[0] == "msst"]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize("graph, expected", [
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, None),
+    ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
+    ({"a": {"b"}, "b": {"b"}}, ["b", "b"]),
+])
+def test_find_cycle_reports_the_cycle(graph: dict[str, set[str]],
+                                      expected: list[str] | None) -> None:
+    assert find_cycle(graph) == expected
+
+
+def test_no_module_is_longer_than_600_lines() -> None:
+    long = {module_name(path): n for path in package_files()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
