@@ -9,9 +9,9 @@
                                       msst checkpoint for --model_type bsmamba2
     bsmamba2 make-dataset OUT --tracks N --seconds S --seed K
                                       render a MUSDB18HQ-layout multitrack dataset
-    bsmamba2 recipe run FILE [--workdir DIR] [--set k=v] [--dry-run] | recipe list
+    bsmamba2 recipe run NAME|FILE [--workdir DIR] [--set k=v] [--dry-run] | recipe list
                                       run an experiment recipe through the stock msst CLIs
-    bsmamba2 demo [--workdir DIR] [--quick]
+    bsmamba2 demo [--workdir DIR] [--quick] [--force]
                                       recipes/demo_cpu.yaml: data -> train -> valid ->
                                       separate -> report, on a CPU
     bsmamba2 evaluate --config C --checkpoint K [...] --data DIR --out REPORT
@@ -87,18 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
     recipe_sub.add_parser("list", help="the shipped recipes")
     run = recipe_sub.add_parser("run", help="run a recipe's stages (resumable)")
-    run.add_argument("file", help="recipe YAML (path, or a name from `bsmamba2 recipe list`)")
+    run.add_argument("file", help="a name from `bsmamba2 recipe list`, or a recipe YAML path")
     run.add_argument("--workdir", type=Path, help="where everything goes (default: runs/<name>)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a recipe variable (repeatable)")
     run.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    run.add_argument("--force", action="store_true", help="rerun stages that finished before")
+    run.add_argument("--force", action="store_true",
+                     help="rerun every stage, also those that finished before (needed when a "
+                          "finished stage's settings changed)")
 
     demo = sub.add_parser("demo", help="run recipes/demo_cpu.yaml into a fresh folder")
     demo.add_argument("--workdir", type=Path, help="default: a new bsmamba2-demo-<time> folder; "
                                                    "an existing one is resumed")
     demo.add_argument("--quick", action="store_true",
                       help="seconds instead of minutes (tiny data, few steps): a smoke test")
+    demo.add_argument("--force", action="store_true",
+                      help="rerun every stage in an existing --workdir")
 
     evaluate = sub.add_parser("evaluate", help="score vocals: uSDR, cSDR, silence suite, "
                                                "chunk lengths, plots")
@@ -343,7 +347,8 @@ def _demo(args: argparse.Namespace) -> int:
     workdir = args.workdir or Path(f"bsmamba2-demo-{clock.strftime('%Y%m%d-%H%M%S')}")
     print(f"bsmamba2 demo: {recipe.description.strip()}\nworking in {workdir.resolve()}")
     start = clock.monotonic()
-    run_recipe(recipe, workdir, overrides=QUICK_DEMO if args.quick else None, echo=print)
+    run_recipe(recipe, workdir, overrides=QUICK_DEMO if args.quick else None,
+               force=args.force, echo=print)
     summary = json.loads((workdir / "report" / "summary.json").read_text())
     print(f"\ndone in {clock.monotonic() - start:.0f} s")
     print(f"separated audio: {(workdir / 'separated' / 'song').resolve()}")
