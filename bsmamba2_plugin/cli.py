@@ -106,12 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="score vocals: uSDR, cSDR, silence suite, "
                                                "chunk lengths, plots")
-    evaluate.add_argument("--config", type=Path, action="append", required=True,
-                          help="msst YAML of a model (repeat per model)")
-    evaluate.add_argument("--checkpoint", type=Path, action="append", required=True,
-                          help="its checkpoint (repeat per model, same order)")
-    evaluate.add_argument("--name", action="append", default=[], help="display names, in order")
-    evaluate.add_argument("--model-type", action="append", default=[],
+    # each takes several values (--name a b) or repeats (--name a --name b), in model order
+    evaluate.add_argument("--config", type=Path, action="extend", nargs="+", required=True,
+                          help="msst YAML of each model")
+    evaluate.add_argument("--checkpoint", type=Path, action="extend", nargs="+", required=True,
+                          help="each model's checkpoint, same order")
+    evaluate.add_argument("--name", action="extend", nargs="+", default=[],
+                          help="display names, in order")
+    evaluate.add_argument("--model-type", action="extend", nargs="+", default=[],
                           help="model types, in order (default: the checkpoint's meta)")
     evaluate.add_argument("--data", type=Path, required=True,
                           help="folder of track folders with mixture.wav and vocals.wav")
@@ -353,10 +355,12 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"\ndone in {clock.monotonic() - start:.0f} s")
     print(f"separated audio: {(workdir / 'separated' / 'song').resolve()}")
     print(f"report:          {(workdir / 'report' / 'summary.md').resolve()}")
+    print("  vocals on the validation tracks, as the paper reports them:")
     for entry in summary["table"]:
-        print(f"  {entry['model']:<10} chunk {entry['chunk_seconds']:g} s: uSDR median "
-              f"{entry['usdr']['median']:.2f} dB, mean {entry['usdr']['mean']:.2f} dB over "
-              f"{entry['tracks']} validation track(s)")
+        n = f"{entry['tracks']} track{'s' if entry['tracks'] != 1 else ''}"
+        print(f"  {entry['model']:<10} chunk {entry['chunk_seconds']:g} s: uSDR "
+              f"{entry['headline']['usdr']:.2f} dB (mean over {n}), cSDR "
+              f"{entry['headline']['csdr']:.2f} dB (median over {n})")
     return 0
 
 
@@ -368,8 +372,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                          f"--checkpoint; give one of each per model, in the same order.")
     for option, values in (("--name", args.name), ("--model-type", args.model_type)):
         if values and len(values) != len(args.config):
-            raise ValueError(f"evaluate: give {option} once per model ({len(args.config)}), "
-                             f"or not at all.")
+            raise ValueError(f"evaluate: {option} has {len(values)} value(s) for "
+                             f"{len(args.config)} model(s); give one per model, in the order "
+                             f"of --config, or leave {option} out.")
     specs = [ModelSpec(config=c, checkpoint=k,
                        name=args.name[i] if args.name else None,
                        model_type=args.model_type[i] if args.model_type else None)

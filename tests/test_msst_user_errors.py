@@ -1,0 +1,77 @@
+"""A user's first steps with msst installed: `evaluate` with too few tracks or a changed
+checkpoint.
+
+Uses untrained tiny checkpoints (configs/config_tiny_bsmamba2.yaml), so it runs in
+seconds; tests/test_msst_integration.py covers trained ones.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest_data import write_tiny_dataset
+
+pytestmark = [pytest.mark.msst, pytest.mark.skipif(importlib.util.find_spec("msst") is None,
+                                                   reason="needs msst")]
+
+ROOT = Path(__file__).parent.parent
+TINY = ROOT / "configs" / "config_tiny_bsmamba2.yaml"
+
+
+def untrained_checkpoint(path: Path, seed: int = 0) -> Path:
+    """An msst checkpoint of the tiny config, with the meta msst-train writes."""
+    from bsmamba2_plugin.registry import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(yaml.safe_load(TINY.read_text())["model"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_state_dict": model.state_dict(),
+                "meta": {"format_version": 1, "model_type": "bsmamba2"}}, path)
+    return path
+
+
+def test_evaluate_two_models_one_track_says_why_no_paired_comparison(tmp_path, capsys) -> None:
+    from bsmamba2_plugin.cli import main
+
+    write_tiny_dataset(tmp_path / "data", train_tracks=0, valid_tracks=1, seconds=2.0)
+    a = untrained_checkpoint(tmp_path / "a.ckpt", seed=1)
+    b = untrained_checkpoint(tmp_path / "b.ckpt", seed=2)
+    assert main(["evaluate", "--config", str(TINY), str(TINY), "--checkpoint", str(a), str(b),
+                 "--name", "a", "b", "--data", str(tmp_path / "data" / "valid"),
+                 "--chunk-seconds", "1", "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    note = "No paired comparison of a - b: the paired bootstrap needs at least 2 tracks"
+    assert note in out
+    assert note in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_evaluate_rescores_a_model_whose_checkpoint_changed(tmp_path, capsys) -> None:
+    """A rerun into the same --out (as `recipe run --force` does after retraining) must not
+    present the earlier checkpoint's rows as the new one's."""
+    import json
+
+    from bsmamba2_plugin.cli import main
+
+    write_tiny_dataset(tmp_path / "data", train_tracks=0, valid_tracks=1, seconds=2.0)
+    checkpoint = tmp_path / "model.ckpt"
+    command = ["evaluate", "--config", str(TINY), "--checkpoint", str(checkpoint), "--name",
+               "m", "--no-mixture", "--data", str(tmp_path / "data" / "valid"),
+               "--chunk-seconds", "1", "--out", str(tmp_path / "report")]
+    untrained_checkpoint(checkpoint, seed=1)
+    assert main(command) == 0
+    first = json.loads((tmp_path / "report" / "results.jsonl").read_text())
+    assert main(command) == 0  # unchanged: resumed
+    assert "0 to do" in capsys.readouterr().out
+    untrained_checkpoint(checkpoint, seed=2)  # "retrained"
+    assert main(command) == 0
+    assert "1 to do" in capsys.readouterr().out
+    (row,) = [json.loads(line) for line in
+              (tmp_path / "report" / "results.jsonl").read_text().splitlines()]
+    assert row["model_fingerprint"] != first["model_fingerprint"]
+    assert row["usdr"] != first["usdr"]
+    kept = json.loads((tmp_path / "report" / "results.replaced.jsonl").read_text())
+    assert kept == first  # nothing deleted
