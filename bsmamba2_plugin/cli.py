@@ -7,7 +7,7 @@
     bsmamba2 convert-checkpoint IN OUT [--config YAML] [--weights raw|ema]
                                       official Lightning or msst bs_mamba2 checkpoint ->
                                       msst checkpoint for --model_type bsmamba2
-    bsmamba2 make-dataset OUT --tracks N --seconds S --seed K
+    bsmamba2 make-dataset OUT --tracks N --seconds S [--seed K]
                                       render a MUSDB18HQ-layout multitrack dataset
     bsmamba2 recipe run NAME|FILE [--workdir DIR] [--set k=v] [--dry-run] | recipe list
                                       run an experiment recipe through the stock msst CLIs
@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--valid-tracks", type=int, help="validation tracks (default tracks // 4, "
                                                        "at least 1)")
     make.add_argument("--seconds", type=float, required=True, help="length of every track")
-    make.add_argument("--seed", type=int, required=True)
+    make.add_argument("--seed", type=int,
+                      help=f"random seed; the same seed gives byte-identical files (default: "
+                           f"{DEFAULT_DATASET_SEED})")
     make.add_argument("--sample-rate", type=int, default=44100)
     make.add_argument("--engine", default="synth", help="renderer (default: synth, no system "
                                                         "package needed)")
@@ -303,10 +305,14 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------- data, recipes
+DEFAULT_DATASET_SEED = 0
+
+
 def _make_dataset(args: argparse.Namespace) -> int:
     from .render import render_dataset
 
-    summary = render_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
+    seed = DEFAULT_DATASET_SEED if args.seed is None else args.seed
+    summary = render_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=seed,
                              sample_rate=args.sample_rate, valid_tracks=args.valid_tracks,
                              engine=args.engine, overwrite=args.overwrite)
     tracks = summary["tracks"]
@@ -314,7 +320,8 @@ def _make_dataset(args: argparse.Namespace) -> int:
     speed = summary["audio_seconds"] / max(summary["wall_seconds"], 1e-9)
     print(f"wrote {len(tracks)} tracks to {args.out} ({silent} mostly silent): "
           f"{summary['audio_seconds']:.0f} s of audio in {summary['wall_seconds']:.1f} s "
-          f"({speed:.0f}x real time)")
+          f"({speed:.0f}x real time), seed {seed}" + (
+              " (the default; --seed K renders another dataset)" if args.seed is None else ""))
     return 0
 
 

@@ -1,5 +1,5 @@
-"""A user's first steps with msst installed: `evaluate` with too few tracks or a changed
-checkpoint.
+"""A user's first steps with msst installed: the README's Python example, msst's own
+`bs_mamba2` on a machine without mamba_ssm, and `evaluate` with too few tracks.
 
 Uses untrained tiny checkpoints (configs/config_tiny_bsmamba2.yaml), so it runs in
 seconds; tests/test_msst_integration.py covers trained ones.
@@ -8,8 +8,10 @@ seconds; tests/test_msst_integration.py covers trained ones.
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -32,6 +34,50 @@ def untrained_checkpoint(path: Path, seed: int = 0) -> Path:
     torch.save({"model_state_dict": model.state_dict(),
                 "meta": {"format_version": 1, "model_type": "bsmamba2"}}, path)
     return path
+
+
+def readme_block(containing: str) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    found = [b for b in blocks if containing in b]
+    assert len(found) == 1, f"expected one README python block with {containing!r}"
+    return found[0]
+
+
+def test_readme_separator_example_runs_as_written(tmp_path, monkeypatch) -> None:
+    """The README's `msst.Separator(model_type="bsmamba2", ...)` block, executed verbatim in
+    a folder where its file names hold the tiny config, an untrained checkpoint and a song."""
+    import soundfile as sf
+
+    code = readme_block('msst.Separator(model_type="bsmamba2"')
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "config_vocals_bsmamba2.yaml").write_text(TINY.read_text())
+    untrained_checkpoint(tmp_path / "results" / "bsmamba2" / "last_bsmamba2_ema.ckpt")
+    song = (0.1 * np.random.default_rng(0).standard_normal((50000, 2))).astype(np.float32)
+    sf.write(tmp_path / "song.wav", song, 44100, subtype="FLOAT")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
+    for name in ("vocals", "instrumental"):
+        audio, rate = sf.read(tmp_path / f"song_{name}.wav")
+        assert rate == 44100 and audio.shape == song.shape, name
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is not None,
+                    reason="mamba_ssm is installed here, so msst's bs_mamba2 builds")
+def test_msst_bs_mamba2_without_mamba_ssm_points_to_bsmamba2() -> None:
+    from msst.errors import OptionalDependencyError
+    from msst.utils.settings import get_model_from_config
+
+    with pytest.raises(OptionalDependencyError) as caught:
+        get_model_from_config("bs_mamba2", str(TINY))
+    error = caught.value
+    message = str(error)
+    # msst's own error, unchanged ...
+    assert message.startswith("The 'bs_mamba2' model requires the optional dependency "
+                              "'mamba_ssm'.")
+    assert error.dependency == "mamba_ssm" and error.extra == "bs-mamba2"
+    # ... with the way out
+    assert "--model_type bsmamba2" in message and "pure PyTorch" in message
+    assert "convert-checkpoint" in message
 
 
 def test_evaluate_two_models_one_track_says_why_no_paired_comparison(tmp_path, capsys) -> None:
