@@ -7,11 +7,11 @@
     bsmamba2 convert-checkpoint IN OUT [--config YAML] [--weights raw|ema]
                                       official Lightning or msst bs_mamba2 checkpoint ->
                                       msst checkpoint for --model_type bsmamba2
-    bsmamba2 make-dataset OUT --tracks N --seconds S --seed K
+    bsmamba2 make-dataset OUT --tracks N --seconds S [--seed K]
                                       render a MUSDB18HQ-layout multitrack dataset
-    bsmamba2 recipe run FILE [--workdir DIR] [--set k=v] [--dry-run] | recipe list
+    bsmamba2 recipe run NAME|FILE [--workdir DIR] [--set k=v] [--dry-run] | recipe list
                                       run an experiment recipe through the stock msst CLIs
-    bsmamba2 demo [--workdir DIR] [--quick]
+    bsmamba2 demo [--workdir DIR] [--quick] [--force]
                                       recipes/demo_cpu.yaml: data -> train -> valid ->
                                       separate -> report, on a CPU
     bsmamba2 evaluate --config C --checkpoint K [...] --data DIR --out REPORT
@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--valid-tracks", type=int, help="validation tracks (default tracks // 4, "
                                                        "at least 1)")
     make.add_argument("--seconds", type=float, required=True, help="length of every track")
-    make.add_argument("--seed", type=int, required=True)
+    make.add_argument("--seed", type=int,
+                      help=f"random seed; the same seed gives byte-identical files (default: "
+                           f"{DEFAULT_DATASET_SEED})")
     make.add_argument("--sample-rate", type=int, default=44100)
     make.add_argument("--engine", default="synth", help="renderer (default: synth, no system "
                                                         "package needed)")
@@ -90,27 +92,33 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
     recipe_sub.add_parser("list", help="the shipped recipes")
     run = recipe_sub.add_parser("run", help="run a recipe's stages (resumable)")
-    run.add_argument("file", help="recipe YAML (path, or a name from `bsmamba2 recipe list`)")
+    run.add_argument("file", help="a name from `bsmamba2 recipe list`, or a recipe YAML path")
     run.add_argument("--workdir", type=Path, help="where everything goes (default: runs/<name>)")
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="override a recipe variable (repeatable)")
     run.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    run.add_argument("--force", action="store_true", help="rerun stages that finished before")
+    run.add_argument("--force", action="store_true",
+                     help="rerun every stage, also those that finished before (needed when a "
+                          "finished stage's settings changed)")
 
     demo = sub.add_parser("demo", help="run recipes/demo_cpu.yaml into a fresh folder")
     demo.add_argument("--workdir", type=Path, help="default: a new bsmamba2-demo-<time> folder; "
                                                    "an existing one is resumed")
     demo.add_argument("--quick", action="store_true",
                       help="seconds instead of minutes (tiny data, few steps): a smoke test")
+    demo.add_argument("--force", action="store_true",
+                      help="rerun every stage in an existing --workdir")
 
     evaluate = sub.add_parser("evaluate", help="score vocals: uSDR, cSDR, silence suite, "
                                                "chunk lengths, plots")
-    evaluate.add_argument("--config", type=Path, action="append", required=True,
-                          help="msst YAML of a model (repeat per model)")
-    evaluate.add_argument("--checkpoint", type=Path, action="append", required=True,
-                          help="its checkpoint (repeat per model, same order)")
-    evaluate.add_argument("--name", action="append", default=[], help="display names, in order")
-    evaluate.add_argument("--model-type", action="append", default=[],
+    # each takes several values (--name a b) or repeats (--name a --name b), in model order
+    evaluate.add_argument("--config", type=Path, action="extend", nargs="+", required=True,
+                          help="msst YAML of each model")
+    evaluate.add_argument("--checkpoint", type=Path, action="extend", nargs="+", required=True,
+                          help="each model's checkpoint, same order")
+    evaluate.add_argument("--name", action="extend", nargs="+", default=[],
+                          help="display names, in order")
+    evaluate.add_argument("--model-type", action="extend", nargs="+", default=[],
                           help="model types, in order (default: the checkpoint's meta)")
     evaluate.add_argument("--data", type=Path, required=True,
                           help="folder of track folders with mixture.wav and vocals.wav")
@@ -288,10 +296,14 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------- data, recipes
+DEFAULT_DATASET_SEED = 0
+
+
 def _make_dataset(args: argparse.Namespace) -> int:
     from .data.render import render_dataset
 
-    summary = render_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
+    seed = DEFAULT_DATASET_SEED if args.seed is None else args.seed
+    summary = render_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=seed,
                              sample_rate=args.sample_rate, valid_tracks=args.valid_tracks,
                              engine=args.engine, overwrite=args.overwrite)
     tracks = summary["tracks"]
@@ -299,7 +311,8 @@ def _make_dataset(args: argparse.Namespace) -> int:
     speed = summary["audio_seconds"] / max(summary["wall_seconds"], 1e-9)
     print(f"wrote {len(tracks)} tracks to {args.out} ({silent} mostly silent): "
           f"{summary['audio_seconds']:.0f} s of audio in {summary['wall_seconds']:.1f} s "
-          f"({speed:.0f}x real time)")
+          f"({speed:.0f}x real time), seed {seed}" + (
+              " (the default; --seed K renders another dataset)" if args.seed is None else ""))
     return 0
 
 
@@ -334,15 +347,18 @@ def _demo(args: argparse.Namespace) -> int:
     workdir = args.workdir or Path(f"bsmamba2-demo-{clock.strftime('%Y%m%d-%H%M%S')}")
     print(f"bsmamba2 demo: {recipe.description.strip()}\nworking in {workdir.resolve()}")
     start = clock.monotonic()
-    run_recipe(recipe, workdir, overrides=QUICK_DEMO if args.quick else None, echo=print)
+    run_recipe(recipe, workdir, overrides=QUICK_DEMO if args.quick else None,
+               force=args.force, echo=print)
     summary = json.loads((workdir / "report" / "summary.json").read_text())
     print(f"\ndone in {clock.monotonic() - start:.0f} s")
     print(f"separated audio: {(workdir / 'separated' / 'song').resolve()}")
     print(f"report:          {(workdir / 'report' / 'summary.md').resolve()}")
+    print("  vocals on the validation tracks, as the paper reports them:")
     for entry in summary["table"]:
-        print(f"  {entry['model']:<10} chunk {entry['chunk_seconds']:g} s: uSDR median "
-              f"{entry['usdr']['median']:.2f} dB, mean {entry['usdr']['mean']:.2f} dB over "
-              f"{entry['tracks']} validation track(s)")
+        n = f"{entry['tracks']} track{'s' if entry['tracks'] != 1 else ''}"
+        print(f"  {entry['model']:<10} chunk {entry['chunk_seconds']:g} s: uSDR "
+              f"{entry['headline']['usdr']:.2f} dB (mean over {n}), cSDR "
+              f"{entry['headline']['csdr']:.2f} dB (median over {n})")
     return 0
 
 
@@ -354,8 +370,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                          f"--checkpoint; give one of each per model, in the same order.")
     for option, values in (("--name", args.name), ("--model-type", args.model_type)):
         if values and len(values) != len(args.config):
-            raise ValueError(f"evaluate: give {option} once per model ({len(args.config)}), "
-                             f"or not at all.")
+            raise ValueError(f"evaluate: {option} has {len(values)} value(s) for "
+                             f"{len(args.config)} model(s); give one per model, in the order "
+                             f"of --config, or leave {option} out.")
     specs = [ModelSpec(config=c, checkpoint=k,
                        name=args.name[i] if args.name else None,
                        model_type=args.model_type[i] if args.model_type else None)

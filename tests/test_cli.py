@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bsmamba2_plugin.cli import main
@@ -73,3 +75,11 @@ def test_torchaudio_fix_matches_the_torch_release() -> None:
     assert _torchaudio_fix("2.9.1").endswith("'torchaudio==2.9.1'")
     newer = _torchaudio_fix("2.13.0+cpu")
     assert "'torch==2.11.0' 'torchaudio==2.11.0'" in newer and "/lib/*.so" in newer
+
+
+def test_make_dataset_without_seed_uses_the_default_and_prints_it(tmp_path, capsys) -> None:
+    out = tmp_path / "data"
+    assert main(["make-dataset", str(out), "--tracks", "1", "--seconds", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "seed 0 (the default; --seed K renders another dataset)" in printed
+    assert json.loads((out / "train" / "track_000" / "activity.json").read_text())["seed"] == 0

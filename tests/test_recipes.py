@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bsmamba2_plugin.data.recipes import load_recipe, parse_overrides, run_recipe
+from bsmamba2_plugin.cli import main
+from bsmamba2_plugin.data.recipes import (
+    SettingsChangedError,
+    load_recipe,
+    parse_overrides,
+    run_recipe,
+)
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 TINY = Path(__file__).parent.parent / "configs" / "config_tiny_bsmamba2.yaml"
@@ -57,10 +63,83 @@ def test_runner_runs_writes_the_resolved_config_and_resumes(tmp_path) -> None:
     assert [o for _, o in run_recipe(recipe, work, echo=lambda s: None)] == ["ok", "ok"]
     assert (work / "sub" / "copy.txt").read_text() == "x"
     assert yaml.safe_load((work / "config.yaml").read_text())["training"]["num_epochs"] == 3
-    again = run_recipe(recipe, work, overrides=parse_overrides(["epochs=5"]), echo=lambda s: None)
-    assert [o for _, o in again] == ["skipped", "skipped"]
+    again = run_recipe(recipe, work, overrides=parse_overrides(["epochs=3"]), echo=lambda s: None)
+    assert [o for _, o in again] == ["skipped", "skipped"]  # the same settings: resumed
     assert (work / "out.txt").read_text() == "x"  # not run twice
-    assert yaml.safe_load((work / "config.yaml").read_text())["training"]["num_epochs"] == 5
+
+
+def test_changed_set_value_is_not_silently_skipped(tmp_path) -> None:
+    """A finished stage whose resolved settings changed is refused, not presented as new."""
+    marker = "{workdir}/out.txt"
+    path = write_recipe(tmp_path, [
+        {"name": "data", "run": ["python", "-c", "import sys; open(sys.argv[1], 'a').write('d')",
+                                 "{workdir}/data.txt"]},
+        {"name": "train", "run": ["python", "-c",
+                                  "import sys; open(sys.argv[1], 'a').write('t')", marker,
+                                  "{config}"]},
+        {"name": "report", "run": ["python", "-c",
+                                   "import sys; open(sys.argv[1], 'a').write(sys.argv[2])",
+                                   "{workdir}/report.txt", "{chunks}"]},
+    ], vars={"epochs": 3, "chunks": "1"},
+        config_overrides={"training": {"num_epochs": "{epochs}"}})
+    recipe = load_recipe(path)
+    work = tmp_path / "w"
+    run_recipe(recipe, work, echo=lambda s: None)
+    # a variable that reaches the stage only through the resolved config
+    with pytest.raises(SettingsChangedError) as caught:
+        run_recipe(recipe, work, overrides={"epochs": "5"}, echo=lambda s: None)
+    message = str(caught.value)
+    assert "'train'" in message and "'data'" not in message
+    assert "--force" in message and "--workdir" in message
+    assert "num_epochs" in message  # says what changed
+    # nothing was run or rewritten: the workdir still describes its results
+    assert (work / "out.txt").read_text() == "t"
+    assert yaml.safe_load((work / "config.yaml").read_text())["training"]["num_epochs"] == 3
+    # a variable in a later stage's command names that stage only
+    with pytest.raises(SettingsChangedError, match="'report'.*\\{chunks\\}.*'1' -> '2'"):
+        run_recipe(recipe, work, overrides={"chunks": "2"}, echo=lambda s: None)
+    # --force reruns, and the new settings then count as done
+    forced = run_recipe(recipe, work, overrides={"chunks": "2"}, force=True, echo=lambda s: None)
+    assert [o for _, o in forced] == ["ok", "ok", "ok"]
+    assert (work / "report.txt").read_text() == "12"
+    again = run_recipe(recipe, work, overrides={"chunks": "2"}, echo=lambda s: None)
+    assert [o for _, o in again] == ["skipped", "skipped", "skipped"]
+
+
+def test_cli_refuses_a_changed_set_value_with_the_fix(tmp_path, capsys) -> None:
+    path = write_recipe(tmp_path, [{"name": "only", "run": ["python", "-c", "pass", "{n}"]}],
+                        vars={"n": 1})
+    work = str(tmp_path / "w")
+    assert main(["recipe", "run", str(path), "--workdir", work]) == 0
+    assert main(["recipe", "run", str(path), "--workdir", work]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert main(["recipe", "run", str(path), "--workdir", work, "--set", "n=2"]) == 2
+    err = capsys.readouterr().err
+    assert "'only'" in err and "--force" in err and "--workdir" in err
+
+
+def test_recipe_is_found_by_the_name_recipe_list_prints(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipe", "list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert "musdb18hq_vocals_paper" in listed
+    # the README's command, verbatim
+    assert main(["recipe", "run", "musdb18hq_vocals_paper", "--set", "musdb=/data/MUSDB18HQ",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "/data/MUSDB18HQ/train" in out and not (tmp_path / "runs").exists()
+    # the file name and a path keep working
+    assert load_recipe("musdb18hq_vocals_paper.yaml").name == "musdb18hq_vocals_paper"
+    assert load_recipe(RECIPES[0]).path == RECIPES[0].resolve()
+
+
+def test_unknown_recipe_lists_the_recipes_and_the_closest_one(capsys) -> None:
+    with pytest.raises(FileNotFoundError, match="Did you mean 'musdb18hq_vocals_paper'") as caught:
+        load_recipe("musdb18_vocals_paper")
+    assert "demo_cpu" in str(caught.value) and "rendered_compare_vs_bs_roformer" in str(caught.value)
+    assert main(["recipe", "run", "demo_cpuu", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'demo_cpu'" in err and "musdb18hq_vocals_paper" in err
 
 
 def test_time_limited_stage_stops_and_counts_when_it_created_its_output(tmp_path) -> None:

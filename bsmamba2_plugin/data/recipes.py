@@ -11,10 +11,16 @@ outputs); with `configs: {NAME: PATH, ...}`, `{config_NAME}` is `<workdir>/confi
 `--set name=value` overrides any variable. A `run` argument that is exactly one
 placeholder whose value has spaces becomes several arguments (`{chunks}` = "1 2 4").
 
-Running is resumable: a stage that finished writes `<workdir>/.stages/<name>.done` and
-is skipped next time (`force=True` reruns). A stage with `time_limit_seconds` is
-stopped at that limit (for equal-time comparisons) and counts as finished if the file
-named by its `creates:` exists. Nothing is ever deleted.
+Running is resumable: a stage that finished writes `<workdir>/.stages/<name>.done` with
+the settings it ran with (its resolved command, the variables it uses, the resolved
+configs it reads, and the stage before it) and is skipped next time if they are the
+same. If a finished stage's settings changed (a different `--set` value, an edited
+config), the run stops before running anything, names the stage and what changed, and
+offers a new workdir or `force=True` (reruns every stage). It does not rerun in place on
+its own: that would overwrite the earlier results, and some stages resume from their
+own outputs. A stage with `time_limit_seconds` is stopped at that limit (for equal-time
+comparisons) and counts as finished if the file named by its `creates:` exists.
+Nothing is ever deleted.
 
 Schema (top level): name, description, hardware, expected_duration, seed, config or
 configs, config_overrides (mapping merged into every config), vars, metrics, stages.
@@ -24,6 +30,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import hashlib
+import json
 import logging
 import os
 import re
@@ -39,7 +48,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Recipe", "Stage", "find_resource", "load_recipe", "run_recipe"]
+__all__ = ["Recipe", "SettingsChangedError", "Stage", "find_resource", "load_recipe",
+           "run_recipe"]
 
 logger = logging.getLogger("bsmamba2_plugin")
 
@@ -49,24 +59,37 @@ _TOP_KEYS = {"name", "description", "hardware", "expected_duration", "seed", "co
 _STAGE_KEYS = {"name", "run", "copy", "creates", "time_limit_seconds", "description"}
 
 
+def _shipped_folders(kind: str) -> list[Path]:
+    """The repository checkout this package runs from, then the copy installed with it."""
+    package = Path(__file__).resolve().parents[1]  # bsmamba2_plugin/
+    return [package.parent / kind, package / "_data" / kind]
+
+
 def find_resource(kind: str, name: str | Path) -> Path:
     """Path of a shipped config or recipe (`kind` "configs" or "recipes").
 
-    Looks at the path as given, then the repository checkout this package runs from,
-    then the copy installed with the package.
+    `name` is a path, a file name, or a name without ".yaml" (as `bsmamba2 recipe list`
+    prints it). Looks at the path as given, then the repository checkout this package
+    runs from, then the copy installed with the package.
 
     Raises:
-        FileNotFoundError: with the places looked at.
+        FileNotFoundError: with the shipped names, the closest ones and the places looked at.
     """
     path = Path(name)
-    candidates = [path]
+    names = [path] + ([path.with_name(path.name + ".yaml")] if path.suffix == "" else [])
+    candidates = list(names)
     if not path.is_absolute():
-        package = Path(__file__).resolve().parents[1]  # bsmamba2_plugin/
-        candidates += [package.parent / kind / path.name, package / "_data" / kind / path.name]
+        candidates += [folder / n.name for folder in _shipped_folders(kind) for n in names]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
-    raise FileNotFoundError(f"{kind[:-1]} {name!s} not found; looked at "
+    shipped = sorted({p.stem for folder in _shipped_folders(kind) if folder.is_dir()
+                      for p in folder.glob("*.yaml")})
+    close = difflib.get_close_matches(path.stem, shipped, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    listing = (f" Shipped {kind}: {', '.join(shipped)}" + (
+        " (`bsmamba2 recipe list`)." if kind == "recipes" else ".")) if shipped else ""
+    raise FileNotFoundError(f"{kind[:-1]} {str(name)!r} not found.{hint}{listing} Looked at "
                             f"{', '.join(str(c) for c in candidates)}.")
 
 
@@ -204,17 +227,138 @@ def _merge(base: dict, changes: Mapping[str, Any], values: Mapping[str, str]) ->
     return out
 
 
+def resolve_configs(recipe: Recipe, values: Mapping[str, str]) -> dict[str, dict]:
+    """Each config (by placeholder name) with the recipe's overrides merged in."""
+    return {name: _merge(yaml.safe_load(source.read_text()), recipe.config_overrides, values)
+            for name, source in recipe.configs.items()}
+
+
 def write_configs(recipe: Recipe, workdir: Path, values: Mapping[str, str]) -> list[Path]:
     """Each config with the recipe's overrides, written to <workdir>/<name>.yaml."""
     written = []
-    for name, source in recipe.configs.items():
-        resolved = _merge(yaml.safe_load(source.read_text()), recipe.config_overrides, values)
+    for name, resolved in resolve_configs(recipe, values).items():
         target = workdir / f"{name}.yaml"
         header = (f"# Resolved by `bsmamba2 recipe run {recipe.path.name}` from "
-                  f"{source.name} and the recipe's config_overrides.\n")
-        target.write_text(header + yaml.safe_dump(resolved, sort_keys=False))
+                  f"{recipe.configs[name].name} and the recipe's config_overrides.\n")
+        _write_atomic(target, header + yaml.safe_dump(resolved, sort_keys=False))
         written.append(target)
     return written
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------- stage cache
+# A finished stage's mark holds the settings it ran with: its resolved command, the
+# recipe variables it uses, the resolved configs it reads, and the fingerprint of the
+# stage before it (whose outputs it may read). A later run skips the stage only when
+# all of that is unchanged; otherwise it stops before running anything (see run_recipe).
+class SettingsChangedError(RuntimeError):
+    """A finished stage ran with other settings than this run resolves to."""
+
+
+def _stage_settings(recipe: Recipe, commands: Sequence[tuple[Stage, list[str]]],
+                    values: Mapping[str, str], configs: Mapping[str, dict]
+                    ) -> list[dict[str, Any]]:
+    settings: list[dict[str, Any]] = []
+    previous = ""
+    for stage, command in commands:
+        texts = [*stage.run, *(stage.copy or {}).values(), stage.creates or "",
+                 stage.time_limit_seconds or ""]
+        used = sorted({key for text in texts for key in _PLACEHOLDER.findall(str(text))})
+        entry = {
+            "command": command,
+            "creates": _fill(stage.creates, values, stage.name) if stage.creates else None,
+            "time_limit_seconds": (None if stage.time_limit_seconds is None else
+                                   _fill(stage.time_limit_seconds, values, stage.name)),
+            "variables": {k: values[k] for k in used if k not in configs},
+            "configs": {k: configs[k] for k in used if k in configs},
+            "after": previous,
+        }
+        entry["fingerprint"] = previous = hashlib.sha256(
+            json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()
+        settings.append(entry)
+    return settings
+
+
+def _read_mark(mark: Path) -> dict[str, Any]:
+    text = mark.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:  # a mark of an earlier version: the command line only
+        return {"legacy_command_line": text.strip()}
+
+
+def _is_done(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    if "legacy_command_line" in old:
+        return old["legacy_command_line"] == shlex.join(new["command"])
+    return old.get("fingerprint") == new["fingerprint"]
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between a stage's recorded settings and this run's, in words."""
+    if "legacy_command_line" in old:
+        return [f"command {old['legacy_command_line']!r} -> {shlex.join(new['command'])!r}"]
+    changes = []
+    before, after = old.get("variables", {}), new["variables"]
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            changes.append(f"{{{key}}} {before.get(key)!r} -> {after.get(key)!r}")
+    for name in sorted(set(old.get("configs", {})) | set(new["configs"])):
+        a, b = _flat(old.get("configs", {}).get(name, {})), _flat(new["configs"].get(name, {}))
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                changes.append(f"{{{name}}} {key} {a.get(key, '(unset)')!r} -> "
+                               f"{b.get(key, '(unset)')!r}")
+    if not changes and old.get("command") != new["command"]:
+        changes.append(f"command {shlex.join(old.get('command', []))!r} -> "
+                       f"{shlex.join(new['command'])!r}")
+    if not changes and old.get("after") != new["after"]:
+        changes.append("it ran after an earlier stage whose settings were different")
+    return changes
+
+
+def _check_marks(commands: Sequence[tuple[Stage, list[str]]], settings: list[dict[str, Any]],
+                 marks: Path, workdir: Path) -> None:
+    """Raise SettingsChangedError when a finished stage ran with other settings."""
+    changed = []
+    for (stage, _), new in zip(commands, settings):
+        mark = marks / f"{stage.name}.done"
+        if mark.exists():
+            old = _read_mark(mark)
+            if not _is_done(old, new):
+                changed.append((stage.name, _changes(old, new)))
+    if not changed:
+        return
+    first, reasons = changed[0]
+    lines = [(f"stage {first!r} finished in {workdir} with other settings than this run's: "
+              f"{'; '.join(reasons)}.")]
+    own = [(name, r) for name, r in changed[1:]
+           if r != ["it ran after an earlier stage whose settings were different"]]
+    for name, r in own:
+        lines.append(f"Stage {name!r} too: {'; '.join(r)}.")
+    later = [name for name, r in changed[1:] if (name, r) not in own]
+    if later:
+        lines.append(f"The finished stages after it ({', '.join(repr(n) for n in later)}) "
+                     f"used its results.")
+    lines.append(f"{'Their results are' if len(changed) > 1 else 'Its results are'} not "
+                 "those of the new settings, so they are not skipped as done; nothing was run "
+                 "or rewritten. Fix: give a new --workdir to run "
+                 "with the new settings beside these results, or add --force to rerun every "
+                 "stage in this workdir.")
+    raise SettingsChangedError(" ".join(lines))
 
 
 def _executable(name: str) -> list[str]:
@@ -272,14 +416,17 @@ def run_recipe(recipe: Recipe, workdir: str | Path, *, overrides: Mapping[str, s
             echo(shlex.join(command))
         return [(stage.name, "dry-run") for stage, _ in commands]
     marks = workdir / ".stages"
+    settings = _stage_settings(recipe, commands, values, resolve_configs(recipe, values))
+    if not force and marks.is_dir():
+        _check_marks(commands, settings, marks, workdir)
     marks.mkdir(parents=True, exist_ok=True)
     write_configs(recipe, workdir, values)
     results = []
-    for index, (stage, command) in enumerate(commands, 1):
+    for index, ((stage, command), stage_settings) in enumerate(zip(commands, settings), 1):
         mark = marks / f"{stage.name}.done"
         header = f"[{index}/{len(commands)}] {stage.name}"
         if mark.exists() and not force:
-            echo(f"{header}: done before, skipped ({mark})")
+            echo(f"{header}: done before with the same settings, skipped ({mark})")
             results.append((stage.name, "skipped"))
             continue
         echo(f"{header}: {shlex.join(command)}")
@@ -289,14 +436,14 @@ def run_recipe(recipe: Recipe, workdir: str | Path, *, overrides: Mapping[str, s
             shutil.copyfile(command[1], command[2])
             outcome = "ok"
         else:
-            limit = (None if stage.time_limit_seconds is None
-                     else float(_fill(stage.time_limit_seconds, values, stage.name)))
+            limit = (None if stage_settings["time_limit_seconds"] is None
+                     else float(stage_settings["time_limit_seconds"]))
             outcome = _run_command(command, cwd=workdir, time_limit=limit)
-        creates = _fill(stage.creates, values, stage.name) if stage.creates else None
+        creates = stage_settings["creates"]
         if creates and not Path(creates).exists():
             raise RuntimeError(f"stage {stage.name!r} ended ({outcome}) without creating "
                                f"{creates}.")
-        mark.write_text(shlex.join(command) + "\n")
+        _write_atomic(mark, json.dumps(stage_settings, indent=1, default=str) + "\n")
         echo(f"{header}: {outcome} in {time.monotonic() - start:.0f} s")
         results.append((stage.name, outcome))
     return results

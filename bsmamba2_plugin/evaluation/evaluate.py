@@ -12,14 +12,20 @@ Outputs in the report folder: `results.jsonl` (one row per model, chunk length a
 track; the run resumes from it), `results.csv`, `summary.json`, `summary.md`, and PNG
 plots: quality vs chunk length, SLR and uSDR by vocal-activity bucket, and paired
 per-track differences between two models with bootstrap 95 % intervals.
+
+Headline numbers follow the paper (EVAL.md 1.1): uSDR is the mean over tracks, cSDR the
+median over tracks of the per-track cSDR (itself the median over 1 s frames). Every
+aggregate (median, mean, std, n) stays in `summary.json`.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,14 @@ __all__ = ["MIXTURE", "ModelSpec", "evaluate", "write_report"]
 MIXTURE = "mixture"  # name of the do-nothing baseline
 _HEADLINE = ("usdr", "csdr", "slr_db", "ghost_db", "active_usdr", "dropout_rate",
              "silence_f1", "onset_sdr")
+# The paper's aggregate over tracks for each headline metric, and what it means.
+PAPER_AGGREGATES = {"usdr": "mean", "csdr": "median"}
+HEADLINE_DEFINITION = {
+    "usdr": "mean over tracks of the per-track uSDR (whole track, channels pooled)",
+    "csdr": "median over tracks of the per-track cSDR (the median over its 1 s frames)",
+}
+# paired_bootstrap_ci is only run with at least this many tracks scored by both models
+MIN_PAIRED_TRACKS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +100,18 @@ def _load_model(spec: ModelSpec, device: str):
         raise ValueError(f"{spec.config}: training.instruments {instruments} has no 'vocals'.")
     name = spec.name or f"{model_type}:{spec.checkpoint.stem}"
     return name, model, config, index
+
+
+def _fingerprint(spec: ModelSpec, overlap: int) -> str:
+    """Identifies what a model's scores depend on: checkpoint and config bytes, the
+    model type given and the overlap."""
+    digest = hashlib.sha256()
+    for path in (spec.checkpoint, spec.config):
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    digest.update(f"|{spec.model_type}|overlap={overlap}".encode())
+    return digest.hexdigest()[:16]
 
 
 def _tracks(data: Path) -> list[Path]:
@@ -150,12 +176,32 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
     rows: list[dict[str, Any]] = []
     if rows_path.exists():
         rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
-    done = {(r["model"], r["chunk_seconds"], r["track"]) for r in rows}
     tracks = _tracks(data)
     loaded = [_load_model(spec, device) for spec in models]
     names = [MIXTURE] * include_mixture + [name for name, *_ in loaded]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must differ, got {names}; pass --name for each model.")
+    # a row is reused only if it was scored with the same checkpoint, config and --overlap
+    fingerprints = {MIXTURE: MIXTURE}
+    fingerprints.update({name: _fingerprint(spec, overlap)
+                         for (name, *_), spec in zip(loaded, models)})
+
+    def is_stale(row: dict[str, Any]) -> bool:
+        return (row["model"] in fingerprints
+                and row.get("model_fingerprint") != fingerprints[row["model"]])
+
+    stale = [r for r in rows if is_stale(r)]
+    if stale:
+        replaced = out / "results.replaced.jsonl"
+        with replaced.open("a") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in stale)
+        rows = [r for r in rows if not is_stale(r)]
+        _write_text(rows_path, "".join(json.dumps(r) + "\n" for r in rows))
+        echo(f"evaluate: {len(stale)} rows in {rows_path} were scored with another checkpoint, "
+             f"config or --overlap (or by an older version) of "
+             f"{', '.join(sorted({r['model'] for r in stale}))}; moved to {replaced}, scoring "
+             f"them again")
+    done = {(r["model"], r["chunk_seconds"], r["track"]) for r in rows}
     jobs = [(name, float(d), track) for track in tracks for name in names
             for d in chunk_seconds if (name, float(d), track.name) not in done]
     echo(f"evaluate: {len(tracks)} tracks x {len(chunk_seconds)} chunk lengths x {len(names)} "
@@ -180,6 +226,7 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
                                  batch_size=batch_size, device=device)
                 estimate = stems[index].numpy()
             row = {"model": name, "chunk_seconds": d, "track": track.name, "overlap": overlap,
+                   "model_fingerprint": fingerprints[name],
                    **_score(vocals, estimate, mixture, rate, current["activity"])}
             if current["info"] is not None:
                 row["mostly_silent"] = bool(current["info"].get("mostly_silent", False))
@@ -202,8 +249,9 @@ def write_report(rows: list[dict[str, Any]], out: Path, *, order: Sequence[str] 
 
     names = list(order) if order else sorted({r["model"] for r in rows})
     chunks = sorted({r["chunk_seconds"] for r in rows})
-    summary: dict[str, Any] = {"models": names, "chunk_seconds": chunks, "table": [],
-                               "buckets": [], "paired": []}
+    summary: dict[str, Any] = {"models": names, "chunk_seconds": chunks,
+                               "headline_definition": HEADLINE_DEFINITION, "table": [],
+                               "buckets": [], "paired": [], "paired_note": None}
     for name in names:
         for d in chunks:
             sel = [r for r in rows if r["model"] == name and r["chunk_seconds"] == d]
@@ -212,6 +260,7 @@ def write_report(rows: list[dict[str, Any]], out: Path, *, order: Sequence[str] 
             entry = {"model": name, "chunk_seconds": d, "tracks": len(sel)}
             for key in _HEADLINE:
                 entry[key] = aggregate([r.get(key, math.nan) for r in sel])
+            entry["headline"] = {key: entry[key][how] for key, how in PAPER_AGGREGATES.items()}
             summary["table"].append(entry)
     config = SilenceConfig()
     longest = chunks[-1] if chunks else None
@@ -227,6 +276,7 @@ def write_report(rows: list[dict[str, Any]], out: Path, *, order: Sequence[str] 
     reference = models[1] if len(models) > 1 else (MIXTURE if MIXTURE in names else None)
     if models and reference:
         first = models[0]
+        skipped: list[tuple[float, str, int]] = []
         for d in chunks:
             for key in ("usdr", "csdr", "slr_db"):
                 a = {r["track"]: r[key] for r in rows if r["model"] == first
@@ -234,16 +284,33 @@ def write_report(rows: list[dict[str, Any]], out: Path, *, order: Sequence[str] 
                 b = {r["track"]: r[key] for r in rows if r["model"] == reference
                      and r["chunk_seconds"] == d}
                 common = [t for t in sorted(a) if t in b and np.isfinite(a[t]) and np.isfinite(b[t])]
-                if len(common) < 2:
+                if len(common) < MIN_PAIRED_TRACKS:
+                    skipped.append((d, key, len(common)))
                     continue
                 ci = paired_bootstrap_ci([a[t] for t in common], [b[t] for t in common])
                 summary["paired"].append({"a": first, "b": reference, "chunk_seconds": d,
                                           "metric": key, **ci})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        if skipped:
+            summary["paired_note"] = _paired_note(first, reference, skipped,
+                                                  everything=not summary["paired"])
+    _write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
     _write_csv(rows, out / "results.csv")
     _write_markdown(summary, out / "summary.md")
     _plot(summary, rows, out)
     return summary
+
+
+def _paired_note(a: str, b: str, skipped: list[tuple[float, str, int]], *,
+                 everything: bool) -> str:
+    """Why (some of) the paired comparison is missing, and what is needed."""
+    what = "" if everything else " for " + ", ".join(f"{key} at {d:g} s"
+                                                      for d, key, _ in skipped)
+    found = " or ".join(str(n) for n in sorted({n for *_, n in skipped}))
+    return (f"No paired comparison of {a} - {b}{what}: the paired bootstrap needs at least "
+            f"{MIN_PAIRED_TRACKS} tracks on which both have a finite value, found {found} "
+            f"(cSDR is NaN on a track whose every 1 s frame is silent). Fix: point --data at "
+            f"a folder with at least {MIN_PAIRED_TRACKS} tracks (`bsmamba2 make-dataset` "
+            f"renders them with --valid-tracks {MIN_PAIRED_TRACKS} or more).")
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -263,16 +330,20 @@ def _cell(stat: dict[str, float], which: str = "median") -> str:
 
 def _write_markdown(summary: dict[str, Any], path: Path) -> None:
     lines = ["# Evaluation summary", "",
-             "Per-track values aggregated over tracks (median; mean in brackets). uSDR, cSDR, "
-             "SLR and ghost level in dB; SLR is the leak into target-silent regions relative to "
-             "the mixture there (0 dB = no suppression, lower is better).", "",
-             "| model | chunk s | tracks | uSDR | cSDR | SLR dB | ghost dB | active uSDR | "
-             "dropout rate | silence F1 |", "|---|---|---|---|---|---|---|---|---|---|"]
+             ("Headlines follow the paper: uSDR = mean over tracks of the per-track uSDR; "
+              "cSDR = median over tracks of the per-track cSDR, each the median over 1 s "
+              "frames."), "",
+             ("The other columns are medians over tracks; every aggregate (median, mean, std, "
+              "n) is in summary.json. uSDR, cSDR, SLR and ghost level in dB; SLR is the leak "
+              "into target-silent regions relative to the mixture there (0 dB = no "
+              "suppression, lower is better)."), "",
+             ("| model | chunk s | tracks | uSDR (mean) | cSDR (median) | SLR dB | ghost dB | "
+              "active uSDR | dropout rate | silence F1 |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary["table"]:
         lines.append(
             f"| {e['model']} | {e['chunk_seconds']:g} | {e['tracks']} | "
-            f"{_cell(e['usdr'])} ({_cell(e['usdr'], 'mean')}) | "
-            f"{_cell(e['csdr'])} ({_cell(e['csdr'], 'mean')}) | {_cell(e['slr_db'])} | "
+            f"{_cell(e['usdr'], 'mean')} | {_cell(e['csdr'], 'median')} | {_cell(e['slr_db'])} | "
             f"{_cell(e['ghost_db'])} | {_cell(e['active_usdr'])} | {_cell(e['dropout_rate'])} | "
             f"{_cell(e['silence_f1'])} |")
     if summary["paired"]:
@@ -282,7 +353,16 @@ def _write_markdown(summary: dict[str, Any], path: Path) -> None:
         for p in summary["paired"]:
             lines.append(f"| {p['a']} - {p['b']} | {p['chunk_seconds']:g} | {p['metric']} | "
                          f"{p['mean_diff']:.2f} | [{p['low']:.2f}, {p['high']:.2f}] | {p['n']} |")
-    path.write_text("\n".join(lines) + "\n")
+    if summary.get("paired_note"):
+        lines += ["", summary["paired_note"]]
+    _write_text(path, "\n".join(lines) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary file, so a reader never sees half a report."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
@@ -297,11 +377,11 @@ def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> Non
         for name in names:
             entries = [e for e in summary["table"] if e["model"] == name]
             ax.plot([e["chunk_seconds"] for e in entries],
-                    [e[key]["median"] for e in entries], marker="o", label=name)
+                    [e["headline"][key] for e in entries], marker="o", label=name)
         ax.set_xscale("log", base=2)
         ax.set_xticks(chunks, [f"{c:g}" for c in chunks])
         ax.set_xlabel("chunk length (s), non-overlapping")
-        ax.set_ylabel(f"median {label}")
+        ax.set_ylabel(f"{PAPER_AGGREGATES[key]} {label} over tracks")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Quality vs inference chunk length")

@@ -6,6 +6,7 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | module | name | change |
 |---|---|---|
 | msst.utils.settings | build_model_from_config | model types from `plugins` (entry points), honouring `training.model_type`; unknown types list what is installed |
+| msst.utils.settings | optional_dependency_error | msst's "'bs_mamba2' model requires ... 'mamba_ssm'" error gains a note that `bsmamba2` is the portable type (same type and fields otherwise) |
 | msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
 | msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
 | msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
@@ -97,6 +98,33 @@ def _make_build_model_from_config(original):
         return factory(config, pretrained=pretrained)
 
     return build_model_from_config
+
+
+# What msst's bs_mamba2 imports at module level (mamba_ssm and its own dependencies).
+_MAMBA_MODULES = frozenset({"mamba_ssm", "causal_conv1d", "triton", "selective_scan_cuda"})
+BS_MAMBA2_HINT = (
+    "Note: msst's 'bs_mamba2' needs mamba_ssm, which needs a CUDA GPU and installs only on "
+    "Linux x86_64. The bsmamba2-plugin installed here provides the model type 'bsmamba2': "
+    "the same BSMamba2 in pure PyTorch, for CPU, Mac or any GPU. Fix: use --model_type "
+    "bsmamba2 (Python: model_type=\"bsmamba2\"; training.model_type too where the config "
+    "sets it); a bs_mamba2 config's model: keys work unchanged, and `bsmamba2 "
+    "convert-checkpoint IN OUT --config YAML` converts bs_mamba2 checkpoints.")
+
+
+def _make_optional_dependency_error(original):
+    @functools.wraps(original)
+    def optional_dependency_error(error, *, extra, feature):
+        result = original(error, extra=extra, feature=feature)
+        # msst's get_model_from_config passes extra = the effective type, '_' -> '-'
+        root = (getattr(error, "name", None) or "").split(".")[0]
+        if extra == "bs-mamba2" and root in _MAMBA_MODULES:
+            text = str(result)
+            message = f"{text}{'' if text.endswith('.') else '.'} {BS_MAMBA2_HINT}"
+            result.args = (message,)
+            result.msg = message  # what str() of an ImportError shows
+        return result
+
+    return optional_dependency_error
 
 
 def _make_initialize_model_and_device(original):
@@ -316,6 +344,8 @@ PATCHES: tuple[Patch, ...] = (
     Patch("msst.utils.settings", "build_model_from_config",
           ("model_type", "config", "pretrained"), _make_build_model_from_config,
           "model types from entry-point plugins"),
+    Patch("msst.utils.settings", "optional_dependency_error", ("error", "extra", "feature"),
+          _make_optional_dependency_error, "bs_mamba2 without mamba_ssm: point to bsmamba2"),
     Patch("msst.utils.model_utils", "initialize_model_and_device", ("model", "device_ids"),
           _make_initialize_model_and_device, "CPU device is returned as a string"),
     Patch("msst._training", "initialize_model_and_device", ("model", "device_ids"),
