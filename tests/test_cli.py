@@ -83,3 +83,9 @@ def test_make_dataset_without_seed_uses_the_default_and_prints_it(tmp_path, caps
     printed = capsys.readouterr().out
     assert "seed 0 (the default; --seed K renders another dataset)" in printed
     assert json.loads((out / "train" / "track_000" / "activity.json").read_text())["seed"] == 0
+
+
+def test_bench_rejects_an_unknown_model_with_the_valid_names(capsys) -> None:
+    assert main(["bench", "--models", "bs_roformerr", "--seconds", "0.1", "--repeats", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'bs_roformerr'" in err and "bs_roformer_256x6" in err

@@ -210,3 +210,23 @@ def test_missing_mamba_ssm_gives_the_install_hint(monkeypatch) -> None:
         assert describe_backend("auto", "cuda")[0] == "reference"
     finally:
         load_mamba_triton.cache_clear()
+
+
+def test_autotune_cache_is_turned_on_unless_the_user_chose(monkeypatch) -> None:
+    """mamba_ssm's kernels are autotuned once per machine, not once per run; an explicit
+    TRITON_CACHE_AUTOTUNING (either value) is left to Triton."""
+    import sys
+    import types
+
+    from bsmamba2_plugin.network import ssd
+
+    fake = types.ModuleType("triton")
+    fake.knobs = types.SimpleNamespace(autotuning=types.SimpleNamespace(cache=False))
+    monkeypatch.setitem(sys.modules, "triton", fake)
+    monkeypatch.delenv("TRITON_CACHE_AUTOTUNING", raising=False)
+    ssd._cache_autotuning()
+    assert fake.knobs.autotuning.cache is True
+    fake.knobs.autotuning.cache = False
+    monkeypatch.setenv("TRITON_CACHE_AUTOTUNING", "0")
+    ssd._cache_autotuning()
+    assert fake.knobs.autotuning.cache is False
