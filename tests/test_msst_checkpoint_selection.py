@@ -106,3 +106,17 @@ def test_a_converted_ema_file_is_a_warm_start_not_a_resume(tmp_path) -> None:
     load_start_checkpoint(args, model, checkpoint, type_="train")
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, checkpoint["model_state_dict"][name]), name
+
+
+def test_evaluate_records_which_checkpoint_and_weights_it_scored(trained: Path) -> None:
+    import json
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bsmamba2_plugin.cli", "evaluate", "--config", str(TINY),
+         "--checkpoint", "results/best_bsmamba2.ckpt", "--name", "best", "--data",
+         "data/valid", "--chunk-seconds", "1", "--no-mixture", "--out", "report"],
+        cwd=trained, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = [json.loads(line) for line in (trained / "report" / "results.jsonl").open()]
+    assert rows and all(r["checkpoint"] == "results/best_bsmamba2.ckpt" for r in rows)
+    assert all(r["weights"] == "ema" for r in rows)
