@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--config", type=Path, metavar="YAML",
                          help="msst YAML the weights belong to (model:, training.instruments); "
                               "default: the paper's model")
-    convert.add_argument("--weights", choices=("raw", "ema"), default="raw",
-                         help="which weights of a Lightning checkpoint to keep (default: raw)")
+    convert.add_argument("--weights", choices=("raw", "ema"), default=None,
+                         help="which weights to keep: of a Lightning checkpoint (default raw); "
+                              "an msst file's own meta.weights is kept by default and a "
+                              "conflicting value is an error")
     convert.add_argument("--trust-pickle", action="store_true",
                          help="load with torch.load(weights_only=False); only for trusted files")
     convert.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

@@ -111,3 +111,33 @@ def test_cli_converts_with_an_msst_yaml(tmp_path, capsys) -> None:
     assert main(["convert-checkpoint", str(tmp_path / "bare.ckpt"), str(tmp_path / "o.ckpt"),
                  "--config", str(tmp_path / "c.yaml")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_ema_weights_stay_labelled_ema_through_conversion(tmp_path, capsys) -> None:
+    """last_bsmamba2_ema.ckpt / best_bsmamba2.ckpt say meta.weights: ema; so does OUT."""
+    state = official(seed=8)
+    torch.save({"model_state_dict": state, "n_averaged": 3,
+                "meta": {"model_type": "bsmamba2", "weights": "ema"}},
+               tmp_path / "last_bsmamba2_ema.ckpt")
+    meta = convert_checkpoint(tmp_path / "last_bsmamba2_ema.ckpt", tmp_path / "out.ckpt",
+                              model=MODEL)
+    model, stored = load_converted(tmp_path / "out.ckpt")
+    assert meta["weights"] == stored["weights"] == "ema"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+    yaml_text = "model:\n" + "".join(f"  {k}: {list(v) if isinstance(v, tuple) else v}\n"
+                                     for k, v in MODEL.items())
+    (tmp_path / "c.yaml").write_text(yaml_text)
+    assert main(["convert-checkpoint", str(tmp_path / "last_bsmamba2_ema.ckpt"),
+                 str(tmp_path / "cli.ckpt"), "--config", str(tmp_path / "c.yaml")]) == 0
+    assert "weights ema" in capsys.readouterr().out
+
+
+def test_weights_that_contradict_the_source_meta_are_an_error(tmp_path, capsys) -> None:
+    torch.save({"model_state_dict": official(seed=9),
+                "meta": {"model_type": "bsmamba2", "weights": "ema"}}, tmp_path / "best.ckpt")
+    with pytest.raises(ValueError, match="meta.weights says it holds ema weights, but "
+                                         "--weights raw.*last_bsmamba2.ckpt"):
+        convert_checkpoint(tmp_path / "best.ckpt", tmp_path / "out.ckpt", model=MODEL,
+                           weights="raw")
+    assert not (tmp_path / "out.ckpt").exists()

@@ -9,7 +9,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bsmamba2_plugin import BSMamba2
-from bsmamba2_plugin.msst_integration.bridge import PATCHES, _restore_ema
+from bsmamba2_plugin.msst_integration.bridge import PATCHES
+from bsmamba2_plugin.msst_integration.ema import _restore_ema
 
 
 def test_every_patch_names_a_reason_and_an_msst_module() -> None:

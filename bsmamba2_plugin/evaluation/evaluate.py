@@ -69,7 +69,7 @@ def _read_checkpoint_state(path: Path) -> tuple[dict, dict]:
 
 
 def _load_model(spec: ModelSpec, device: str):
-    """(name, model, msst config, index of the vocals output)."""
+    """(name, model, msst config, index of the vocals output, what was scored)."""
     from ..msst_integration.registry import msst_model_loader
 
     try:
@@ -99,7 +99,10 @@ def _load_model(spec: ModelSpec, device: str):
     else:
         raise ValueError(f"{spec.config}: training.instruments {instruments} has no 'vocals'.")
     name = spec.name or f"{model_type}:{spec.checkpoint.stem}"
-    return name, model, config, index
+    # which file and weights were scored; training-selected files also say when and why
+    source = {"checkpoint": str(spec.checkpoint), "weights": meta.get("weights", "unrecorded")}
+    source.update({k: meta[k] for k in ("epoch", "metric", "metric_value") if k in meta})
+    return name, model, config, index, source
 
 
 def _fingerprint(spec: ModelSpec, overlap: int) -> str:
@@ -206,7 +209,10 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
             for d in chunk_seconds if (name, float(d), track.name) not in done]
     echo(f"evaluate: {len(tracks)} tracks x {len(chunk_seconds)} chunk lengths x {len(names)} "
          f"models; {len(jobs)} to do, {len(done)} already in {rows_path}")
-    by_name = {name: (model, config, index) for name, model, config, index in loaded}
+    by_name = {name: (model, config, index) for name, model, config, index, _ in loaded}
+    sources = {name: source for name, *_, source in loaded}
+    for name, source in sources.items():
+        echo(f"evaluate: {name} = " + ", ".join(f"{k} {v}" for k, v in source.items()))
     current: dict[str, Any] = {}
     with rows_path.open("a") as sink:
         for name, d, track in tqdm(jobs, desc="evaluate", disable=not progress):
@@ -228,6 +234,9 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
             row = {"model": name, "chunk_seconds": d, "track": track.name, "overlap": overlap,
                    "model_fingerprint": fingerprints[name],
                    **_score(vocals, estimate, mixture, rate, current["activity"])}
+            if name in sources:
+                row["checkpoint"], row["weights"] = (sources[name]["checkpoint"],
+                                                     sources[name]["weights"])
             if current["info"] is not None:
                 row["mostly_silent"] = bool(current["info"].get("mostly_silent", False))
             rows.append(row)

@@ -6,11 +6,15 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | module | name | change |
 |---|---|---|
 | msst.utils.settings | build_model_from_config | model types from `plugins` (entry points), honouring `training.model_type`; unknown types list what is installed |
+| msst.utils.settings | load_config | plugin types: an unknown top-level section is an error with "did you mean" (msst ignores it); for any type, the keys of the plugin's own sections are checked; errors name the config file |
 | msst.utils.settings | optional_dependency_error | msst's "'bs_mamba2' model requires ... 'mamba_ssm'" error gains a note that `bsmamba2` is the portable type (same type and fields otherwise) |
+| msst._training, msst._train_accelerate | parse_args_train | remember the user's `--seed` (msst seeds DDP and accelerate runs with seed + time) for the paper recipe's draws |
+| msst.utils.model_utils, msst._train_accelerate | load_start_checkpoint | training refuses to resume from a file of EMA weights (it would train the average as raw weights) and names the raw file |
 | msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
 | msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
 | msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
-| msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume |
+| msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume; write `best_<type>.ckpt` (the validation-selected weights) whenever the metric improves; tell the dataset the epoch |
+| msst._train_accelerate | valid | the accelerate launcher has no train_one_epoch: advance the dataset's epoch after each validation |
 
 Patches are idempotent and applied when each module is first imported (`hook`,
 loaded from a .pth file, so stock `msst-*` commands, the Python API, DataLoader workers
@@ -29,23 +33,30 @@ import dataclasses
 import functools
 import importlib.metadata
 import inspect
-import logging
-import os
 import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import import_hooks, plugins
+from . import ema, import_hooks, plugins
+from .common import (
+    DATASET_MODULE,
+    cfg_get,
+    ensure_console,
+    first_rank,
+    is_plugin_type,
+    logger,
+)
+from .config_checks import MSST_SECTIONS, PLUGIN_SECTIONS, check_config_sections, make_load_config
+from .run_state import make_parse_args_train, training_seed
 
-__all__ = ["MSST_VERSION", "PATCHES", "MsstCompatibilityWarning", "doctor_rows", "install",
-           "patch_module", "patch_report"]
+__all__ = ["MSST_SECTIONS", "MSST_VERSION", "PATCHES", "PLUGIN_SECTIONS",
+           "MsstCompatibilityWarning", "check_config_sections", "doctor_rows", "install",
+           "patch_module", "patch_report", "training_seed"]
 
-logger = logging.getLogger("bsmamba2_plugin")
 
 MSST_VERSION = "0.1.0"
 _MARK = "__bsmamba2_original__"
-_DATASET_MODULE = f"{__package__}.dataset"
 
 
 class MsstCompatibilityWarning(UserWarning):
@@ -59,18 +70,6 @@ class Patch:
     parameters: tuple[str, ...]  # parameter names of the msst 0.1.0 original (class: ())
     make: Callable[[Any], Any]  # original -> replacement
     why: str
-
-
-# ----------------------------------------------------------------- helpers
-def _is_plugin_type(model_type: str | None) -> bool:
-    return bool(model_type) and model_type in plugins.available()
-
-
-def _cfg_get(section: Any, key: str, default: Any = None) -> Any:
-    try:
-        return section[key] if key in section else default
-    except TypeError:
-        return getattr(section, key, default)
 
 
 # --------------------------------------------------------------- model build
@@ -164,13 +163,13 @@ def _build_step_setup(config: Any) -> tuple[Any, Any, Any]:
     augment = None
     if "augmentations_bsmamba2" in config:
         aug = AugmentConfig.from_mapping(config["augmentations_bsmamba2"])
-        if aug.batch and _cfg_get(config.training, "target_instrument") is not None:
+        if aug.batch and cfg_get(config.training, "target_instrument") is not None:
             raise ValueError(
                 "augmentations_bsmamba2.batch augments every stem and rebuilds the mixture, "
                 "so the targets must be all stems; training.target_instrument is set. Fix: "
                 "remove the batch list or set training.target_instrument to null.")
-        augment = build_batch_augment(aug.batch, int(_cfg_get(config.audio, "sample_rate", 44100)))
-    name = str(_cfg_get(config.training, "autocast_dtype", "float16"))
+        augment = build_batch_augment(aug.batch, int(cfg_get(config.audio, "sample_rate", 44100)))
+    name = str(cfg_get(config.training, "autocast_dtype", "float16"))
     dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
     if name not in dtypes:
         raise ValueError(f"training.autocast_dtype: expected float16 or bfloat16, got {name!r}.")
@@ -181,7 +180,7 @@ def _make_compute_training_loss(original):
     @functools.wraps(original)
     def compute_training_loss(model, config, args, data, device, device_ids, multi_loss,
                               use_amp):
-        if not _is_plugin_type(args.model_type):
+        if not is_plugin_type(args.model_type):
             return original(model, config, args, data, device, device_ids, multi_loss, use_amp)
         import torch
         from msst.utils.model_utils import normalize_batch
@@ -196,9 +195,11 @@ def _make_compute_training_loss(original):
         x, y = mixes.to(device), batch.to(device)
         if isinstance(active_stem_mask, torch.Tensor):
             active_stem_mask = active_stem_mask.to(device=device, dtype=torch.bool)
-        if _cfg_get(config.training, "normalize", False):
+        if cfg_get(config.training, "normalize", False):
             x, y = normalize_batch(x, y)
         paper_loss, augment, amp_dtype = _step_setup(config)
+        _announce_setup_once(config, args, device, use_amp, amp_dtype,
+                             paper_loss is not None and not args.use_standard_loss)
         if augment is not None:
             y = augment(y)
             x = y.sum(dim=1)
@@ -214,13 +215,78 @@ def _make_compute_training_loss(original):
     return compute_training_loss
 
 
+_announced: dict[int, Any] = {}
+
+
+def _announce_setup_once(config: Any, args: Any, device: Any, use_amp: bool, amp_dtype: Any,
+                         uses_paper_loss: bool) -> None:
+    """State once per run, in msst's log, which loss, data recipe, EMA and precision run."""
+    if _announced.get(id(config)) is config:
+        return
+    _announced[id(config)] = config
+    if not first_rank():
+        return
+    ensure_console()
+    logger.info("bsmamba2 training setup: %s", "; ".join(
+        _describe_setup(config, args, device, use_amp, amp_dtype, uses_paper_loss)))
+
+
+def _describe_setup(config: Any, args: Any, device: Any, use_amp: bool, amp_dtype: Any,
+                    uses_paper_loss: bool) -> list[str]:
+    from ..training.augment import AugmentConfig
+    from ..training.losses import PaperLossConfig
+
+    parts = []
+    if uses_paper_loss:
+        loss = PaperLossConfig.from_mapping(config["loss_bsmamba2"])
+        windows = ",".join(str(w) for w in loss.window_sizes)
+        parts.append(f"loss: loss_bsmamba2 = {loss.time_weight:g} x L1(time) + "
+                     f"{loss.stft_weight:g} x complex STFT L1 (windows {windows}, hop "
+                     f"{loss.hop_length})")
+    else:
+        why = "--use_standard_loss" if "loss_bsmamba2" in config else \
+            "no loss_bsmamba2: section"
+        parts.append(f"loss: msst's --loss {' '.join(args.loss)} ({why})")
+    if "augmentations_bsmamba2" in config:
+        aug = AugmentConfig.from_mapping(config["augmentations_bsmamba2"])
+        source = (f"salient windows (SAD, hop {aug.sad_hop_seconds:g} s)"
+                  if aug.salient_windows else "msst's window choice")
+        text = (f"data: augmentations_bsmamba2, each stem from {source}, gain "
+                f"U({aug.gain_min:g}, {aug.gain_max:g}), silence p {aug.silence_p:g}")
+        if aug.batch:
+            text += ", batch " + "+".join(str(spec["name"]) for spec in aug.batch)
+    else:
+        text = f"data: msst's sampling for --dataset_type {args.dataset_type} " \
+               f"(no augmentations_bsmamba2: section)"
+    msst_aug = config["augmentations"] if "augmentations" in config else None
+    if msst_aug is not None and cfg_get(msst_aug, "enable", False):
+        text += " + msst augmentations"
+    parts.append(text)
+    momentum = cfg_get(config.training, "ema_momentum", None)
+    if momentum and momentum > 0 and ema.uses_ema_weights(config, args.model_type):
+        parts.append(f"EMA: {momentum:g}, validated and kept (best_{args.model_type}.ckpt, "
+                     f"last_{args.model_type}_ema.ckpt)")
+    elif momentum and momentum > 0:
+        parts.append(f"EMA: {momentum:g}, updated by msst but unused "
+                     f"(training.use_ema_weights: false)")
+    else:
+        parts.append("EMA: off (no training.ema_momentum)")
+    if use_amp and device.type == "cuda":
+        parts.append(f"precision: autocast {str(amp_dtype).replace('torch.', '')}")
+    else:
+        why = "training.use_amp is false" if not use_amp else \
+            f"autocast runs only on CUDA, device is {device.type}"
+        parts.append(f"precision: float32 ({why})")
+    return parts
+
+
 # --------------------------------------------------------------------- data
 def _make_dataset(original):
-    ours = sys.modules.get(_DATASET_MODULE)
+    ours = sys.modules.get(DATASET_MODULE)
     if ours is not None and not hasattr(ours, "BSMamba2Dataset"):
         # msst.utils.dataset is being imported *by* dataset.py (in a DataLoader worker,
         # unpickling our dataset): dataset.py runs this when it is complete.
-        import_hooks.defer(_DATASET_MODULE, _finish_dataset_patch)
+        import_hooks.defer(DATASET_MODULE, _finish_dataset_patch)
         return None
     from .dataset import BSMamba2Dataset
 
@@ -239,106 +305,6 @@ def _finish_dataset_patch() -> None:
     patch_module(sys.modules["msst.utils.dataset"])
 
 
-# ---------------------------------------------------------------------- EMA
-_EMA: dict[str, Any] = {}  # process-local: the AveragedModel msst trains with
-
-
-def _ema_path(results_path: str, model_type: str) -> str:
-    return os.path.join(results_path, f"last_{model_type}_ema.ckpt")
-
-
-def _restore_ema(ema, args) -> None:
-    """On resume, load `<start>_ema.ckpt` beside the start checkpoint into the EMA."""
-    import torch
-
-    start = getattr(args, "start_check_point", None)
-    if not start:
-        return
-    root, ext = os.path.splitext(start)
-    path = f"{root}_ema{ext}"
-    if not os.path.isfile(path):
-        warnings.warn(f"bsmamba2: no EMA weights beside {start} ({path}); the EMA restarts "
-                      f"from the loaded weights.", stacklevel=2)
-        return
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    ema.module.load_state_dict(state["model_state_dict"])
-    ema.n_averaged.fill_(max(1, int(state.get("n_averaged", 1))))
-    logger.info("bsmamba2: EMA weights restored from %s", path)
-
-
-def _uses_ema_weights(config: Any, model_type: str) -> bool:
-    """`training.use_ema_weights`: default on for plugin model types, off for msst's own."""
-    return bool(_cfg_get(config.training, "use_ema_weights", _is_plugin_type(model_type)))
-
-
-def _make_train_one_epoch(original):
-    @functools.wraps(original)
-    def train_one_epoch(model, config, args, *rest, **kwargs):
-        ema = kwargs.get("ema_model")
-        if (ema is not None and _EMA.get("model") is not ema
-                and _uses_ema_weights(config, args.model_type)):
-            _EMA["model"] = ema
-            _restore_ema(ema, args)
-        return original(model, config, args, *rest, **kwargs)
-
-    return train_one_epoch
-
-
-def _ema_for(args, device_ids) -> Any:
-    ema = _EMA.get("model")
-    if ema is None:
-        return None
-    import torch.distributed as dist
-
-    wrapped = dist.is_initialized() or (device_ids is not None and len(device_ids) > 1)
-    return ema if wrapped else ema.module  # msst reads .module where it expects a wrapper
-
-
-def _make_compute_epoch_metrics(original):
-    @functools.wraps(original)
-    def compute_epoch_metrics(*positional, **kwargs):
-        args = kwargs.get("args")
-        ema = _ema_for(args, kwargs.get("device_ids")) if args is not None else None
-        if ema is None:
-            return original(*positional, **kwargs)
-        kwargs["model"] = ema
-        meta = getattr(args, "checkpoint_meta", {})
-        args.checkpoint_meta = {**meta, "weights": "ema"}
-        try:
-            return original(*positional, **kwargs)
-        finally:
-            args.checkpoint_meta = meta
-
-    return compute_epoch_metrics
-
-
-def _make_valid_multi_gpu(original):
-    @functools.wraps(original)
-    def valid_multi_gpu(model, args, config, device_ids=None, verbose=False):
-        ema = _ema_for(args, device_ids)
-        return original(ema if ema is not None else model, args, config, device_ids, verbose)
-
-    return valid_multi_gpu
-
-
-def _make_save_last_weights(original):
-    @functools.wraps(original)
-    def save_last_weights(args, model, *rest, **kwargs):
-        result = original(args, model, *rest, **kwargs)
-        ema = _EMA.get("model")
-        if ema is not None:
-            import torch
-
-            meta = {**getattr(args, "checkpoint_meta", {}), "weights": "ema"}
-            path = _ema_path(args.results_path, args.model_type)
-            torch.save({"model_state_dict": ema.module.state_dict(),
-                        "n_averaged": int(ema.n_averaged), "meta": meta}, path + ".tmp")
-            os.replace(path + ".tmp", path)
-        return result
-
-    return save_last_weights
-
-
 # -------------------------------------------------------------------- table
 PATCHES: tuple[Patch, ...] = (
     Patch("msst.utils.settings", "build_model_from_config",
@@ -346,6 +312,21 @@ PATCHES: tuple[Patch, ...] = (
           "model types from entry-point plugins"),
     Patch("msst.utils.settings", "optional_dependency_error", ("error", "extra", "feature"),
           _make_optional_dependency_error, "bs_mamba2 without mamba_ssm: point to bsmamba2"),
+    Patch("msst.utils.settings", "load_config", ("model_type", "config_path"),
+          make_load_config, "misspelt config sections and plugin keys are errors"),
+    Patch("msst._training", "parse_args_train", ("dict_args",), make_parse_args_train,
+          "remember the user's --seed"),
+    Patch("msst._train_accelerate", "parse_args_train", ("dict_args",),
+          make_parse_args_train, "by-value copy for the accelerate launcher"),
+    Patch("msst.utils.model_utils", "load_start_checkpoint",
+          ("args", "model", "old_model", "type_"), ema.make_load_start_checkpoint,
+          "no resume from EMA weights"),
+    Patch("msst._train_accelerate", "load_start_checkpoint",
+          ("args", "model", "old_model", "type_"), ema.make_load_start_checkpoint,
+          "by-value copy for the accelerate launcher"),
+    Patch("msst._train_accelerate", "valid",
+          ("model", "valid_loader", "args", "config", "device", "verbose"),
+          ema.make_accelerate_valid, "advance the dataset epoch (accelerate launcher)"),
     Patch("msst.utils.model_utils", "initialize_model_and_device", ("model", "device_ids"),
           _make_initialize_model_and_device, "CPU device is returned as a string"),
     Patch("msst._training", "initialize_model_and_device", ("model", "device_ids"),
@@ -362,19 +343,20 @@ PATCHES: tuple[Patch, ...] = (
           ("model", "config", "args", "optimizer", "device", "device_ids", "epoch", "use_amp",
            "scaler", "scheduler", "gradient_accumulation_steps", "train_loader", "multi_loss",
            "all_losses", "world_size", "ema_model", "safe_mode"),
-          _make_train_one_epoch, "remember msst's EMA model"),
+          ema.make_train_one_epoch, "remember msst's EMA model; tell the dataset the epoch"),
     Patch("msst._training", "compute_epoch_metrics",
           ("model", "args", "config", "device", "device_ids", "best_metric", "epoch",
            "scheduler", "optimizer", "all_time_all_metrics", "all_losses", "world_size",
            "metrics_avg", "all_metrics"),
-          _make_compute_epoch_metrics, "validate and keep the EMA weights"),
+          ema.make_compute_epoch_metrics,
+          "validate and keep the EMA weights; write best_<type>.ckpt"),
     Patch("msst._training", "valid_multi_gpu",
-          ("model", "args", "config", "device_ids", "verbose"), _make_valid_multi_gpu,
+          ("model", "args", "config", "device_ids", "verbose"), ema.make_valid_multi_gpu,
           "DDP validation on the EMA weights"),
     Patch("msst._training", "save_last_weights",
           ("args", "model", "device_ids", "optimizer", "epoch", "all_time_all_metrics",
            "all_losses", "best_metric", "scheduler"),
-          _make_save_last_weights, "also write last_<type>_ema.ckpt"),
+          ema.make_save_last_weights, "also write last_<type>_ema.ckpt"),
 )
 TARGET_MODULES = frozenset(p.module for p in PATCHES)
 _report: dict[tuple[str, str], str] = {}
@@ -405,7 +387,7 @@ def _apply(module: Any, patch: Patch) -> None:
                       f"not patched ({patch.why}).", MsstCompatibilityWarning, stacklevel=3)
         return
     if getattr(current, _MARK, None) is not None or (
-            isinstance(current, type) and current.__module__ == _DATASET_MODULE):
+            isinstance(current, type) and current.__module__ == DATASET_MODULE):
         _report[key] = "patched"
         return
     if patch.parameters:

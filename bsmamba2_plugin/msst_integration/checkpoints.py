@@ -9,7 +9,8 @@ Understood inputs (all loaded with `torch.load(weights_only=True)`):
   e.g. msst's `bs_mamba2_vocals.ckpt`.
 
 Output: `{"model_state_dict": ..., "meta": {...}}` as msst writes it, with
-`meta.model_type = "bsmamba2"`, so `msst-valid`/`msst-inference --model_type bsmamba2`
+`meta.model_type = "bsmamba2"` and `meta.weights` saying raw or EMA (carried over from
+a source that records it), so `msst-valid`/`msst-inference --model_type bsmamba2`
 load it (msst checks that type). The weights are checked by loading them strictly into
 a `BSMamba2` built from the given model config before anything is written.
 """
@@ -116,8 +117,34 @@ def extract_state_dict(checkpoint: Any, *, weights: str = "raw", source: str = "
                      f"'model_state_dict', or a bare state dict).")
 
 
+def _stored_weights(checkpoint: Any, weights: str | None, source: str) -> tuple[str, str]:
+    """(which weights to extract, the label the output's meta.weights gets).
+
+    A file with `meta.weights` (written by msst training with this plugin, or by this
+    converter) says what its `model_state_dict` holds; that wins. An explicit `weights`
+    that contradicts it is an error, except "ema" for a file that also has an
+    `ema_state_dict`. Other files: `weights`, default "raw".
+    """
+    meta = checkpoint.get("meta") if isinstance(checkpoint, Mapping) else None
+    recorded = meta.get("weights") if isinstance(meta, Mapping) else None
+    if recorded not in ("raw", "ema"):
+        chosen = weights or "raw"
+        return chosen, chosen
+    if weights is None or weights == recorded:
+        return "raw", recorded  # "raw": take model_state_dict as stored
+    if weights == "ema" and _looks_like_state_dict(checkpoint.get("ema_state_dict")):
+        return "ema", "ema"
+    model_type = meta.get("model_type") or MODEL_TYPE
+    where = (f"last_{model_type}.ckpt of the same run" if weights == "raw" else
+             f"best_{model_type}.ckpt or last_{model_type}_ema.ckpt of the same run")
+    raise ValueError(
+        f"{source}: its meta.weights says it holds {recorded} weights, but --weights "
+        f"{weights} was asked for. Fix: drop --weights (the file's meta.weights is carried "
+        f"over), or convert {where} for {weights} weights.")
+
+
 def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike, *,
-                       model: Mapping[str, Any] | None = None, weights: str = "raw",
+                       model: Mapping[str, Any] | None = None, weights: str | None = None,
                        instruments: list[str] | None = None,
                        target_instrument: str | None = None, trust: bool = False,
                        overwrite: bool = False) -> dict[str, Any]:
@@ -127,7 +154,9 @@ def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike, *,
         source, target: file paths; `target` is never overwritten unless `overwrite`.
         model: the msst `model:` section the weights belong to (None: the paper's model,
             with `num_stems` and `depth` taken from the weights).
-        weights: "raw" or "ema" (see `extract_state_dict`).
+        weights: "raw" or "ema" (see `extract_state_dict`); None: the source's
+            `meta.weights` when it has one, else "raw". A value that contradicts the
+            source's `meta.weights` is an error; the output's `meta.weights` is the truth.
         instruments, target_instrument: recorded in the metadata as msst does.
         trust: load with weights_only=False (only for files you trust).
         overwrite: replace an existing `target`.
@@ -145,7 +174,8 @@ def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike, *,
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite to replace it.")
     checkpoint = load_checkpoint_file(source, trust=trust)
-    state, kind = extract_state_dict(checkpoint, weights=weights, source=str(source))
+    extract, weights = _stored_weights(checkpoint, weights, str(source))
+    state, kind = extract_state_dict(checkpoint, weights=extract, source=str(source))
     if model is None:
         depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("layers."))
         stems = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("mask_estimators."))

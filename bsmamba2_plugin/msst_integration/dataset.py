@@ -10,9 +10,22 @@ the stems, so a silenced stem is exact zeros in both the mixture and the target.
 
 Salient windows are found once per dataset (every stem file is read once, with a
 progress bar) and cached beside msst's metadata cache, keyed by file size, mtime and
-the SAD settings. Random draws come from a numpy Generator seeded from
-`torch.initial_seed()` of the process that draws (msst seeds torch; each DataLoader
-worker gets its own seed per epoch), so runs with the same seed repeat.
+the SAD settings; a track folder without a file for one of the stems is an error that
+names it.
+
+Random draws come from a numpy Generator per process that draws, seeded from
+(seed, rank, worker, epoch) and then advanced draw by draw (the step):
+- seed: the `--seed` given to msst-train, as the bridge recorded it (msst itself seeds
+  DDP and accelerate runs with seed + time, and every DDP rank alike, so
+  `torch.initial_seed()` repeats neither across runs nor differs across ranks);
+  outside an msst training run, `torch.initial_seed()` of the process that built the
+  dataset;
+- rank: `torch.distributed`'s rank when a process group is up (DDP, accelerate), else 0;
+- worker: the DataLoader worker id + 1, 0 for the main process;
+- epoch: set by the bridge before each epoch (`bsmamba2_set_epoch`), so workers that
+  msst restarts every epoch draw new examples; persistent workers keep their Generator.
+msst's own random choices (its window choice when `salient_windows: false`, and its
+`augmentations:`) keep msst's seeding.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
 from typing import Any
 
 import numpy as np
@@ -29,11 +43,25 @@ from msst.utils.dataset import MSSDataset, load_chunk
 from tqdm.auto import tqdm
 
 from ..training.augment import AugmentConfig, apply_draw, draw_stem, salient_starts
+from . import run_state
 from .import_hooks import run_deferred
 
-__all__ = ["SECTION", "BSMamba2Dataset"]
+__all__ = ["SECTION", "BSMamba2Dataset", "advance_epochs"]
 
 SECTION = "augmentations_bsmamba2"
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # datasets built in this process
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def advance_epochs() -> None:
+    """Move every dataset of this process to its next epoch (accelerate launcher)."""
+    for dataset in list(_LIVE):
+        dataset.bsmamba2_set_epoch(dataset.epoch + 1)
 
 
 class BSMamba2Dataset(MSSDataset):
@@ -47,8 +75,13 @@ class BSMamba2Dataset(MSSDataset):
         section = config[SECTION] if SECTION in config else None
         self.recipe = None if section is None else AugmentConfig.from_mapping(section)
         self.salient: dict[str, list[tuple[str, int]]] | None = None
+        seed = run_state.training_seed()
+        self.seed = int(torch.initial_seed() if seed is None else seed)
+        self.rank = _rank()
+        self.epoch = 0
         self._rng: np.random.Generator | None = None
         self._rng_owner: tuple[int, Any] | None = None
+        _LIVE.add(self)
         if self.recipe is not None and self.recipe.salient_windows:
             if dataset_type != 1:
                 raise ValueError(
@@ -71,13 +104,24 @@ class BSMamba2Dataset(MSSDataset):
         settings = dict(chunk=chunk, hop=hop, n_chunks=recipe.sad_chunks,
                         quantile=recipe.sad_quantile, floor=recipe.sad_floor,
                         min_active=recipe.sad_min_active)
-        jobs = []
+        jobs, missing = [], []
         for track_path, _length in self.metadata:
             for instr in self.instruments:
                 path = self._stem_file(track_path, instr)
-                if path is not None:
-                    stat = os.stat(path)
-                    jobs.append((instr, path, f"{path}|{stat.st_size}|{stat.st_mtime_ns}"))
+                if path is None:
+                    missing.append(f"{track_path}/{instr}.{self.file_types[0]}")
+                    continue
+                stat = os.stat(path)
+                jobs.append((instr, path, f"{path}|{stat.st_size}|{stat.st_mtime_ns}"))
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:3])
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise FileNotFoundError(
+                f"{SECTION}: {len(missing)} stem file(s) missing from the training data: "
+                f"{shown}{more} (or .{' or .'.join(self.file_types[1:])}). Every track folder "
+                f"needs one file per stem of training.instruments "
+                f"({', '.join(self.instruments)}). Fix: add the file(s), or move those track "
+                f"folders out of --data_path.")
         key = hashlib.sha256(json.dumps([settings, [j[2] for j in jobs]]).encode()).hexdigest()
         cache = os.path.join(os.path.dirname(os.path.abspath(metadata_path)),
                              f"bsmamba2_salient_{key[:16]}.json")
@@ -108,11 +152,17 @@ class BSMamba2Dataset(MSSDataset):
         return salient
 
     # ---------------------------------------------------------------- draws
+    def bsmamba2_set_epoch(self, epoch: int) -> None:
+        """The epoch about to start (the bridge calls this; see the module docstring)."""
+        self.epoch = int(epoch)
+
     def _generator(self) -> np.random.Generator:
         info = torch.utils.data.get_worker_info()
-        owner = (os.getpid(), None if info is None else (info.id, info.seed))
+        worker = 0 if info is None else info.id + 1
+        owner = (os.getpid(), worker, self.epoch)
         if self._rng is None or self._rng_owner != owner:
-            self._rng = np.random.default_rng(torch.initial_seed())
+            entropy = [self.seed % 2**64, self.rank, worker, self.epoch]
+            self._rng = np.random.default_rng(np.random.SeedSequence(entropy))
             self._rng_owner = owner
         return self._rng
 
