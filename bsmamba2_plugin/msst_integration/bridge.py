@@ -10,6 +10,10 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
 | msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
 | msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
+| msst._training, _validation, _valid_ddp, _inference, _train_accelerate, utils.model_utils | torch | a `safe_load.TorchView`: `torch.load` of checkpoints is weights-only (or .safetensors, or a pickle the user trusts by path) and `torch.save` is atomic and refuses NaN weights, for plugin types (msst's own: with BSMAMBA2_SAFE_CHECKPOINTS_ALL=1) |
+| msst.preflight | check | the same weights-only loading for `msst-check` (it imports torch locally) |
+| msst.utils.model_utils, _validation, _inference, _valid_ddp, _train_accelerate | load_start_checkpoint | plugin types: one message for a checkpoint that does not fit the config (valid/inference); a full resume from a `last_<type>.ckpt` with a resume block (training); `run_safety` |
+| msst._training | train_one_epoch, compute_training_loss, save_last_weights | plugin types: RNG state saved in `last_<type>.ckpt` and restored per epoch; NaN/Inf losses skipped and counted, `training.max_nonfinite_steps` in a row stop training |
 | msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume |
 
 Patches are idempotent and applied when each module is first imported (`hook`,
@@ -36,7 +40,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import import_hooks, plugins
+from . import import_hooks, plugins, run_safety, safe_load
 
 __all__ = ["MSST_VERSION", "PATCHES", "MsstCompatibilityWarning", "doctor_rows", "install",
            "patch_module", "patch_report"]
@@ -83,6 +87,7 @@ def _make_build_model_from_config(original):
         if hasattr(config, "training") and "model_type" in config.training:
             effective = config.training.model_type
         factory = plugins.get_factory(effective)
+        safe_load.note_model_type(effective, is_plugin=factory is not None)
         if factory is None:
             try:
                 return original(model_type, config, pretrained=pretrained)
@@ -209,6 +214,12 @@ def _make_compute_training_loss(original):
                 loss = multi_loss(estimate, y, x, active_stem_mask)
         if paper_loss is not None and not args.use_standard_loss:
             loss = paper_loss(estimate, y)
+        limit = int(_cfg_get(config.training, "max_nonfinite_steps",
+                             run_safety.DEFAULT_MAX_NONFINITE_STEPS))
+        if not run_safety.GUARD.check(loss, limit) and not (use_amp and device.type == "cuda"):
+            # skip the step: a loss with no path to the weights leaves their .grad None,
+            # which the optimizer skips (msst's enabled GradScaler skips NaN steps itself)
+            loss = torch.zeros((), device=device, requires_grad=True) * 1.0
         return loss, active_stem_mask
 
     return compute_training_loss
@@ -279,7 +290,17 @@ def _make_train_one_epoch(original):
                 and _uses_ema_weights(config, args.model_type)):
             _EMA["model"] = ema
             _restore_ema(ema, args)
-        return original(model, config, args, *rest, **kwargs)
+        if not _is_plugin_type(args.model_type):
+            return original(model, config, args, *rest, **kwargs)
+        # rest = optimizer, device, device_ids, epoch, use_amp, scaler, scheduler,
+        # gradient_accumulation_steps, train_loader, ...
+        epoch, loader = rest[3], rest[8] if len(rest) > 8 else kwargs.get("train_loader")
+        dataset = getattr(loader, "dataset", None)
+        run_safety.GUARD.new_epoch(epoch)
+        run_safety.epoch_started(dataset)
+        result = original(model, config, args, *rest, **kwargs)
+        run_safety.epoch_ended(dataset)
+        return result
 
     return train_one_epoch
 
@@ -324,17 +345,19 @@ def _make_valid_multi_gpu(original):
 def _make_save_last_weights(original):
     @functools.wraps(original)
     def save_last_weights(args, model, *rest, **kwargs):
-        result = original(args, model, *rest, **kwargs)
-        ema = _EMA.get("model")
-        if ema is not None:
-            import torch
+        import torch
 
+        block = run_safety.resume_block() if _is_plugin_type(args.model_type) else None
+        if block is not None:
+            last = os.path.join(args.results_path, f"last_{args.model_type}.ckpt")
+            safe_load.pending_extra[os.path.abspath(last)] = {run_safety.RESUME_KEY: block}
+        ema = _EMA.get("model")
+        if ema is not None:  # first, so that last_<type>.ckpt never names a missing EMA
             meta = {**getattr(args, "checkpoint_meta", {}), "weights": "ema"}
-            path = _ema_path(args.results_path, args.model_type)
-            torch.save({"model_state_dict": ema.module.state_dict(),
-                        "n_averaged": int(ema.n_averaged), "meta": meta}, path + ".tmp")
-            os.replace(path + ".tmp", path)
-        return result
+            safe_load.atomic_save(torch, {"model_state_dict": ema.module.state_dict(),
+                                          "n_averaged": int(ema.n_averaged), "meta": meta},
+                                  _ema_path(args.results_path, args.model_type))
+        return original(args, model, *rest, **kwargs)
 
     return save_last_weights
 
@@ -376,6 +399,24 @@ PATCHES: tuple[Patch, ...] = (
            "all_losses", "best_metric", "scheduler"),
           _make_save_last_weights, "also write last_<type>_ema.ckpt"),
 )
+# issue 12: every msst module that torch.load()s a --start_check_point or torch.save()s a
+# checkpoint sees a guarded `torch` (safe_load.TorchView); the loaders check fit and resume
+_TORCH_USERS = ("msst._training", "msst._validation", "msst._valid_ddp", "msst._inference",
+                "msst._train_accelerate", "msst.utils.model_utils")
+_LOADER_COPIES = ("msst.utils.model_utils", "msst._validation", "msst._inference",
+                  "msst._valid_ddp", "msst._train_accelerate")
+PATCHES += tuple(Patch(m, "torch", (), safe_load.torch_view_for(m),
+                       "weights-only --start_check_point, atomic checkpoint writes")
+                 for m in _TORCH_USERS)
+PATCHES += tuple(Patch(m, "load_start_checkpoint", ("args", "model", "old_model", "type_"),
+                       run_safety.make_load_start_checkpoint,
+                       "checkpoint fit message; full resume from last_<type>.ckpt")
+                 for m in _LOADER_COPIES)
+PATCHES += (Patch("msst.preflight", "check",
+                  ("config_path", "data_path", "results_path", "valid_path", "model_type",
+                   "checkpoint_path", "device_ids", "dataset_type", "mode", "memory_headroom",
+                   "options"), safe_load.make_scoped_check,
+                  "msst-check: weights-only checkpoint loading (it imports torch locally)"),)
 TARGET_MODULES = frozenset(p.module for p in PATCHES)
 _report: dict[tuple[str, str], str] = {}
 _version_checked: list[bool] = []
