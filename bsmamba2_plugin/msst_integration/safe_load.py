@@ -38,6 +38,7 @@ msst's own types keep msst's behaviour).
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import pickle
@@ -214,6 +215,8 @@ def atomic_save(torch_module: Any, obj: Any, f: Any, *args: Any, **kwargs: Any) 
     extra = pending_extra.pop(os.path.abspath(path), None)
     if extra and isinstance(obj, dict):
         obj = {**obj, **extra}
+    for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a killed save
+        os.remove(stale)
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
         with open(temporary, "wb") as handle:
