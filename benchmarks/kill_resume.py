@@ -65,27 +65,27 @@ def kill_and_resume(work: Path, config: Path, results: Path, *, kill_after_epoch
     `kill_after_epoch + 1` (mid-epoch), note the files it left, resume. Returns what
     happened."""
     last = results / "last_bsmamba2.ckpt"
-    log = open(work / "killed_run.log", "w")
-    process = subprocess.Popen(train_command(config, results), cwd=work, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 900
-    marker = f"Train epoch: {kill_after_epoch + 1} "
-    while True:  # until one step of the next epoch is done (tqdm prints "1/<steps>")
-        text = (work / "killed_run.log").read_text(errors="replace")
-        if marker in text and f" 1/{steps_per_epoch} " in text.split(marker, 1)[1]:
-            break
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"training ended before the kill point; see {log.name}")
-        time.sleep(0.1)
-    time.sleep(delay_s)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    log.close()
+    with open(work / "killed_run.log", "w") as log:
+        process = subprocess.Popen(train_command(config, results), cwd=work, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 900
+        marker = f"Train epoch: {kill_after_epoch + 1} "
+        while True:  # until one step of the next epoch is done (tqdm prints "1/<steps>")
+            text = (work / "killed_run.log").read_text(errors="replace")
+            if marker in text and f" 1/{steps_per_epoch} " in text.split(marker, 1)[1]:
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"training ended before the kill point; see {log.name}")
+            time.sleep(0.1)
+        time.sleep(delay_s)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     left = sorted(p.name for p in results.iterdir())
     temporaries = [name for name in left if ".tmp" in name]
     epoch_at_kill = saved_epoch(last)
     resumed = subprocess.run(train_command(config, results, "--start_check_point", str(last)),
-                             cwd=work, capture_output=True, text=True, timeout=1800)
+                             cwd=work, capture_output=True, text=True, timeout=1800,
+                             check=False)
     if resumed.returncode != 0:
         raise RuntimeError(resumed.stdout[-3000:] + resumed.stderr[-3000:])
     return {"killed_after_saved_epoch": epoch_at_kill, "files_after_kill": left,

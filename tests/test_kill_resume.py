@@ -110,7 +110,7 @@ def test_nonfinite_loss_skips_the_step_and_stops_after_the_limit(tmp_path) -> No
     model = Broken()
     args = argparse.Namespace(model_type="bsmamba2", use_standard_loss=True)
     y = torch.randn(2, 1, 2, 256)
-    multi_loss = lambda estimate, target, x, mask: (estimate - target).abs().mean()  # noqa: E731
+    multi_loss = lambda estimate, target, x, mask: (estimate - target).abs().mean()
     run_safety.GUARD.in_a_row = 0
     run_safety.GUARD.new_epoch(5)
     for _ in range(2):
@@ -166,7 +166,7 @@ def test_msst_train_diverging_to_nan_stops_with_a_message_and_saves_nothing(tmp_
     config["training"].update(num_steps=3, max_nonfinite_steps=2, lr=1.0e30)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     out = subprocess.run(_benchmark().train_command(tmp_path / "config.yaml", tmp_path / "r"),
-                         cwd=tmp_path, capture_output=True, text=True, timeout=900)
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
     text = out.stdout + out.stderr
     assert out.returncode != 0
     assert "step 2: training loss is nan; step skipped (1 in a row" in text, text[-3000:]

@@ -61,7 +61,7 @@ def tiny_checkpoint(path: Path, **model_overrides) -> Path:
 
 def run(*command: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / command[0]), *command[1:]], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **(env or {})})
+                          text=True, timeout=600, env={**os.environ, **(env or {})}, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_checkpoints_msst_writes_load_weights_only(tmp_path) -> None:
     import argparse
 
     import numpy as np
-    import msst.utils.model_utils as model_utils
+    from msst.utils import model_utils
 
     from bsmamba2_plugin.msst_integration import bridge, safe_load
 

@@ -30,8 +30,16 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RESUME_KEY", "NonFiniteLossError", "NonFiniteLossGuard", "capture_rng",
-           "check_fit", "resume_block", "restore_rng", "start_resume"]
+__all__ = [
+    "RESUME_KEY",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "capture_rng",
+    "check_fit",
+    "restore_rng",
+    "resume_block",
+    "start_resume",
+]
 
 logger = logging.getLogger("bsmamba2_plugin")
 
