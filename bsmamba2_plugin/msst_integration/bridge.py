@@ -9,10 +9,13 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst.utils.settings | load_config | plugin types: an unknown top-level section is an error with "did you mean" (msst ignores it); for any type, the keys of the plugin's own sections are checked; errors name the config file |
 | msst.utils.settings | optional_dependency_error | msst's "'bs_mamba2' model requires ... 'mamba_ssm'" error gains a note that `bsmamba2` is the portable type (same type and fields otherwise) |
 | msst._training, msst._train_accelerate | parse_args_train | remember the user's `--seed` (msst seeds DDP and accelerate runs with seed + time) for the paper recipe's draws |
-| msst.utils.model_utils, msst._train_accelerate | load_start_checkpoint | training refuses to resume from a file of EMA weights (it would train the average as raw weights) and names the raw file |
 | msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
 | msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
 | msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
+| msst._training, _validation, _valid_ddp, _inference, _train_accelerate, utils.model_utils | torch | a `safe_load.TorchView`: `torch.load` of checkpoints is weights-only (or .safetensors, or a pickle the user trusts by path) and `torch.save` is atomic and refuses NaN weights, for plugin types (msst's own: with BSMAMBA2_SAFE_CHECKPOINTS_ALL=1) |
+| msst.preflight | check | the same weights-only loading for `msst-check` (it imports torch locally) |
+| msst.utils.model_utils, _validation, _inference, _valid_ddp, _train_accelerate | load_start_checkpoint | plugin types: one message for a checkpoint that does not fit the config (valid/inference); a full resume from a `last_<type>.ckpt` with a resume block (training); training refuses to resume from a file of EMA weights (it would train the average as raw weights) and names the raw file |
+| msst._training | train_one_epoch, compute_training_loss, save_last_weights | plugin types: RNG state saved in `last_<type>.ckpt` and restored per epoch; NaN/Inf losses skipped and counted, `training.max_nonfinite_steps` in a row stop training |
 | msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume; write `best_<type>.ckpt` (the validation-selected weights) whenever the metric improves; tell the dataset the epoch |
 | msst._train_accelerate | valid | the accelerate launcher has no train_one_epoch: advance the dataset's epoch after each validation |
 
@@ -38,7 +41,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import ema, import_hooks, plugins
+from . import ema, import_hooks, plugins, run_safety, safe_load
 from .common import (
     DATASET_MODULE,
     cfg_get,
@@ -82,6 +85,7 @@ def _make_build_model_from_config(original):
         if hasattr(config, "training") and "model_type" in config.training:
             effective = config.training.model_type
         factory = plugins.get_factory(effective)
+        safe_load.note_model_type(effective, is_plugin=factory is not None)
         if factory is None:
             try:
                 return original(model_type, config, pretrained=pretrained)
@@ -210,6 +214,12 @@ def _make_compute_training_loss(original):
                 loss = multi_loss(estimate, y, x, active_stem_mask)
         if paper_loss is not None and not args.use_standard_loss:
             loss = paper_loss(estimate, y)
+        limit = int(cfg_get(config.training, "max_nonfinite_steps",
+                             run_safety.DEFAULT_MAX_NONFINITE_STEPS))
+        if not run_safety.GUARD.check(loss, limit) and not (use_amp and device.type == "cuda"):
+            # skip the step: a loss with no path to the weights leaves their .grad None,
+            # which the optimizer skips (msst's enabled GradScaler skips NaN steps itself)
+            loss = torch.zeros((), device=device, requires_grad=True) * 1.0
         return loss, active_stem_mask
 
     return compute_training_loss
@@ -318,12 +328,6 @@ PATCHES: tuple[Patch, ...] = (
           "remember the user's --seed"),
     Patch("msst._train_accelerate", "parse_args_train", ("dict_args",),
           make_parse_args_train, "by-value copy for the accelerate launcher"),
-    Patch("msst.utils.model_utils", "load_start_checkpoint",
-          ("args", "model", "old_model", "type_"), ema.make_load_start_checkpoint,
-          "no resume from EMA weights"),
-    Patch("msst._train_accelerate", "load_start_checkpoint",
-          ("args", "model", "old_model", "type_"), ema.make_load_start_checkpoint,
-          "by-value copy for the accelerate launcher"),
     Patch("msst._train_accelerate", "valid",
           ("model", "valid_loader", "args", "config", "device", "verbose"),
           ema.make_accelerate_valid, "advance the dataset epoch (accelerate launcher)"),
@@ -358,6 +362,39 @@ PATCHES: tuple[Patch, ...] = (
            "all_losses", "best_metric", "scheduler"),
           ema.make_save_last_weights, "also write last_<type>_ema.ckpt"),
 )
+# issue 12: every msst module that torch.load()s a --start_check_point or torch.save()s a
+# checkpoint sees a guarded `torch` (safe_load.TorchView); the loaders check fit and resume
+_TORCH_USERS = ("msst._training", "msst._validation", "msst._valid_ddp", "msst._inference",
+                "msst._train_accelerate", "msst.utils.model_utils")
+_LOADER_COPIES = ("msst.utils.model_utils", "msst._validation", "msst._inference",
+                  "msst._valid_ddp", "msst._train_accelerate")
+PATCHES += tuple(Patch(m, "torch", (), safe_load.torch_view_for(m),
+                       "weights-only --start_check_point, atomic checkpoint writes")
+                 for m in _TORCH_USERS)
+_TRAIN_LOADERS = ("msst.utils.model_utils", "msst._train_accelerate")  # used by msst-train
+
+
+def _make_load_start_checkpoint(original):
+    """Fit message and full resume (`run_safety`); where training loads, first the refusal
+    of EMA weights as a start checkpoint (`ema`)."""
+    return run_safety.make_load_start_checkpoint(original)
+
+
+def _make_train_load_start_checkpoint(original):
+    return ema.make_load_start_checkpoint(run_safety.make_load_start_checkpoint(original))
+
+
+PATCHES += tuple(Patch(m, "load_start_checkpoint", ("args", "model", "old_model", "type_"),
+                       _make_train_load_start_checkpoint if m in _TRAIN_LOADERS
+                       else _make_load_start_checkpoint,
+                       "checkpoint fit message; full resume from last_<type>.ckpt; "
+                       "no resume from EMA weights")
+                 for m in _LOADER_COPIES)
+PATCHES += (Patch("msst.preflight", "check",
+                  ("config_path", "data_path", "results_path", "valid_path", "model_type",
+                   "checkpoint_path", "device_ids", "dataset_type", "mode", "memory_headroom",
+                   "options"), safe_load.make_scoped_check,
+                  "msst-check: weights-only checkpoint loading (it imports torch locally)"),)
 TARGET_MODULES = frozenset(p.module for p in PATCHES)
 _report: dict[tuple[str, str], str] = {}
 _version_checked: list[bool] = []

@@ -4,7 +4,9 @@ msst 0.1.0 updates an EMA of the weights (`training.ema_momentum`) but never val
 saves it. For plugin types (and msst types that opt in with `training.use_ema_weights`)
 these patches validate and select checkpoints on the EMA weights, write
 `last_<type>_ema.ckpt` and `best_<type>.ckpt`, restore the EMA on resume and refuse to
-resume training from a file of EMA weights.
+resume training from a file of EMA weights. For plugin types they also keep the RNG state
+in `last_<type>.ckpt` for an exact resume and count non-finite losses per epoch
+(`run_safety`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from . import run_safety, safe_load
 from .common import DATASET_MODULE, cfg_get, ensure_console, first_rank, is_plugin_type, logger
 
 # ---------------------------------------------------------------------- EMA
@@ -67,7 +70,14 @@ def make_train_one_epoch(original):
         dataset = getattr(bound.get("train_loader"), "dataset", None)
         if hasattr(dataset, "bsmamba2_set_epoch"):
             dataset.bsmamba2_set_epoch(int(bound["epoch"]))
-        return original(model, config, args, *rest, **kwargs)
+        if not is_plugin_type(args.model_type):
+            return original(model, config, args, *rest, **kwargs)
+        # plugin types: count non-finite losses per epoch; RNG state for an exact resume
+        run_safety.GUARD.new_epoch(int(bound["epoch"]))
+        run_safety.epoch_started(dataset)
+        result = original(model, config, args, *rest, **kwargs)
+        run_safety.epoch_ended(dataset)
+        return result
 
     return train_one_epoch
 
@@ -151,14 +161,19 @@ def make_valid_multi_gpu(original):
 def make_save_last_weights(original):
     @functools.wraps(original)
     def save_last_weights(args, model, *rest, **kwargs):
-        result = original(args, model, *rest, **kwargs)
+        import torch
+
+        block = run_safety.resume_block() if is_plugin_type(args.model_type) else None
+        if block is not None:
+            last = os.path.join(args.results_path, f"last_{args.model_type}.ckpt")
+            safe_load.pending_extra[os.path.abspath(last)] = {run_safety.RESUME_KEY: block}
         ema = _EMA.get("model")
-        if ema is not None:
+        if ema is not None:  # first, so that last_<type>.ckpt never names a missing EMA
             meta = {**getattr(args, "checkpoint_meta", {}), "weights": "ema"}
-            _save_atomic({"model_state_dict": ema.module.state_dict(),
-                          "n_averaged": int(ema.n_averaged), "meta": meta},
-                         _ema_path(args.results_path, args.model_type))
-        return result
+            safe_load.atomic_save(torch, {"model_state_dict": ema.module.state_dict(),
+                                          "n_averaged": int(ema.n_averaged), "meta": meta},
+                                  _ema_path(args.results_path, args.model_type))
+        return original(args, model, *rest, **kwargs)
 
     return save_last_weights
 

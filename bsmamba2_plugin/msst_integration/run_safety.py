@@ -1,0 +1,273 @@
+"""Resume, checkpoint fit and non-finite-loss handling for plugin model types (issue 12).
+
+Used by the bridge's patches; see its table for where each piece hooks in.
+
+- `check_fit`: before msst's strict `load_state_dict` in `msst-valid` / `msst-inference`,
+  compare the file's tensors with the model the config builds and raise one
+  `CheckpointError` saying what the file holds, what the config builds, and the fix
+  (instead of msst's multi-page `load_state_dict` traceback).
+- Resume: msst's `--start_check_point` restores only the weights unless `--load_optimizer
+  --load_scheduler --load_epoch --load_best_metric --load_all_metrics --load_all_losses`
+  are all given, and it never saves or restores random-number state. For plugin types
+  the bridge adds a `bsmamba2_resume` block (torch / numpy / python RNG states and our
+  dataset's generator, captured at the end of each training epoch) to `last_<type>.ckpt`;
+  starting from a checkpoint with that block turns those msst flags on and restores the
+  RNG state before the next epoch, so a killed run continues as if never stopped. The same
+  state is restored at the start of every epoch in an uninterrupted run, which makes
+  validation (between epochs) leave the training RNG stream untouched; both runs then
+  draw identical batches.
+- `NonFiniteLossGuard`: a NaN/Inf training loss skips the step (no gradient reaches the
+  weights) and is logged with a count; `training.max_nonfinite_steps` (default 10) in a
+  row stops training with `NonFiniteLossError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "RESUME_KEY",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "capture_rng",
+    "check_fit",
+    "restore_rng",
+    "resume_block",
+    "start_resume",
+]
+
+logger = logging.getLogger("bsmamba2_plugin")
+
+RESUME_KEY = "bsmamba2_resume"
+DEFAULT_MAX_NONFINITE_STEPS = 10
+_RESUME_FLAGS = ("load_optimizer", "load_scheduler", "load_epoch", "load_best_metric",
+                 "load_all_metrics", "load_all_losses")
+
+_rng: dict[str, Any] = {}  # "state": the RNG state the next epoch starts from
+
+
+def _checkpoint_error(message: str) -> Exception:
+    from msst.errors import CheckpointError
+
+    return CheckpointError(message)
+
+
+# ----------------------------------------------------------------- fit check
+def _weights_of(checkpoint: Any) -> Mapping[str, Any] | None:
+    """The state dict msst's load_start_checkpoint would load (same unwrapping order)."""
+    state = checkpoint
+    for key in ("state", "state_dict", "model_state_dict"):
+        if isinstance(state, Mapping) and key in state:
+            state = state[key]
+    return state if isinstance(state, Mapping) else None
+
+
+def _examples(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def check_fit(model: Any, checkpoint: Any, *, path: str, model_type: str) -> None:
+    """Raise one clear CheckpointError when `checkpoint` does not load strictly into `model`.
+
+    Raises:
+        CheckpointError: missing, unexpected or differently shaped tensors.
+    """
+    import torch
+
+    state = _weights_of(checkpoint)
+    meta = checkpoint.get("meta") if isinstance(checkpoint, Mapping) else None
+    declared = meta.get("model_type") if isinstance(meta, Mapping) else None
+    if state is None:
+        raise _checkpoint_error(
+            f"Checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict or an "
+            f"msst checkpoint (a dict with model_state_dict). Fix: pass a checkpoint written "
+            f"by msst-train or `bsmamba2 convert-checkpoint`.")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items()
+              if k in state and torch.is_tensor(state[k]) and state[k].shape != v.shape]
+    if not (missing or unexpected or shapes):
+        return
+    holds = f"{len(state)} tensors" + (f" of model_type {declared!r}" if declared else
+                                       " (no meta.model_type)")
+    parts = [f"{len(missing)} missing (e.g. {_examples(missing)})" if missing else "",
+             f"{len(unexpected)} unexpected (e.g. {_examples(unexpected)})" if unexpected
+             else "",
+             f"{len(shapes)} with other shapes (e.g. {_examples(shapes)})" if shapes else ""]
+    raise _checkpoint_error(
+        f"Checkpoint {path} does not fit the model the config builds. The file holds "
+        f"{holds}; the config builds model_type {model_type!r} ({type(model).__name__}, "
+        f"{len(expected)} tensors): {'; '.join(p for p in parts if p)}. Fix: pass the "
+        f"--config_path this checkpoint was trained with (same model: section: dim, depth, "
+        f"freqs_per_bands, stft_n_fft, num_stems), or the --model_type it was trained as; "
+        f"`bsmamba2 convert-checkpoint` converts official BSMamba2 and msst bs_mamba2 "
+        f"checkpoints.")
+
+
+# -------------------------------------------------------------------- resume
+def capture_rng(dataset: Any = None) -> dict[str, Any]:
+    """The RNG state of this process (weights-only loadable: tensors, ints, strings)."""
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                  float(gauss)),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    generator = getattr(dataset, "_rng", None)
+    if isinstance(generator, np.random.Generator):  # BSMamba2Dataset without workers
+        state["dataset"] = _plain(generator.bit_generator.state)
+    return state
+
+
+def _plain(value: Any) -> Any:
+    """numpy's bit-generator state as str/int-only dicts (128-bit ints as strings)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _unplain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _unplain(v) for k, v in value.items()}
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
+
+
+def restore_rng(state: Mapping[str, Any], dataset: Any = None) -> None:
+    """Set this process's RNGs (and `dataset`'s generator, when saved) to `state`."""
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "dataset" in state and hasattr(dataset, "_rng"):
+        generator = np.random.default_rng()
+        generator.bit_generator.state = _unplain(state["dataset"])
+        dataset._rng = generator
+        dataset._rng_owner = (os.getpid(), None)
+
+
+def epoch_started(dataset: Any) -> None:
+    """Start the epoch from the saved RNG state (resume, or end of the previous epoch)."""
+    state = _rng.pop("state", None)
+    if state is not None:
+        restore_rng(state, dataset)
+
+
+def epoch_ended(dataset: Any) -> None:
+    _rng["state"] = capture_rng(dataset)
+
+
+def resume_block() -> dict[str, Any] | None:
+    """What `last_<type>.ckpt` gets under RESUME_KEY (None before the first epoch ends)."""
+    state = _rng.get("state")
+    return None if state is None else {"rng": state}
+
+
+def start_resume(args: Any, checkpoint: Any) -> None:
+    """msst-train from a checkpoint with a resume block: restore everything msst can."""
+    if not (isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(RESUME_KEY),
+                                                           Mapping)):
+        return
+    for flag in _RESUME_FLAGS:
+        setattr(args, flag, True)
+    _rng["state"] = checkpoint[RESUME_KEY]["rng"]
+    logger.warning("bsmamba2: resuming from %s at epoch %s (optimizer, scheduler, epoch, "
+                   "metrics, losses, EMA and random state restored)", args.start_check_point,
+                   int(checkpoint.get("epoch", -1)) + 1)
+
+
+# ---------------------------------------------------------------- non-finite
+class NonFiniteLossError(RuntimeError):
+    """Too many training steps in a row had a NaN or Inf loss."""
+
+
+@dataclasses.dataclass
+class NonFiniteLossGuard:
+    """Counts NaN/Inf losses: `in_a_row` resets on a finite loss, `total` never."""
+
+    in_a_row: int = 0
+    total: int = 0
+    step: int = 0
+    epoch: int = 0
+
+    def new_epoch(self, epoch: int) -> None:
+        self.epoch, self.step = epoch, 0
+
+    def check(self, loss: Any, limit: int) -> bool:
+        """True if `loss` is finite; else log, count, and raise after `limit` in a row.
+
+        Raises:
+            NonFiniteLossError: `limit` non-finite losses in a row.
+        """
+        import torch
+
+        self.step += 1
+        if bool(torch.isfinite(loss.detach()).all()):
+            self.in_a_row = 0
+            return True
+        self.in_a_row += 1
+        self.total += 1
+        logger.warning("bsmamba2: epoch %d step %d: training loss is %s; step skipped "
+                       "(%d in a row, %d skipped in this run; training.max_nonfinite_steps"
+                       "=%d)", self.epoch, self.step, float(loss.detach().float().sum()),
+                       self.in_a_row, self.total, limit)
+        if self.in_a_row >= limit:
+            raise NonFiniteLossError(
+                f"Training stopped at epoch {self.epoch} step {self.step}: the loss was NaN "
+                f"or Inf for {self.in_a_row} steps in a row (training.max_nonfinite_steps="
+                f"{limit}; {self.total} skipped in this run). No weights with NaN were "
+                f"saved; last_<type>.ckpt holds the last good epoch. Likely causes: learning "
+                f"rate too high (training.lr), fp16 overflow (use training.autocast_dtype: "
+                f"bfloat16 or use_amp: false), NaN or Inf samples in the data, or "
+                f"training.grad_clip disabled. Fix the cause and resume with "
+                f"--start_check_point last_<type>.ckpt.")
+        return False
+
+
+GUARD = NonFiniteLossGuard()
+
+
+# ------------------------------------------------------------------ the patch
+def make_load_start_checkpoint(original):
+    """Bridge patch of msst's load_start_checkpoint (model_utils and its by-value copies).
+
+    Plugin types: in msst-valid / msst-inference (type_ != "train"), `check_fit` first;
+    in training, `start_resume` (a no-op for checkpoints without a resume block).
+    """
+    import functools
+
+    from . import plugins
+
+    @functools.wraps(original)
+    def load_start_checkpoint(args, model, old_model, type_="train"):
+        if args.model_type in plugins.available():
+            if type_ == "train":
+                start_resume(args, old_model)
+            else:
+                check_fit(model, old_model, path=str(args.start_check_point),
+                          model_type=args.model_type)
+        return original(args, model, old_model, type_)
+
+    return load_start_checkpoint
