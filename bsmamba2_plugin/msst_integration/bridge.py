@@ -10,6 +10,9 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
 | msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
 | msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
+| msst.utils.model_utils, msst._validation, msst._train_accelerate | demix | plugin types: `streaming.demix_streaming`, msst's algorithm without full-length copies |
+| msst.utils.model_utils, msst._inference | bigshifts_wrapper | plugin types, `--bigshifts 1`: straight to the streamed demix (msst copies input and output) |
+| msst._inference | separate_audio | plugin types without TTA or `inference.normalize`: no copies of the input (long files, issue 12) |
 | msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume |
 
 Patches are idempotent and applied when each module is first imported (`hook`,
@@ -36,7 +39,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import import_hooks, plugins
+from . import import_hooks, plugins, streaming
 
 __all__ = ["MSST_VERSION", "PATCHES", "MsstCompatibilityWarning", "doctor_rows", "install",
            "patch_module", "patch_report"]
@@ -340,6 +343,7 @@ def _make_save_last_weights(original):
 
 
 # -------------------------------------------------------------------- table
+_DEMIX = ("config", "model", "mix", "device", "model_type", "pbar")
 PATCHES: tuple[Patch, ...] = (
     Patch("msst.utils.settings", "build_model_from_config",
           ("model_type", "config", "pretrained"), _make_build_model_from_config,
@@ -375,6 +379,14 @@ PATCHES: tuple[Patch, ...] = (
           ("args", "model", "device_ids", "optimizer", "epoch", "all_time_all_metrics",
            "all_losses", "best_metric", "scheduler"),
           _make_save_last_weights, "also write last_<type>_ema.ckpt"),
+    *(Patch(module, "demix", _DEMIX, streaming.make_demix, "streamed demix for plugin types")
+      for module in ("msst.utils.model_utils", "msst._validation", "msst._train_accelerate")),
+    *(Patch(module, "bigshifts_wrapper", _DEMIX + ("bigshifts",),
+            streaming.make_bigshifts_wrapper, "no copies with --bigshifts 1")
+      for module in ("msst.utils.model_utils", "msst._inference")),
+    Patch("msst._inference", "separate_audio",
+          ("model", "args", "config", "device", "mix", "detailed_progress"),
+          streaming.make_separate_audio, "no input copies for plugin types"),
 )
 TARGET_MODULES = frozenset(p.module for p in PATCHES)
 _report: dict[tuple[str, str], str] = {}

@@ -20,7 +20,7 @@ __all__ = ["MsstPatchFinder", "register"]
 # = bridge.TARGET_MODULES, written out so that startup does not import the bridge
 _TARGETS = frozenset({
     "msst.utils.settings", "msst.utils.model_utils", "msst.utils.dataset",
-    "msst._training", "msst._train_accelerate",
+    "msst._training", "msst._train_accelerate", "msst._inference", "msst._validation",
 })
 
 
