@@ -176,6 +176,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"bsmamba2 {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except OSError as error:  # disk full, permissions, a vanished mount
+        print(f"bsmamba2 {args.command}: error: {_os_error_message(error)}", file=sys.stderr)
+        return 2
+
+
+def _os_error_message(error: OSError) -> str:
+    """What failed, on which file, and what to do; for a full disk, that a rerun resumes."""
+    import errno
+
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device{where}. Nothing was left half-written under a "
+                f"final name. Fix: free space (or choose another output folder) and run the "
+                f"same command again; it resumes or restarts cleanly.")
+    return (f"{error.strerror or error}{where}. Fix: check that the path exists and is "
+            f"writable, then run the same command again.")
 
 
 # ------------------------------------------------------------------- doctor
@@ -425,6 +441,18 @@ def generated_mixture(seconds: float, channels: int, sample_rate: int = 44100) -
     return mono.repeat(channels, 1).unsqueeze(0).float()
 
 
+def _check_plugin_sections(raw: dict, path: Path) -> None:
+    """Parse the plugin's training sections too, so that `summary --config` finds their
+    errors now rather than at msst-train's first step."""
+    from .training.augment import AugmentConfig
+    from .training.losses import PaperLossConfig
+
+    for section, parse in (("loss_bsmamba2", PaperLossConfig.from_mapping),
+                           ("augmentations_bsmamba2", AugmentConfig.from_mapping)):
+        if section in raw:
+            parse(raw[section], path=f"{path}: {section}")
+
+
 def _summary(args: argparse.Namespace) -> int:
     import torch
 
@@ -433,8 +461,9 @@ def _summary(args: argparse.Namespace) -> int:
     from .network.ssd import describe_backend
 
     if args.config is not None:
-        config = BSMamba2Config.from_mapping(_load_yaml(args.config)["model"],
-                                             path=f"{args.config}: model")
+        raw = _load_yaml(args.config)
+        config = BSMamba2Config.from_mapping(raw["model"], path=f"{args.config}: model")
+        _check_plugin_sections(raw, args.config)
         source = str(args.config)
     else:
         config = getattr(BSMamba2Config, args.preset)()

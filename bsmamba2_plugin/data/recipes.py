@@ -432,8 +432,14 @@ def run_recipe(recipe: Recipe, workdir: str | Path, *, overrides: Mapping[str, s
         echo(f"{header}: {shlex.join(command)}")
         start = time.monotonic()
         if stage.copy is not None:
-            Path(command[2]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(command[1], command[2])
+            target = Path(command[2])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.tmp")  # no half copy on a full disk
+            try:
+                shutil.copyfile(command[1], temporary)
+                os.replace(temporary, target)
+            finally:
+                temporary.unlink(missing_ok=True)
             outcome = "ok"
         else:
             limit = (None if stage_settings["time_limit_seconds"] is None

@@ -129,8 +129,19 @@ def _tracks(data: Path) -> list[Path]:
 def _read(path: Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    return audio.T.copy(), rate
+    try:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    except RuntimeError as error:  # corrupt, empty, unknown format
+        raise ValueError(f"{path}: cannot read the audio ({error}). Fix: replace the file, "
+                         f"or move its track folder out of --data.") from error
+    if audio.shape[0] == 0:
+        raise ValueError(f"{path}: the file holds 0 samples. Fix: replace the file, or move "
+                         f"its track folder out of --data.")
+    if not np.isfinite(audio).all():
+        raise ValueError(f"{path}: the audio holds NaN or infinite samples. Fix: repair the "
+                         f"file, or move its track folder out of --data; nothing was scored.")
+    # (channels, samples) view of the (samples, channels) array: a long track is not copied
+    return audio.T, rate
 
 
 def _load_track(track: Path, from_segments, config) -> dict[str, Any]:
@@ -178,7 +189,7 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
     rows_path = out / "results.jsonl"
     rows: list[dict[str, Any]] = []
     if rows_path.exists():
-        rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+        rows = _read_rows(rows_path, echo)
     tracks = _tracks(data)
     loaded = [_load_model(spec, device) for spec in models]
     names = [MIXTURE] * include_mixture + [name for name, *_ in loaded]
@@ -243,6 +254,19 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
             sink.write(json.dumps(row) + "\n")
             sink.flush()
     return write_report(rows, out, order=names)
+
+
+def _read_rows(path: Path, echo: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Rows of results.jsonl; a last line cut short (killed run, full disk) is dropped and
+    the file rewritten without it, so the rerun scores that row again."""
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        echo(f"evaluate: the last line of {path} is incomplete (an interrupted run); "
+             f"dropping it and scoring that row again")
+        lines = lines[:-1]
+        _write_text(path, "".join(line + "\n" for line in lines))
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
@@ -323,13 +347,16 @@ def _paired_note(a: str, b: str, skipped: list[tuple[float, str, int]], *,
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    import io
+
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_text(path, buffer.getvalue())
 
 
 def _cell(stat: dict[str, float], which: str = "median") -> str:
@@ -370,8 +397,21 @@ def _write_markdown(summary: dict[str, Any], path: Path) -> None:
 def _write_text(path: Path, text: str) -> None:
     """Write through a temporary file, so a reader never sees half a report."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    """savefig through a temporary file (a full disk leaves no half PNG)."""
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(temporary, dpi=120)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
@@ -395,7 +435,7 @@ def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> Non
     axes[0].legend(fontsize=8)
     fig.suptitle("Quality vs inference chunk length")
     fig.tight_layout()
-    fig.savefig(out / "quality_vs_chunk.png", dpi=120)
+    _save_figure(fig, out / "quality_vs_chunk.png")
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -417,7 +457,7 @@ def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> Non
     axes[0].legend(fontsize=8)
     fig.suptitle(f"By vocal-activity bucket ({summary['chunk_seconds'][-1]:g} s chunks)")
     fig.tight_layout()
-    fig.savefig(out / "by_activity.png", dpi=120)
+    _save_figure(fig, out / "by_activity.png")
     plt.close(fig)
 
     if summary["paired"]:
@@ -444,5 +484,5 @@ def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> Non
             ax.grid(alpha=0.3)
         fig.suptitle("Paired per-track differences, mean and bootstrap 95 % CI")
         fig.tight_layout()
-        fig.savefig(out / "paired_differences.png", dpi=120)
+        _save_figure(fig, out / "paired_differences.png")
         plt.close(fig)

@@ -15,22 +15,23 @@ n windows; the sum is divided by the summed window, which is positive everywhere
 
 Any model with the msst contract works: `model(x)` with x (b, c, samples) returns
 (b, stems, c, samples).
+
+Memory (issue 12): the track is never copied or padded as a whole. Each chunk is cut
+from the input (zero padding added per chunk), its estimate is added straight into the
+(stems, c, samples) result, and overlap-add divides each stretch by its window sum as
+soon as no later chunk reaches it, so peak memory is the input, the result and a few
+chunks, whatever the track length. A NaN or infinite input sample or model output is an
+error, not NaN audio.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 from torch.nn import functional as F
 
 __all__ = ["separate"]
-
-
-def _batches(chunks: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    for start in range(0, chunks.shape[0], batch_size):
-        yield chunks[start:start + batch_size]
 
 
 def separate(model: torch.nn.Module, mixture: torch.Tensor, chunk_samples: int, *,
@@ -40,7 +41,7 @@ def separate(model: torch.nn.Module, mixture: torch.Tensor, chunk_samples: int, 
 
     Args:
         model: maps (b, c, chunk_samples) to (b, stems, c, chunk_samples).
-        mixture: (c, samples) waveform of any length >= 1.
+        mixture: (c, samples) waveform of any length >= 1; read, never copied whole.
         chunk_samples: chunk length d in samples.
         overlap: 1 = the paper's non-overlapping protocol; n > 1 = overlap-add with hop
             chunk_samples / n.
@@ -52,7 +53,8 @@ def separate(model: torch.nn.Module, mixture: torch.Tensor, chunk_samples: int, 
         (stems, c, samples) float32 estimates on the CPU.
 
     Raises:
-        ValueError: bad shapes or arguments.
+        ValueError: bad shapes or arguments, or a NaN/Inf sample in `mixture`.
+        RuntimeError: the model returned NaN/Inf for a finite chunk.
     """
     if mixture.dim() != 2 or mixture.shape[-1] < 1:
         raise ValueError(f"separate: mixture must be (channels, samples) with samples >= 1, got "
@@ -70,35 +72,62 @@ def separate(model: torch.nn.Module, mixture: torch.Tensor, chunk_samples: int, 
     hop = chunk_samples // overlap
     lead = chunk_samples - hop  # 0 for the paper protocol
     n_chunks = math.ceil((samples + lead) / hop)
-    total = (n_chunks - 1) * hop + chunk_samples
-    padded = F.pad(mixture.float(), (lead, total - lead - samples))
-    chunks = padded.unfold(-1, chunk_samples, hop).permute(1, 0, 2)  # (n, c, chunk)
-
     window = (torch.hann_window(chunk_samples, periodic=True) if overlap > 1
               else torch.ones(chunk_samples))
+
+    def read(index: int) -> torch.Tensor:
+        """Chunk `index` of the track zero-padded by `lead` in front and to whole chunks."""
+        start = index * hop - lead
+        a, b = max(start, 0), min(start + chunk_samples, samples)
+        piece = mixture[:, a:b].float()
+        if not torch.isfinite(piece).all():
+            bad = a + int(torch.nonzero(~torch.isfinite(piece).all(0))[0])
+            raise ValueError(f"separate: the mixture has a NaN or infinite sample at sample "
+                             f"{bad} (of {samples}). Fix: repair the file; nothing was "
+                             f"separated.")
+        return F.pad(piece, (a - start, start + chunk_samples - b))
+
     out: torch.Tensor | None = None
-    weight = torch.zeros(total)
-    done = 0
+    weight = torch.zeros(chunk_samples + hop * batch_size)  # window sums from `base` on
+    base = 0  # first padded position not yet divided by its window sum
+
+    def finalize(end: int) -> None:
+        nonlocal base, weight
+        a, b = max(base, lead), min(end, lead + samples)
+        if overlap > 1 and a < b and out is not None:
+            out[..., a - lead:b - lead] /= weight[a - base:b - base].clamp_min(1e-8)
+        weight = torch.cat([weight[end - base:], torch.zeros(end - base)])
+        base = end
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_chunks, desc="separating", unit="chunk")
     with torch.inference_mode():
-        for batch in _batches(chunks, batch_size):
+        for first in range(0, n_chunks, batch_size):
+            indices = range(first, min(first + batch_size, n_chunks))
+            batch = torch.stack([read(k) for k in indices])
             estimates = model(batch.to(device)).float().cpu()  # (b, stems, c, chunk)
+            if not torch.isfinite(estimates).all():
+                raise RuntimeError(
+                    f"separate: the model returned NaN or infinite values for the chunk at "
+                    f"sample {max(first * hop - lead, 0)} of a finite mixture. Fix: check "
+                    f"the checkpoint (was it saved after a NaN loss?).")
             if out is None:
-                out = torch.zeros(estimates.shape[1], channels, total)
-            for i in range(estimates.shape[0]):
-                start = (done + i) * hop
-                out[..., start:start + chunk_samples] += estimates[i] * window
-                weight[start:start + chunk_samples] += window
-            done += estimates.shape[0]
+                out = torch.zeros(estimates.shape[1], channels, samples)
+            for i, k in enumerate(indices):
+                start = k * hop
+                weight[start - base:start - base + chunk_samples] += window
+                a, b = max(start, lead), min(start + chunk_samples, lead + samples)
+                if a < b:
+                    out[..., a - lead:b - lead] += estimates[i, ..., a - start:b - start] * \
+                        window[a - start:b - start]
+            finalize(indices[-1] * hop + hop)
             if bar is not None:
-                bar.update(estimates.shape[0])
+                bar.update(len(indices))
     if bar is not None:
         bar.close()
     assert out is not None
-    if overlap > 1:
-        out = out / weight.clamp_min(1e-8)
-    return out[..., lead:lead + samples].contiguous()
+    finalize(base + chunk_samples)
+    return out

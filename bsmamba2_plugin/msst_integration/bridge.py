@@ -16,6 +16,9 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst.preflight | check | the same weights-only loading for `msst-check` (it imports torch locally) |
 | msst.utils.model_utils, _validation, _inference, _valid_ddp, _train_accelerate | load_start_checkpoint | plugin types: one message for a checkpoint that does not fit the config (valid/inference); a full resume from a `last_<type>.ckpt` with a resume block (training); training refuses to resume from a file of EMA weights (it would train the average as raw weights) and names the raw file |
 | msst._training | train_one_epoch, compute_training_loss, save_last_weights | plugin types: RNG state saved in `last_<type>.ckpt` and restored per epoch; NaN/Inf losses skipped and counted, `training.max_nonfinite_steps` in a row stop training |
+| msst.utils.model_utils, msst._validation, msst._train_accelerate | demix | plugin types: `streaming.demix_streaming`, msst's algorithm without full-length copies |
+| msst.utils.model_utils, msst._inference | bigshifts_wrapper | plugin types, `--bigshifts 1`: straight to the streamed demix (msst copies input and output) |
+| msst._inference | separate_audio | plugin types without TTA or `inference.normalize`: no copies of the input (long files, issue 12) |
 | msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume; write `best_<type>.ckpt` (the validation-selected weights) whenever the metric improves; tell the dataset the epoch |
 | msst._train_accelerate | valid | the accelerate launcher has no train_one_epoch: advance the dataset's epoch after each validation |
 
@@ -41,7 +44,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import ema, import_hooks, plugins, run_safety, safe_load
+from . import ema, import_hooks, plugins, run_safety, safe_load, streaming
 from .common import (
     DATASET_MODULE,
     cfg_get,
@@ -316,6 +319,7 @@ def _finish_dataset_patch() -> None:
 
 
 # -------------------------------------------------------------------- table
+_DEMIX = ("config", "model", "mix", "device", "model_type", "pbar")
 PATCHES: tuple[Patch, ...] = (
     Patch("msst.utils.settings", "build_model_from_config",
           ("model_type", "config", "pretrained"), _make_build_model_from_config,
@@ -361,6 +365,14 @@ PATCHES: tuple[Patch, ...] = (
           ("args", "model", "device_ids", "optimizer", "epoch", "all_time_all_metrics",
            "all_losses", "best_metric", "scheduler"),
           ema.make_save_last_weights, "also write last_<type>_ema.ckpt"),
+    *(Patch(module, "demix", _DEMIX, streaming.make_demix, "streamed demix for plugin types")
+      for module in ("msst.utils.model_utils", "msst._validation", "msst._train_accelerate")),
+    *(Patch(module, "bigshifts_wrapper", _DEMIX + ("bigshifts",),
+            streaming.make_bigshifts_wrapper, "no copies with --bigshifts 1")
+      for module in ("msst.utils.model_utils", "msst._inference")),
+    Patch("msst._inference", "separate_audio",
+          ("model", "args", "config", "device", "mix", "detailed_progress"),
+          streaming.make_separate_audio, "no input copies for plugin types"),
 )
 # issue 12: every msst module that torch.load()s a --start_check_point or torch.save()s a
 # checkpoint sees a guarded `torch` (safe_load.TorchView); the loaders check fit and resume

@@ -220,6 +220,9 @@ def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike, *,
                "meta": meta, "bsmamba2_config": config.to_dict()}
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, target)
+    try:  # a full disk or a kill leaves no half-written OUT (and no .tmp behind)
+        torch.save(payload, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return meta

@@ -273,9 +273,11 @@ def reject_unknown_keys(keys: Any, valid: Any, path: str, *, note: str = "") -> 
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"model.{name}: expected a positive integer, got {value!r} "
-                        f"({type(value).__name__}).")
+                        f"({type(value).__name__}). Fix: write a whole number without quotes "
+                        f"(the paper's value is {getattr(BSMamba2Config, name, None)!r}).")
     if value < 1:
-        raise ValueError(f"model.{name}: expected a positive integer, got {value}.")
+        raise ValueError(f"model.{name}: expected a positive integer, got {value}. Fix: use "
+                         f"1 or more (the paper's value is {getattr(BSMamba2Config, name, None)!r}).")
 
 
 def _to_tuple(value: Any) -> Any:

@@ -111,6 +111,14 @@ class BSMamba2(nn.Module):
             )
         if mixture.shape[-1] < 1:
             raise ValueError("BSMamba2.forward: the input has 0 samples; need at least 1.")
+        # Checked in eval mode only: on a GPU the check waits for the device, which a
+        # training step should not; a NaN batch there shows up as a NaN loss instead.
+        if not self.training and not bool(torch.isfinite(mixture).all()):
+            bad = torch.nonzero(~torch.isfinite(mixture))[0].tolist()
+            raise ValueError(
+                f"BSMamba2.forward: the input holds NaN or infinite samples (first at "
+                f"[batch, channel, sample] = {bad}, shape {tuple(mixture.shape)}); the output "
+                f"would be NaN. Fix: repair or skip that audio (e.g. torch.nan_to_num).")
         return mixture
 
     # --------------------------------------------------------------- forward
@@ -119,7 +127,7 @@ class BSMamba2(nn.Module):
 
         Args:
             mixture: (b, c, samples) waveform, c = 2 if stereo else 1 (mono also takes
-                (b, samples)), any length >= 1 sample.
+                (b, samples)), any length >= 1 sample; finite (checked in eval mode).
 
         Returns:
             (b, num_stems, c, samples) estimates, float32 (float64 for float64 input).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import struct
 from pathlib import Path
@@ -95,7 +96,22 @@ def _write_track(folder: Path, track: RenderedTrack, sample_rate: int, *, seed: 
     _write_float_wav(folder / "mixture.wav", track.mixture, sample_rate)
     activity = {**track.activity, "seed": int(seed), "engine": engine,
                 "renderer_version": RENDERER_VERSION}
-    (folder / "activity.json").write_text(json.dumps(activity) + "\n", encoding="utf-8")
+    _write_replacing(folder / "activity.json",
+                     (json.dumps(activity) + "\n").encode("utf-8"))
+
+
+def _write_replacing(path: Path, payload: bytes | memoryview, *parts: bytes | memoryview) -> None:
+    """Write through `.<name>.tmp` and rename, so that an interrupted or failed write (disk
+    full) never leaves a half-written file under the final name."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            for part in (payload, *parts):
+                handle.write(part)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _write_float_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
@@ -111,12 +127,11 @@ def _write_float_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     fmt = struct.pack("<HHIIHHH", 3, channels, sample_rate, sample_rate * block, block, 32, 0)
     fact = struct.pack("<I", frames)
     size = 4 + (8 + len(fmt)) + (8 + len(fact)) + (8 + data.nbytes)
-    with open(path, "wb") as handle:
-        handle.write(b"RIFF" + struct.pack("<I", size) + b"WAVE")
-        handle.write(b"fmt " + struct.pack("<I", len(fmt)) + fmt)
-        handle.write(b"fact" + struct.pack("<I", len(fact)) + fact)
-        handle.write(b"data" + struct.pack("<I", data.nbytes))
-        handle.write(memoryview(data).cast("B"))
+    header = (b"RIFF" + struct.pack("<I", size) + b"WAVE"
+              + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+              + b"fact" + struct.pack("<I", len(fact)) + fact
+              + b"data" + struct.pack("<I", data.nbytes))
+    _write_replacing(path, header, memoryview(data).cast("B"))
 
 
 def _remove_stale_tracks(out: Path, counts: dict[str, int]) -> None:

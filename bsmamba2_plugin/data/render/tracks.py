@@ -183,5 +183,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
         if entries:
             shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
             raise FileExistsError(
-                f"out: {out} is not empty ({len(entries)} entries: {shown}); pass a new or "
-                "empty folder, or overwrite=True to replace a dataset rendered there.")
+                f"out: {out} is not empty ({len(entries)} entries: {shown}); nothing was "
+                "written. Fix: pass a new or empty folder, or --overwrite (Python: "
+                "overwrite=True) to render into it again (this also completes an "
+                "interrupted run; files other than the renderer's are kept).")
