@@ -85,8 +85,17 @@ def test_resuming_from_ema_weights_is_refused_naming_the_raw_file(trained: Path,
 
 
 def test_resuming_from_last_restores_raw_weights_and_the_ema(trained: Path) -> None:
-    result = train(trained, "--start_check_point", "results/last_bsmamba2.ckpt",
-                   "--results_path", "resumed_ok")
+    # a full resume continues after the saved epoch: give it one more epoch to run
+    config = yaml.safe_load(TINY.read_text())
+    config["training"]["num_epochs"] = int(config["training"]["num_epochs"]) + 1
+    longer = trained / "config_one_more_epoch.yaml"
+    longer.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [str(BIN / "msst-train"), "--model_type", "bsmamba2", "--config_path", str(longer),
+         "--data_path", "data/train", "--valid_path", "data/valid", "--dataset_type", "1",
+         "--results_path", "resumed_ok", "--num_workers", "0",
+         "--start_check_point", "results/last_bsmamba2.ckpt"],
+        cwd=trained, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "EMA weights restored from results/last_bsmamba2_ema.ckpt" in result.stdout
 

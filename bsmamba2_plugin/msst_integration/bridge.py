@@ -259,7 +259,8 @@ def _describe_setup(config: Any, args: Any, device: Any, use_amp: bool, amp_dtyp
     else:
         why = "--use_standard_loss" if "loss_bsmamba2" in config else \
             "no loss_bsmamba2: section"
-        parts.append(f"loss: msst's --loss {' '.join(args.loss)} ({why})")
+        losses = " ".join(getattr(args, "loss", None) or ["(msst's default)"])
+        parts.append(f"loss: msst's --loss {losses} ({why})")
     if "augmentations_bsmamba2" in config:
         aug = AugmentConfig.from_mapping(config["augmentations_bsmamba2"])
         source = (f"salient windows (SAD, hop {aug.sad_hop_seconds:g} s)"
