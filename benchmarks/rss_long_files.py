@@ -10,8 +10,14 @@ chunks at a time, so its memory does not grow with the file, and the run takes m
 instead of real time on a 2-core CPU. STAND_IN=0 runs the real model.
 Issue 12; results in benchmarks/results/rss_long_files.md.
 """
-import json, resource, sys, os
-import numpy as np, soundfile as sf
+import json
+import os
+import resource
+import sys
+
+import numpy as np
+import soundfile as sf
+
 mode, minutes, work = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 stand_in = os.environ.get("STAND_IN", "1") == "1"
 if stand_in:
@@ -37,8 +43,9 @@ else:
     write(f"{work}/in/track/mixture.wav", "FLOAT", 0)
     write(f"{work}/in/track/vocals.wav", "FLOAT", 1)
     import torch
-    from bsmamba2_plugin.msst_integration.registry import build_model
     import yaml
+
+    from bsmamba2_plugin.msst_integration.registry import build_model
     if not os.path.exists(f"{work}/ev.ckpt"):
         m = build_model(yaml.safe_load(open(cfg))["model"])
         torch.save({"state_dict": m.state_dict(), "meta": {"model_type": "bsmamba2"}}, f"{work}/ev.ckpt")
