@@ -23,8 +23,8 @@ import torch
 msst = pytest.importorskip("msst")
 pytest.importorskip("librosa")
 
-from bsmamba2_plugin.evaluation.inference import separate  # noqa: E402
-from bsmamba2_plugin.msst_integration import bridge, streaming  # noqa: E402
+from bsmamba2_plugin.evaluation.inference import separate
+from bsmamba2_plugin.msst_integration import bridge, streaming
 
 pytestmark = pytest.mark.msst
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def _config(chunk: int, overlap: int, batch: int, target: str | None):
 
 
 def _msst_demix():
-    import msst.utils.model_utils as model_utils
+    from msst.utils import model_utils
 
     bridge.install()
     return getattr(model_utils.demix, "__bsmamba2_original__", model_utils.demix)
@@ -77,7 +77,7 @@ def test_streamed_demix_gives_msst_numbers_bit_for_bit(length, overlap, batch, c
 def test_msst_demix_is_patched_for_plugin_types_only() -> None:
     import msst._inference
     import msst._validation
-    import msst.utils.model_utils as model_utils
+    from msst.utils import model_utils
 
     bridge.install()
     for module, name in ((model_utils, "demix"), (msst._validation, "demix"),

@@ -4,8 +4,8 @@ Rows: (1) config errors name the key path, got vs expected and the fix, through 
 `bsmamba2 summary` and `msst-inference` console scripts; (2) make-dataset, recipe copy
 stages, evaluate and convert-checkpoint never leave half-written files and never
 overwrite without --overwrite; (3) NaN/Inf, empty, one-sample and silent audio through
-BSMamba2.forward, the chunked inference and evaluate; (5) a property-based test of the
-chunked inference.
+BSMamba2.forward, the chunked inference and evaluate. Row 5 (property-based) is in
+test_property_inference.py.
 """
 
 from __future__ import annotations
@@ -357,33 +357,3 @@ def test_stock_msst_inference_skips_bad_files_with_one_line_each(tmp_path) -> No
     assert stopped.returncode != 0
     assert "Cannot process audio file" in output and "a_corrupt.wav" in output
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
-
-
-# ---------------------------------------------------- row 5: property-based
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-
-@settings(max_examples=15, deadline=None, derandomize=True)
-@given(samples=st.integers(1, 1500), stereo=st.booleans(),
-       amplitude=st.sampled_from([0.0, 1e-6, 1e-2, 1.0, 30.0, 1e4]),
-       chunk=st.sampled_from([64, 100, 256]), overlap=st.sampled_from([1, 2, 4]),
-       batch=st.integers(1, 3))
-def test_chunked_inference_gives_finite_stems_of_the_input_shape(samples, stereo, amplitude,
-                                                                 chunk, overlap,
-                                                                 batch) -> None:
-    from bsmamba2_plugin import BSMamba2Config
-
-    config = BSMamba2Config(dim=16, depth=1, stereo=stereo, freqs_per_bands=(4, 8, 8, 13),
-                            stft_n_fft=64, stft_hop_length=16, stft_win_length=64, d_state=8,
-                            expand=2, headdim=8, backend="reference")
-    torch.manual_seed(samples)
-    model = BSMamba2(config).eval()
-    channels = config.n_channels
-    mixture = amplitude * torch.randn(channels, samples, generator=torch.Generator().manual_seed(1))
-    stems = separate(model, mixture, chunk - chunk % overlap, overlap=overlap, batch_size=batch)
-    assert stems.shape == (1, channels, samples)
-    assert stems.dtype == torch.float32
-    assert torch.isfinite(stems).all()
-    if amplitude == 0.0:
-        assert not stems.any()
