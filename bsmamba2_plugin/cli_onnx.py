@@ -33,6 +33,9 @@ def run_onnx_command(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.onnx is not None:
+        if args.variant != "fp32":
+            raise ValueError("separate: --variant goes with --checkpoint; an --onnx file runs "
+                             "as exported.")
         if args.config is not None:
             raise ValueError("separate: --config goes with --checkpoint; an --onnx file "
                              "carries its config.")
@@ -48,6 +51,12 @@ def run_onnx_command(args: argparse.Namespace) -> int:
             if not path.is_file():
                 raise FileNotFoundError(f"separate: no such file: {path}")
         model, stems, rate = load_bsmamba2(args.config, args.checkpoint)
+        if args.variant != "fp32":
+            from .evaluation.cpu_variants import build_cpu_variant, pick_cpu_variant
+
+            variant = pick_cpu_variant() if args.variant == "auto" else args.variant
+            print(f"CPU variant: {variant}")
+            model = build_cpu_variant(model, variant, threads=args.threads)
     written = separate_to_files(model, stems, rate, args.input, args.out_dir,
                                 chunk_seconds=args.chunk_seconds, overlap=args.overlap,
                                 batch_size=args.batch_size)
