@@ -13,6 +13,10 @@ The graph (SPEC.md section 2):
       -> final RMSNorm, per stem MaskEstimator                (b, s, t, sum d_k)
       -> complex mask * mixture STFT -> iSTFT                 (b, s, c, samples)
 
+`forward` is `analyse` (STFT -> real band features), `network` (features -> real
+masks) and `synthesise` (masks * STFT -> iSTFT); `network` holds no complex op, so it
+can be exported alone (`portable.PortableNetwork`, issue 13).
+
 Axes: b batch, s stems, c audio channels, f frequency bins, k bands, t frames,
 d features, h heads, p head dim, n state.
 
