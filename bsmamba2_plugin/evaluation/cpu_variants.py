@@ -99,7 +99,8 @@ class _Autocast(nn.Module):
 
 
 def build_cpu_variant(model: BSMamba2, variant: str, *, workdir: str | os.PathLike | None = None,
-                      threads: int | None = None) -> nn.Module:
+                      threads: int | None = None,
+                      onnx_file: str | os.PathLike | None = None) -> nn.Module:
     """`variant` of `model` (its weights; `model` itself is left unchanged).
 
     Args:
@@ -108,6 +109,8 @@ def build_cpu_variant(model: BSMamba2, variant: str, *, workdir: str | os.PathLi
         workdir: where the onnx variants write their files (default: a new temporary
             folder that lives as long as the process).
         threads: onnxruntime intra-op threads (None: all).
+        onnx_file: an `export_onnx` file of this same `model` for the onnx variants to
+            start from instead of exporting again (a paper-config export takes minutes).
 
     Returns:
         an eval-mode module with the msst contract and a `config` attribute.
@@ -127,7 +130,9 @@ def build_cpu_variant(model: BSMamba2, variant: str, *, workdir: str | os.PathLi
     from .onnx_runtime import OnnxSeparator, _require, export_onnx
 
     folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="bsm2-"))
-    path = export_onnx(model, folder / "bsmamba2_fp32.onnx")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (Path(onnx_file) if onnx_file is not None
+            else export_onnx(model, folder / "bsmamba2_fp32.onnx"))
     if variant == "onnx-int8":
         quantization = _require("onnxruntime.quantization", "the onnx-int8 variant")
         target = folder / "bsmamba2_int8.onnx"
