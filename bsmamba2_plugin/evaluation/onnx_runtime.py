@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,12 +52,10 @@ def _require(name: str, purpose: str) -> Any:
 
 
 def _atomic_target(path: Path) -> Path:
-    """A fresh temporary path in the folder of `path` (so os.replace is atomic)."""
+    """A temporary path next to `path` (same folder, so os.replace is atomic). The file
+    is created by its writer, so it gets the usual permissions (mkstemp's are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                         dir=path.parent)
-    os.close(handle)
-    return Path(temporary)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def load_bsmamba2(config_path: str | os.PathLike, checkpoint: str | os.PathLike | None
