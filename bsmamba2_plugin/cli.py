@@ -19,6 +19,10 @@
     bsmamba2 bench [--models NAME ...] [--json FILE]
                                       training/inference speed, memory and TFLOP/s next
                                       to msst's BS-RoFormer
+    bsmamba2 export-onnx CONFIG CHECKPOINT OUT.onnx
+                                      the network between STFT and iSTFT as ONNX
+    bsmamba2 separate (--onnx FILE | --config C --checkpoint K) IN.wav OUT_DIR
+                                      separate a file with onnxruntime or PyTorch
 """
 
 from __future__ import annotations
@@ -145,6 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--infer-batch", type=int, default=8)
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
+
+    export = sub.add_parser("export-onnx", help="export the network between the STFT and the "
+                                                "iSTFT to ONNX (needs the onnx extra)")
+    export.add_argument("config", type=Path, help="msst YAML with the model: section")
+    export.add_argument("checkpoint", type=Path, help="checkpoint (state dict) to export")
+    export.add_argument("out", type=Path, help="the .onnx file to write")
+
+    separate = sub.add_parser("separate", help="separate an audio file into stem WAVs")
+    engine = separate.add_mutually_exclusive_group(required=True)
+    engine.add_argument("--onnx", type=Path, metavar="FILE",
+                        help="a file from export-onnx, run by onnxruntime")
+    engine.add_argument("--checkpoint", type=Path, metavar="CKPT",
+                        help="a checkpoint run by PyTorch (needs --config)")
+    separate.add_argument("--config", type=Path, metavar="YAML",
+                          help="msst YAML for --checkpoint")
+    separate.add_argument("input", type=Path, help="audio file at the model's sample rate")
+    separate.add_argument("out_dir", type=Path, help="folder for <stem>.wav")
+    separate.add_argument("--chunk-seconds", type=float, default=8.0,
+                          help="chunk length (default 8, the paper's)")
+    separate.add_argument("--overlap", type=int, default=1,
+                          help="1: the paper's non-overlapping chunks; n > 1: overlap-add")
+    separate.add_argument("--batch-size", type=int, default=1, help="chunks per call")
+    separate.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    separate.add_argument("--variant", default="fp32",
+                          choices=("auto", "fp32", "int8", "bf16", "onnx-fp32", "onnx-int8"),
+                          help="with --checkpoint: CPU variant (evaluation/cpu_variants.py); "
+                               "auto picks by the CPU's flags (default: fp32)")
     return parser
 
 
@@ -163,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command in ("export-onnx", "separate"):
+            from .cli_onnx import run_onnx_command
+
+            return run_onnx_command(args)
         if args.command == "bench":
             from .evaluation.bench import DEFAULT_MODELS, run_bench
 

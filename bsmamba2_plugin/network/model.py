@@ -13,6 +13,10 @@ The graph (SPEC.md section 2):
       -> final RMSNorm, per stem MaskEstimator                (b, s, t, sum d_k)
       -> complex mask * mixture STFT -> iSTFT                 (b, s, c, samples)
 
+`forward` is `analyse` (STFT -> real band features), `network` (features -> real
+masks) and `synthesise` (masks * STFT -> iSTFT); `network` holds no complex op, so it
+can be exported alone (`portable.PortableNetwork`, issue 13).
+
 Axes: b batch, s stems, c audio channels, f frequency bins, k bands, t frames,
 d features, h heads, p head dim, n state.
 
@@ -133,6 +137,24 @@ class BSMamba2(nn.Module):
             (b, num_stems, c, samples) estimates, float32 (float64 for float64 input).
         """
         mixture = self._check_input(mixture)
+        n_samples = mixture.shape[-1]
+        spec, features = self.analyse(mixture)
+        masks = self.network(features)
+        return self.synthesise(spec, masks, n_samples)
+
+    # The three stages of `forward`, separable so that the network between the STFT and
+    # the iSTFT (real in, real out) can be exported or run elsewhere (issue 13).
+    def analyse(self, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """STFT and band features of a checked mixture.
+
+        Args:
+            mixture: (b, c, samples) waveform, any length >= 1 sample.
+
+        Returns:
+            spec: (b, c, f, t) complex STFT (complex128 for float64 input); input shorter
+                than n_fft // 2 + 1 samples is zero-padded at the end first.
+            features: (b, t, f * c * 2) real, innermost order (bin, channel, re/im).
+        """
         cfg = self.config
         batch, channels, n_samples = mixture.shape
         real = torch.float64 if mixture.dtype == torch.float64 else torch.float32
@@ -141,28 +163,51 @@ class BSMamba2(nn.Module):
         padded = max(n_samples, min_samples)
         if padded > n_samples:
             audio = F.pad(audio, (0, padded - n_samples))
-
-        stft_args = self._stft_args(real, audio.device)
         spec = torch.stft(audio.reshape(batch * channels, padded), return_complex=True,
-                          pad_mode="reflect", **stft_args)
+                          pad_mode="reflect", **self._stft_args(real, audio.device))
         n_bins, n_frames = spec.shape[-2:]
         spec = spec.view(batch, channels, n_bins, n_frames)
         # (b, c, f, t) complex -> (b, t, f * c * 2) real, innermost (bin, channel, re/im)
         features = torch.view_as_real(spec).permute(0, 3, 2, 1, 4).reshape(
             batch, n_frames, n_bins * channels * 2)
+        return spec, features
 
+    def network(self, features: torch.Tensor) -> torch.Tensor:
+        """Band features to real masks: band split, dual path, final norm, mask estimators.
+
+        Args:
+            features: (b, t, f * c * 2) real, as `analyse` returns them.
+
+        Returns:
+            (b, s, t, f * c * 2) real masks, same feature order.
+        """
         x = self.band_split(features)  # (b, t, k, d)
         x = self._dual_path(x)
         x = self.final_norm(x)
+        return torch.stack([estimator(x) for estimator in self.mask_estimators], dim=1)
 
-        masks = torch.stack([estimator(x) for estimator in self.mask_estimators], dim=1)
+    def synthesise(self, spec: torch.Tensor, masks: torch.Tensor, n_samples: int
+                   ) -> torch.Tensor:
+        """Complex masks times the mixture STFT, then the iSTFT.
+
+        Args:
+            spec: (b, c, f, t) complex, from `analyse`.
+            masks: (b, s, t, f * c * 2) real, from `network`.
+            n_samples: the mixture's length in samples.
+
+        Returns:
+            (b, s, c, n_samples) estimates in the real dtype of `spec`.
+        """
+        batch, channels, n_bins, n_frames = spec.shape
+        real = spec.real.dtype
+        padded = max(n_samples, self.config.stft_n_fft // 2 + 1)
         n_stems = masks.shape[1]
         # (b, s, t, f * c * 2) -> (b, s, c, f, t) complex, same feature order as above
         masks = masks.to(real).view(batch, n_stems, n_frames, n_bins, channels, 2)
         masks = torch.view_as_complex(masks.permute(0, 1, 4, 3, 2, 5).contiguous())
         estimates = spec.unsqueeze(1) * masks
         out = torch.istft(estimates.reshape(batch * n_stems * channels, n_bins, n_frames),
-                          length=padded, **stft_args)
+                          length=padded, **self._stft_args(real, spec.device))
         return out.view(batch, n_stems, channels, padded)[..., :n_samples]
 
     def _dual_path(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,173 @@
+"""Faster CPU inference variants of BSMamba2, and the rule that picks one (issue 13).
+
+Every variant has the msst model contract ((b, c, samples) -> (b, s, c, samples)) and
+keeps the model's STFT/iSTFT in float32 torch:
+
+- `fp32`: the model as it is (reference backend).
+- `int8`: `torch.ao.quantization.quantize_dynamic` on every `nn.Linear` (in/out
+  projections, band split, mask estimators): int8 weights, activations quantised per
+  call; fbgemm uses VNNI where the CPU has it. The scan, convs and norms stay float32.
+- `bf16`: the model under `torch.autocast("cpu", torch.bfloat16)`: matmuls in bfloat16
+  (AVX512-BF16 / AMX when present); the SSD accumulates in float32 (ssd.py).
+- `onnx-fp32`, `onnx-int8`: `onnx_runtime.OnnxSeparator` on the exported network, as
+  exported or after onnxruntime's dynamic int8 quantisation of its MatMul/Gemm weights.
+
+`pick_cpu_variant` chooses from what the CPU supports (`cpu_features`). Which variant is
+fastest is a measurement (`benchmarks/cpu_speed.py`); the order in `PREFERENCE` holds
+only variants that passed the quality guard (uSDR within 0.1 dB of fp32, or outputs within
+1e-4 of the peak for onnx-fp32) and must be re-checked by a timing on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..network.model import BSMamba2
+from .inference import separate
+from .metrics import usdr
+
+__all__ = ["PREFERENCE", "VARIANTS", "build_cpu_variant", "cpu_features", "pick_cpu_variant",
+           "quality_guard"]
+
+VARIANTS = ("fp32", "int8", "bf16", "onnx-fp32", "onnx-int8")
+# Tried in this order; the first the CPU supports wins (see the module docstring).
+PREFERENCE = ("int8", "onnx-fp32", "fp32")
+
+
+def cpu_features(cpuinfo: str | None = None) -> dict[str, bool]:
+    """What this CPU offers the variants.
+
+    Args:
+        cpuinfo: text of /proc/cpuinfo (default: read it; empty where there is none).
+
+    Returns:
+        {"avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "fbgemm", "onnxruntime"}:
+        the cpuinfo flags, whether torch's int8 engine fbgemm is built in, and whether
+        onnxruntime is installed.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    found = {name: name in flags for name in ("avx512_vnni", "avx_vnni", "avx512_bf16",
+                                               "amx_tile")}
+    found["fbgemm"] = "fbgemm" in torch.backends.quantized.supported_engines
+    found["onnxruntime"] = importlib.util.find_spec("onnxruntime") is not None
+    return found
+
+
+def _supported(variant: str, features: Mapping[str, bool]) -> bool:
+    if variant == "int8":  # fbgemm's int8 GEMM is only fast with VNNI
+        return features["fbgemm"] and (features["avx512_vnni"] or features["avx_vnni"])
+    if variant == "bf16":  # without native bf16 the casts cost more than they save
+        return features["avx512_bf16"] or features["amx_tile"]
+    if variant.startswith("onnx"):
+        return features["onnxruntime"]
+    return variant == "fp32"
+
+
+def pick_cpu_variant(features: Mapping[str, bool] | None = None) -> str:
+    """The first variant of `PREFERENCE` that `features` (default `cpu_features()`) allows."""
+    features = cpu_features() if features is None else features
+    return next(v for v in PREFERENCE if _supported(v, features))
+
+
+class _Autocast(nn.Module):
+    """Runs the wrapped model under CPU autocast to bfloat16; float32 stems out."""
+
+    def __init__(self, model: BSMamba2) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.model(mixture).float()
+
+
+def build_cpu_variant(model: BSMamba2, variant: str, *, workdir: str | os.PathLike | None = None,
+                      threads: int | None = None,
+                      onnx_file: str | os.PathLike | None = None) -> nn.Module:
+    """`variant` of `model` (its weights; `model` itself is left unchanged).
+
+    Args:
+        model: a float32 BSMamba2 on the CPU.
+        variant: one of `VARIANTS`.
+        workdir: where the onnx variants write their files (default: a new temporary
+            folder that lives as long as the process).
+        threads: onnxruntime intra-op threads (None: all).
+        onnx_file: an `export_onnx` file of this same `model` for the onnx variants to
+            start from instead of exporting again (a paper-config export takes minutes).
+
+    Returns:
+        an eval-mode module with the msst contract and a `config` attribute.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"build_cpu_variant: variant must be one of {', '.join(VARIANTS)}, "
+                         f"got {variant!r}.")
+    model = model.eval()
+    if variant == "fp32":
+        return model
+    if variant == "bf16":
+        return _Autocast(model).eval()
+    if variant == "int8":
+        quantized = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+        return quantized.eval()
+    from .onnx_runtime import OnnxSeparator, _require, export_onnx
+
+    folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="bsm2-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (Path(onnx_file) if onnx_file is not None
+            else export_onnx(model, folder / "bsmamba2_fp32.onnx"))
+    if variant == "onnx-int8":
+        quantization = _require("onnxruntime.quantization", "the onnx-int8 variant")
+        target = folder / "bsmamba2_int8.onnx"
+        quantization.quantize_dynamic(str(path), str(target),
+                                      weight_type=quantization.QuantType.QInt8)
+        path = target
+    return OnnxSeparator.from_file(path, threads=threads).eval()
+
+
+def quality_guard(reference: nn.Module, variant: nn.Module, tracks: Sequence[tuple[torch.Tensor,
+                  torch.Tensor]], *, chunk_samples: int, stem: int = 0) -> dict[str, float]:
+    """How far `variant` is from `reference` on whole tracks (the paper's chunking).
+
+    Args:
+        reference: the float32 model.
+        variant: the variant to check (same stems).
+        tracks: (mixture (c, samples), target (c, samples)) pairs, e.g. rendered vocals.
+        chunk_samples: chunk length for `inference.separate`.
+        stem: which output stem the targets belong to.
+
+    Returns:
+        {"usdr_reference", "usdr_variant": mean uSDR over tracks in dB, "usdr_delta_db":
+        variant minus reference, "max_error_over_peak": max |variant - reference| over
+        the largest |reference| sample, over all tracks}.
+    """
+    scores: dict[str, list[float]] = {"reference": [], "variant": []}
+    error = peak = 0.0
+    for mixture, target in tracks:
+        ref = separate(reference, mixture, chunk_samples)[stem]
+        var = separate(variant, mixture, chunk_samples)[stem]
+        scores["reference"].append(usdr(target, ref))
+        scores["variant"].append(usdr(target, var))
+        error = max(error, (var - ref).abs().max().item())
+        peak = max(peak, ref.abs().max().item())
+    mean_ref = sum(scores["reference"]) / len(tracks)
+    mean_var = sum(scores["variant"]) / len(tracks)
+    return {"usdr_reference": mean_ref, "usdr_variant": mean_var,
+            "usdr_delta_db": mean_var - mean_ref, "max_error_over_peak": error / max(peak, 1e-30)}

@@ -1,0 +1,108 @@
+"""CPU inference variants: the run-time pick, and the quality guard on rendered data."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import soundfile
+import torch
+
+from bsmamba2_plugin.evaluation.cpu_variants import (
+    PREFERENCE,
+    VARIANTS,
+    build_cpu_variant,
+    cpu_features,
+    pick_cpu_variant,
+    quality_guard,
+)
+from bsmamba2_plugin.network.config import BSMamba2Config
+from bsmamba2_plugin.network.model import BSMamba2
+
+HAS_ORT = all(importlib.util.find_spec(name) is not None
+              for name in ("onnx", "onnxscript", "onnxruntime"))
+RATE = 8000
+
+SAPPHIRE = "flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 amx_tile\n"
+ZEN3 = "flags\t\t: fpu sse avx2 fma\n"
+
+
+def test_cpu_features_reads_cpuinfo_flags() -> None:
+    found = cpu_features(SAPPHIRE)
+    assert found["avx512_vnni"] and found["avx512_bf16"] and found["amx_tile"]
+    assert not any(cpu_features(ZEN3)[name] for name in ("avx512_vnni", "avx_vnni",
+                                                         "avx512_bf16", "amx_tile"))
+
+
+def test_pick_follows_the_preference_and_what_the_cpu_has() -> None:
+    base = {"avx512_vnni": False, "avx_vnni": False, "avx512_bf16": False, "amx_tile": False,
+            "fbgemm": True, "onnxruntime": False}
+    assert pick_cpu_variant(base) == "fp32"
+    assert pick_cpu_variant({**base, "onnxruntime": True}) == "onnx-fp32"
+    assert pick_cpu_variant({**base, "avx512_vnni": True}) == "int8"
+    assert pick_cpu_variant({**base, "avx_vnni": True, "fbgemm": False}) == "fp32"
+    assert pick_cpu_variant() in PREFERENCE and set(PREFERENCE) <= set(VARIANTS)
+
+
+def test_unknown_variant_lists_the_valid_ones(tiny_config) -> None:
+    with pytest.raises(ValueError, match="onnx-int8"):
+        build_cpu_variant(BSMamba2(tiny_config), "int4")
+
+
+def _read(track) -> tuple[torch.Tensor, torch.Tensor]:
+    mixture, _ = soundfile.read(track / "mixture.wav", dtype="float32", always_2d=True)
+    vocals, _ = soundfile.read(track / "vocals.wav", dtype="float32", always_2d=True)
+    return torch.from_numpy(mixture.T.copy()), torch.from_numpy(vocals.T.copy())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[BSMamba2, list]:
+    """A tiny BSMamba2 trained for a few seconds on rendered songs (8 kHz), and the tracks."""
+    from bsmamba2_plugin.data.render import render_dataset
+
+    out = tmp_path_factory.mktemp("rendered")
+    render_dataset(out, tracks=2, valid_tracks=1, seconds=2, seed=0, sample_rate=RATE,
+                   progress=False)
+    tracks = [_read(track) for split in ("train", "valid")
+              for track in sorted((out / split).iterdir())]
+    generator = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = BSMamba2(BSMamba2Config(
+            dim=32, depth=1, freqs_per_bands=(4, 8, 8, 13), stft_n_fft=64,
+            stft_hop_length=16, stft_win_length=64, d_state=16, expand=2, headdim=16,
+            backend="reference"))
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    crop = 2000
+    for _ in range(40):
+        mixture, vocals = tracks[int(torch.randint(2, (1,), generator=generator))]
+        start = int(torch.randint(mixture.shape[1] - crop, (1,), generator=generator))
+        estimate = model(mixture[None, :, start:start + crop])[:, 0]
+        loss = (estimate - vocals[None, :, start:start + crop]).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), tracks
+
+
+@pytest.mark.parametrize("variant", [
+    "int8", "bf16",
+    pytest.param("onnx-int8", marks=pytest.mark.skipif(not HAS_ORT, reason="needs onnx extra")),
+])
+def test_variant_usdr_within_0p1_db_of_fp32(trained, variant, tmp_path) -> None:
+    model, tracks = trained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = build_cpu_variant(model, variant, workdir=tmp_path, threads=1)
+    guard = quality_guard(model, fast, tracks, chunk_samples=RATE)
+    assert guard["usdr_reference"] > 1.0  # the model separates: the guard means something
+    assert abs(guard["usdr_delta_db"]) <= 0.1, guard
+    assert guard["max_error_over_peak"] > 0  # a different computation, not the same model
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="needs the onnx extra")
+def test_onnx_fp32_variant_within_1e_4_of_peak(trained, tmp_path) -> None:
+    model, tracks = trained
+    fast = build_cpu_variant(model, "onnx-fp32", workdir=tmp_path, threads=1)
+    guard = quality_guard(model, fast, tracks[-1:], chunk_samples=RATE)
+    assert guard["max_error_over_peak"] <= 1e-4, guard
