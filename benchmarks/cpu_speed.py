@@ -41,19 +41,9 @@ from bsmamba2_plugin.evaluation.cpu_variants import (VARIANTS, build_cpu_variant
 from bsmamba2_plugin.evaluation.onnx_runtime import load_bsmamba2
 from bsmamba2_plugin.network.config import BSMamba2Config
 from bsmamba2_plugin.network.model import BSMamba2
+from cpu_vs_bs_roformer import build_bs_roformer  # the same baseline (run from benchmarks/)
 
 ROFORMER = "BS-RoFormer 256x6 fp32"
-
-
-def build_bs_roformer() -> torch.nn.Module | None:
-    try:
-        from msst.models.bs_roformer import BSRoformer
-    except ImportError as error:
-        print(f"BS-RoFormer: msst is not importable ({error}); it is left out.")
-        return None
-    return BSRoformer(dim=256, depth=6, stereo=True, num_stems=1, time_transformer_depth=1,
-                      freq_transformer_depth=1, dim_head=48, heads=8, stft_hop_length=441,
-                      mask_estimator_depth=2, flash_attn=True).eval()
 
 
 def run_once(model: torch.nn.Module, mixture: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -142,7 +132,7 @@ def main() -> None:
     if not args.no_roformer:
         roformer = build_bs_roformer()
         if roformer is not None:
-            models[ROFORMER] = roformer
+            models[ROFORMER] = roformer.eval()
     setup: dict[str, float] = {}
     exported: Path | None = None  # the onnx variants share one export of the paper model
     for variant in args.variants:

@@ -33,20 +33,11 @@ import inspect
 from numbers import Integral
 from typing import Any
 
-from . import plugins
+from .common import cfg_get, is_plugin_type
 
 __all__ = ["demix_streaming", "make_bigshifts_wrapper", "make_demix", "make_separate_audio"]
 
 
-def _is_plugin_type(model_type: str | None) -> bool:
-    return bool(model_type) and model_type in plugins.available()
-
-
-def _section_get(section: Any, key: str, default: Any = None) -> Any:
-    try:
-        return section[key] if key in section else default
-    except TypeError:
-        return getattr(section, key, default)
 
 
 def _positive_int(value: Any, path: str, fix: str) -> int:
@@ -114,7 +105,7 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
     length = source.shape[-1]
 
     inference = config.inference
-    chunk = _section_get(inference, "chunk_size", None) or config.audio.chunk_size
+    chunk = cfg_get(inference, "chunk_size", None) or config.audio.chunk_size
     chunk = _positive_int(chunk, "inference.chunk_size (or audio.chunk_size)",
                           "set it to the model's chunk length in samples.")
     overlap = _positive_int(inference.num_overlap, "inference.num_overlap",
@@ -125,7 +116,7 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
     batch_size = _positive_int(inference.batch_size, "inference.batch_size",
                                "chunks per model call, e.g. 2.")
     instruments = list(prefer_target_instrument(config))
-    target = _section_get(config.training, "target_instrument", None)
+    target = cfg_get(config.training, "target_instrument", None)
     target_index = active_stem_ids = None
     if target:
         configured = list(config.training.instruments)
@@ -185,7 +176,7 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
         from tqdm.auto import tqdm
 
         progress = tqdm(total=padded_length, desc="Processing audio chunks", leave=False)
-    use_amp = _section_get(config.training, "use_amp", True)
+    use_amp = cfg_get(config.training, "use_amp", True)
     device_type = torch.device(device).type
     starts = list(range(0, padded_length, step))
     with torch.autocast(device_type=device_type, enabled=bool(use_amp and device_type == "cuda")):
@@ -230,7 +221,7 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
 def make_demix(original):
     @functools.wraps(original)
     def demix(config, model, mix, device, model_type, pbar=False):
-        if not _is_plugin_type(model_type):
+        if not is_plugin_type(model_type):
             return original(config, model, mix, device, model_type, pbar)
         return demix_streaming(config, model, mix, device, model_type, pbar)
 
@@ -240,7 +231,7 @@ def make_demix(original):
 def make_bigshifts_wrapper(original):
     @functools.wraps(original)
     def bigshifts_wrapper(config, model, mix, device, model_type, pbar=False, bigshifts=1):
-        if not _is_plugin_type(model_type) or bigshifts > 1:
+        if not is_plugin_type(model_type) or bigshifts > 1:
             return original(config, model, mix, device, model_type, pbar, bigshifts)
         return demix_streaming(config, model, mix, device, model_type, pbar)
 
@@ -288,9 +279,9 @@ def make_separate_audio(original):
     def separate_audio(model, args, config, device, mix, *, detailed_progress=None):
         import numpy as np
 
-        normalize = bool(_section_get(getattr(config, "inference", {}) or {}, "normalize",
+        normalize = bool(cfg_get(getattr(config, "inference", {}) or {}, "normalize",
                                       False))
-        if (not _is_plugin_type(args.model_type) or args.use_tta or normalize
+        if (not is_plugin_type(args.model_type) or args.use_tta or normalize
                 or getattr(args, "bigshifts", 1) > 1):
             return original(model, args, config, device, mix,
                             detailed_progress=detailed_progress)
