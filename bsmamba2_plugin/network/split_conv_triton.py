@@ -47,6 +47,22 @@ def _load3(Gx, Gb, Gc, row, c, d, mask, DI: tl.constexpr, NS: tl.constexpr):
 
 
 @triton.jit
+def _conv_pre(base, W, Bias, s, c, d, cmask, length, stride_pl, CH: tl.constexpr,
+              TAPS: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr):
+    # bias + sum_k w_k x[src_row(s, k)]: the conv before SiLU, float32 (BL, BC)
+    acc = tl.zeros((BL, BC), dtype=tl.float32) + tl.load(
+        Bias + d * CH + c, mask=cmask, other=0.0)[None, :]
+    for k in tl.static_range(TAPS):
+        p = _src_row(s, length, d, k, TAPS)
+        m = (p >= 0) & (p < length) & (s < length)
+        xv = tl.load(base + p[:, None] * stride_pl + c[None, :],
+                     mask=m[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        w = tl.load(W + (d * CH + c) * TAPS + k, mask=cmask, other=0.0)
+        acc += xv * w[None, :]
+    return acc
+
+
+@triton.jit
 def conv_fwd(P, W, Bias, Ox, Ob, Oc, length, n_l_blocks, stride_pn, stride_pl,
              E: tl.constexpr, XOFF: tl.constexpr, CH: tl.constexpr,
              DI: tl.constexpr, NS: tl.constexpr, TAPS: tl.constexpr,
@@ -57,16 +73,8 @@ def conv_fwd(P, W, Bias, Ox, Ob, Oc, length, n_l_blocks, stride_pn, stride_pl,
     d = tl.program_id(2)
     s = lb * BL + tl.arange(0, BL)
     cmask = c < CH
-    acc = tl.zeros((BL, BC), dtype=tl.float32) + tl.load(
-        Bias + d * CH + c, mask=cmask, other=0.0)[None, :]
     base = P + seq * stride_pn + d * E + XOFF
-    for k in tl.static_range(TAPS):
-        p = _src_row(s, length, d, k, TAPS)
-        m = (p >= 0) & (p < length) & (s < length)
-        xv = tl.load(base + p[:, None] * stride_pl + c[None, :],
-                     mask=m[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-        w = tl.load(W + (d * CH + c) * TAPS + k, mask=cmask, other=0.0)
-        acc += xv * w[None, :]
+    acc = _conv_pre(base, W, Bias, s, c, d, cmask, length, stride_pl, CH, TAPS, BL, BC)
     out = acc * tl.sigmoid(acc)
     _store3(Ox, Ob, Oc, seq * length + s[:, None], c[None, :], d, out,
             (s < length)[:, None] & cmask[None, :], DI, NS)
@@ -85,16 +93,8 @@ def conv_bwd_pre(P, W, Bias, Gx, Gb, Gc, Dpre, Partial, length, n_l_blocks, stri
     s = lb * BL + tl.arange(0, BL)
     cmask = c < CH
     rows = s < length
-    acc = tl.zeros((BL, BC), dtype=tl.float32) + tl.load(
-        Bias + d * CH + c, mask=cmask, other=0.0)[None, :]
     base = P + seq * stride_pn + d * E + XOFF
-    for k in tl.static_range(TAPS):
-        p = _src_row(s, length, d, k, TAPS)
-        m = (p >= 0) & (p < length) & rows
-        xv = tl.load(base + p[:, None] * stride_pl + c[None, :],
-                     mask=m[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-        w = tl.load(W + (d * CH + c) * TAPS + k, mask=cmask, other=0.0)
-        acc += xv * w[None, :]
+    acc = _conv_pre(base, W, Bias, s, c, d, cmask, length, stride_pl, CH, TAPS, BL, BC)
     sig = tl.sigmoid(acc)
     mask2 = rows[:, None] & cmask[None, :]
     g = _load3(Gx, Gb, Gc, seq * length + s[:, None], c[None, :], d, mask2, DI, NS)
