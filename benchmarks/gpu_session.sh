@@ -1,25 +1,43 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (no network): install the carried wheels, run the CUDA
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
-#   [tests[ -k EXPR]] [profile] [accuracy] ["bench MODELS..."]   (default: tests profile bench)
+#   [tests[ -k EXPR]] [profile] [accuracy] ["bench MODELS..."] [train-runs] [compare[BUDGET_S]]
+#   (default: tests profile bench). train-runs: benchmarks/gpu_train_runs.py (2 GPUs);
+#   compare: recipes/gpu_compare_vs_bs_roformer.yaml (2 GPUs side by side).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+# into the machine's own environment (a throwaway one): msst's console scripts, our entry
+# point and our .pth startup hook only work from an installed distribution. Build ours here
+# first: rm -f .whl/bsmamba2_plugin-*.whl && pip wheel --no-deps -w .whl .
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+    .whl/*.whl || exit 1
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+# Triton's autotuning cache inside the checkout (ignored by git): a warm machine keeps it
+# between calls, so a second call skips the ~2 min first-step autotuning
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.triton_cache}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
 [ $# -gt 0 ] || set -- tests profile bench
 n=0
 for step in "$@"; do
   case $step in
-    tests*) sel=${step#tests}; timeout 300 python3 -m pytest -q tests/test_kernel_cuda.py \
+    tests*) sel=${step#tests}; timeout ${TESTS_TIMEOUT:-300} python3 -m pytest -q tests/test_kernel_cuda.py \
              tests/test_bimamba2_fused.py ${sel:+-k "$sel"} 2>&1 | tee "$OUT/tests.log" \
              | tail -15 ;;
     profile) timeout 150 python3 benchmarks/gpu_profile.py 2>&1 | tee "$OUT/profile.log" ;;
     bench*) models=${step#bench}; n=$((n + 1)); timeout 330 python3 -m bsmamba2_plugin.cli \
               bench ${models:+--models $models} --json "$OUT/bench-$n.json" 2>&1 \
               | tee "$OUT/bench-$n.log" ;;
+    train-runs*) opts=${step#train-runs}; timeout 580 python3 benchmarks/gpu_train_runs.py \
+              --work /tmp/runs --out "$OUT/train_runs" $opts 2>&1 | tee "$OUT/train_runs.log" \
+              | grep -v "it/s\]" ;;
+    compare*) budget=${step#compare}; timeout 540 python3 -m bsmamba2_plugin.cli recipe run \
+              gpu_compare_vs_bs_roformer --workdir /tmp/cmp ${budget:+--set budget_seconds=$budget} \
+              2>&1 | tee "$OUT/compare.log" | grep -v "it/s\]"
+              cp /tmp/cmp/report/summary.md /tmp/cmp/report/training.md "$OUT/" 2>/dev/null
+              tar -czf "$OUT/compare.tar.gz" -C /tmp/cmp --exclude='*.ckpt' --exclude=data \
+                  --exclude='*.wav' . ;;
     accuracy) timeout 200 python3 benchmarks/gpu_kernel_vs_reference.py --skip-timing 2>&1 \
               | tee "$OUT/accuracy.log" ;;
   esac

@@ -16,6 +16,9 @@
                                       separate -> report, on a CPU
     bsmamba2 evaluate --config C --checkpoint K [...] --data DIR --out REPORT
                                       uSDR, cSDR, silence suite, chunk lengths, plots
+    bsmamba2 training-summary RESULTS... --out FILE.md [--labels ...] [--loss-scale L=K]
+                                      steps, audio seen, step time and loss curves of msst
+                                      training runs (any model type)
     bsmamba2 bench [--models NAME ...] [--json FILE]
                                       training/inference speed, memory and TFLOP/s next
                                       to msst's BS-RoFormer
@@ -84,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--tracks", type=int, required=True, help="training tracks")
     make.add_argument("--valid-tracks", type=int, help="validation tracks (default tracks // 4, "
                                                        "at least 1)")
+    make.add_argument("--test-tracks", type=int, default=0,
+                      help="held-out tracks in OUT/test, for evaluation only (default 0)")
     make.add_argument("--seconds", type=float, required=True, help="length of every track")
     make.add_argument("--seed", type=int,
                       help=f"random seed; the same seed gives byte-identical files (default: "
@@ -93,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "package needed)")
     make.add_argument("--overwrite", action="store_true",
                       help="allow writing into a non-empty OUT")
+    make.add_argument("--workers", type=int, default=1,
+                      help="rendering processes (default 1; the files do not depend on it)")
 
     recipe = sub.add_parser("recipe", help="run or list experiment recipes")
     recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
@@ -137,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-mixture", action="store_true",
                           help="leave out the mixture-as-estimate baseline")
     evaluate.add_argument("--out", type=Path, required=True, help="report folder (resumable)")
+
+    summary = sub.add_parser("training-summary", help="step time, audio seen and loss curves "
+                                                      "of msst training runs")
+    summary.add_argument("results", type=Path, nargs="+",
+                         help="msst --results_path folders (train_timing.jsonl, last_*.ckpt)")
+    summary.add_argument("--out", type=Path, required=True, help="Markdown file to write "
+                                                                  "(.json and _loss.png beside)")
+    summary.add_argument("--labels", nargs="+", help="one label per folder")
+    summary.add_argument("--loss-scale", action="append", default=[], metavar="LABEL=K",
+                         help="multiply a run's losses by K (e.g. bs_roformer=10: msst's "
+                              "BS-RoFormer loss is the paper loss / 10)")
 
     bench = sub.add_parser("bench", help="time training and inference of BSMamba2 next to "
                                          "msst's BS-RoFormer (GPU; CPU without one)")
@@ -194,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "training-summary":
+            return _training_summary(args)
         if args.command in ("export-onnx", "separate"):
             from .cli_onnx import run_onnx_command
 
@@ -358,7 +378,8 @@ def _make_dataset(args: argparse.Namespace) -> int:
     seed = DEFAULT_DATASET_SEED if args.seed is None else args.seed
     summary = render_dataset(args.out, tracks=args.tracks, seconds=args.seconds, seed=seed,
                              sample_rate=args.sample_rate, valid_tracks=args.valid_tracks,
-                             engine=args.engine, overwrite=args.overwrite)
+                             test_tracks=args.test_tracks, engine=args.engine,
+                             overwrite=args.overwrite, workers=args.workers)
     tracks = summary["tracks"]
     silent = sum(t["mostly_silent"] for t in tracks)
     speed = summary["audio_seconds"] / max(summary["wall_seconds"], 1e-9)
@@ -439,6 +460,24 @@ def _evaluate(args: argparse.Namespace) -> int:
              include_mixture=not args.no_mixture, echo=print)
     print(f"report: {args.out / 'summary.md'}")
     print((args.out / "summary.md").read_text())
+    return 0
+
+
+def _training_summary(args: argparse.Namespace) -> int:
+    from .evaluation.training_summary import write_training_summary
+
+    scales = {}
+    for item in args.loss_scale:
+        label, sep, value = item.partition("=")
+        try:
+            scales[label] = float(value) if sep else float("nan")
+        except ValueError:
+            scales[label] = float("nan")
+        if not sep or not label or scales[label] != scales[label]:
+            raise ValueError(f"--loss-scale: expected LABEL=NUMBER (e.g. bs_roformer=10), got "
+                             f"{item!r}.")
+    write_training_summary(args.results, args.out, labels=args.labels, loss_scales=scales)
+    print(args.out.read_text())
     return 0
 
 

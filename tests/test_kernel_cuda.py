@@ -8,6 +8,8 @@ compute float32 dot products in TF32).
 
 from __future__ import annotations
 
+import copy
+
 import importlib.util
 import math
 
@@ -112,6 +114,28 @@ def test_split_conv_triton_matches_reference_on_cuda() -> None:
                               [*refs, *want]):
             err = ((a.double() - r.double()).norm() / r.double().norm()).item()
             assert err < 1e-5, (n, length, name, err)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_fused_block_runs_on_a_gpu_that_is_not_the_current_one() -> None:
+    """`msst-train --device_ids 1` moves the model to cuda:1 and leaves cuda:0 current;
+    the Triton launches must follow the tensors (outputs and gradients as on cuda:0)."""
+    from bsmamba2_plugin.network.mamba2 import BiMamba2
+
+    torch.manual_seed(0)
+    block = BiMamba2(BSMamba2Config.paper(backend="kernel"))
+    x = torch.randn(2, 62, 256)
+    results = []
+    for device in ("cuda:0", "cuda:1"):
+        torch.cuda.set_device(0)
+        module = copy.deepcopy(block).to(device)
+        xd = x.to(device).requires_grad_()
+        y = module(xd)
+        grads = torch.autograd.grad(y.square().mean(), [xd, *module.parameters()])
+        torch.cuda.synchronize(device)
+        results.append([t.detach().cpu() for t in (y, *grads)])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("length", [801, 62, 1])

@@ -168,3 +168,40 @@ def test_promised_output_must_exist(tmp_path) -> None:
                                     "creates": "{workdir}/never"}])
     with pytest.raises(RuntimeError, match="without creating"):
         run_recipe(load_recipe(path), tmp_path / "w", echo=lambda s: None)
+
+
+def test_parallel_stages_run_at_the_same_time_and_log_to_files(tmp_path) -> None:
+    """Two stages that each wait for the other's file can only finish if they overlap;
+    a third, not parallel, runs after both."""
+    wait_for = ("import sys, time, pathlib; pathlib.Path(sys.argv[1]).write_text('x'); "
+                "print('hello from', sys.argv[1]); deadline = time.time() + 30\n"
+                "while not pathlib.Path(sys.argv[2]).exists():\n"
+                "    assert time.time() < deadline, 'not run in parallel'; time.sleep(0.05)")
+    path = write_recipe(tmp_path, [
+        {"name": "a", "parallel": "{together}", "creates": "{workdir}/a",
+         "run": ["python", "-c", wait_for, "{workdir}/a", "{workdir}/b"]},
+        {"name": "b", "parallel": True, "creates": "{workdir}/b",
+         "run": ["python", "-c", wait_for, "{workdir}/b", "{workdir}/a"]},
+        {"name": "after", "creates": "{workdir}/c",
+         "run": ["python", "-c", "import pathlib, sys; assert pathlib.Path(sys.argv[1]).exists();"
+                 " pathlib.Path(sys.argv[2]).write_text('c')", "{workdir}/b", "{workdir}/c"]},
+    ], vars={"together": "true"})
+    work = tmp_path / "w"
+    results = run_recipe(load_recipe(path), work, echo=lambda s: None)
+    assert results == [("a", "ok"), ("b", "ok"), ("after", "ok")]
+    assert "hello from" in (work / "logs" / "a.log").read_text()
+    again = run_recipe(load_recipe(path), work, echo=lambda s: None)
+    assert [o for _, o in again] == ["skipped"] * 3
+
+
+def test_a_failing_parallel_stage_names_itself_and_its_log(tmp_path) -> None:
+    path = write_recipe(tmp_path, [
+        {"name": "good", "parallel": True, "run": ["python", "-c", "pass"]},
+        {"name": "bad", "parallel": True, "run": ["python", "-c", "raise SystemExit(4)"]},
+    ])
+    with pytest.raises(RuntimeError, match=r"stage 'bad'.*exit code 4.*logs/bad.log"):
+        run_recipe(load_recipe(path), tmp_path / "w", echo=lambda s: None)
+    assert (tmp_path / "w" / ".stages" / "good.done").exists()  # the other one finished
+    bad = write_recipe(tmp_path, [{"name": "x", "parallel": "maybe", "run": ["python", "-c", "1"]}])
+    with pytest.raises(ValueError, match="parallel: expected true or false, got 'maybe'"):
+        run_recipe(load_recipe(bad), tmp_path / "w2", echo=lambda s: None)

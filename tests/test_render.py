@@ -132,6 +132,22 @@ def test_same_arguments_give_byte_identical_files(tmp_path: Path) -> None:
     assert len(first) == 3 * 6 and first == second
 
 
+def test_test_split_is_held_out_and_workers_do_not_change_the_files(tmp_path: Path) -> None:
+    kwargs = {"tracks": 2, "seconds": 2.0, "seed": 3, "valid_tracks": 1, "test_tracks": 2,
+              "progress": False}
+    one = render_dataset(tmp_path / "a", **kwargs)
+    two = render_dataset(tmp_path / "b", workers=2, **kwargs)
+    assert file_bytes(tmp_path / "a") == file_bytes(tmp_path / "b")
+    assert [(t["split"], t["name"]) for t in two["tracks"]] == [
+        (t["split"], t["name"]) for t in one["tracks"]]
+    assert sorted(p.name for p in (tmp_path / "a" / "test").iterdir()) == [
+        "track_000", "track_001"]
+    held_out = read(tmp_path / "a" / "test" / "track_000", "mixture")
+    for split in ("train", "valid"):  # same index, other split: other audio
+        assert not np.array_equal(held_out, read(tmp_path / "a" / split / "track_000",
+                                                 "mixture"))
+
+
 def test_different_seeds_or_tracks_give_different_audio(tmp_path: Path) -> None:
     render_dataset(tmp_path / "a", tracks=2, seconds=3.0, seed=11, valid_tracks=0,
                    progress=False)
@@ -177,6 +193,8 @@ def test_overwrite_replaces_an_earlier_rendering_and_keeps_other_files(tmp_path:
     ({"seconds": float("nan")}, ValueError, "seconds"),
     ({"seed": -1}, ValueError, "seed"),
     ({"valid_tracks": -1}, ValueError, "valid_tracks"),
+    ({"test_tracks": -1}, ValueError, "test_tracks"),
+    ({"workers": 0}, ValueError, "workers: expected an integer >= 1"),
     ({"sample_rate": 100}, ValueError, "sample_rate"),
     ({"engine": "timidity"}, ValueError, "valid engines: 'synth', 'fluidsynth'"),
 ])

@@ -20,7 +20,9 @@ offers a new workdir or `force=True` (reruns every stage). It does not rerun in 
 its own: that would overwrite the earlier results, and some stages resume from their
 own outputs. A stage with `time_limit_seconds` is stopped at that limit (for equal-time
 comparisons) and counts as finished if the file named by its `creates:` exists.
-Nothing is ever deleted.
+Consecutive stages with `parallel: true` (or a placeholder that resolves to true) run at
+the same time, each with its output in `<workdir>/logs/<stage>.log`; the recipe waits for
+all of them before the next stage (two trainings on two GPUs, say). Nothing is ever deleted.
 
 Schema (top level): name, description, hardware, expected_duration, seed, config or
 configs, config_overrides (mapping merged into every config), vars, metrics, stages.
@@ -56,7 +58,8 @@ logger = logging.getLogger("bsmamba2_plugin")
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 _TOP_KEYS = {"name", "description", "hardware", "expected_duration", "seed", "config",
              "configs", "config_overrides", "vars", "metrics", "stages"}
-_STAGE_KEYS = {"name", "run", "copy", "creates", "time_limit_seconds", "description"}
+_STAGE_KEYS = {"name", "run", "copy", "creates", "time_limit_seconds", "description",
+               "parallel"}
 
 
 def _shipped_folders(kind: str) -> list[Path]:
@@ -101,6 +104,7 @@ class Stage:
     creates: str | None = None
     time_limit_seconds: str | None = None  # may hold a placeholder
     description: str = ""
+    parallel: str = "false"  # may hold a placeholder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +207,10 @@ def load_recipe(path: str | Path) -> Recipe:
                             copy=item.get("copy"), creates=item.get("creates"),
                             time_limit_seconds=(None if item.get("time_limit_seconds") is None
                                                 else str(item["time_limit_seconds"])),
-                            description=str(item.get("description", ""))))
+                            description=str(item.get("description", "")),
+                            parallel=str(item.get("parallel", False)).lower()))
+        if "copy" in item and stages[-1].parallel != "false":
+            raise ValueError(f"{where} ({item['name']}): only 'run' stages can be parallel.")
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: stage names must be unique, got {names}.")
@@ -375,12 +382,28 @@ def _executable(name: str) -> list[str]:
     return [found]
 
 
-def _run_command(command: list[str], *, cwd: Path, time_limit: float | None) -> str:
-    """Run one stage; returns "ok" or "time limit"."""
-    process = subprocess.Popen(_executable(command[0]) + command[1:], cwd=cwd,
-                               start_new_session=True)
+def _start_command(command: list[str], *, cwd: Path, log: Path | None = None
+                   ) -> subprocess.Popen:
+    """Start one stage's command in its own process group (output to `log` if given)."""
+    output = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        output = log.open("ab")
     try:
-        code = process.wait(timeout=time_limit)
+        return subprocess.Popen(_executable(command[0]) + command[1:], cwd=cwd,
+                                start_new_session=True, stdout=output,
+                                stderr=subprocess.STDOUT if output else None)
+    finally:
+        if output is not None:
+            output.close()  # the child holds its own copy
+
+
+def _finish_command(process: subprocess.Popen, command: list[str], *,
+                    deadline: float | None) -> str:
+    """Wait for a started stage; returns "ok" or "time limit" (stopped at `deadline`)."""
+    try:
+        code = process.wait(timeout=None if deadline is None else
+                            max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -392,6 +415,26 @@ def _run_command(command: list[str], *, cwd: Path, time_limit: float | None) -> 
     if code != 0:
         raise RuntimeError(f"command failed with exit code {code}: {shlex.join(command)}")
     return "ok"
+
+
+def _run_command(command: list[str], *, cwd: Path, time_limit: float | None) -> str:
+    """Run one stage; returns "ok" or "time limit"."""
+    process = _start_command(command, cwd=cwd)
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    try:
+        return _finish_command(process, command, deadline=deadline)
+    except BaseException:
+        if process.poll() is None:  # interrupted: stop the stage with us
+            os.killpg(process.pid, signal.SIGTERM)
+        raise
+
+
+def _is_parallel(stage: Stage, values: Mapping[str, str]) -> bool:
+    text = _fill(stage.parallel, values, stage.name).strip().lower()
+    if text not in ("true", "false"):
+        raise ValueError(f"stage {stage.name!r}: parallel: expected true or false, got "
+                         f"{text!r}.")
+    return text == "true"
 
 
 def run_recipe(recipe: Recipe, workdir: str | Path, *, overrides: Mapping[str, str] | None = None,
@@ -421,38 +464,105 @@ def run_recipe(recipe: Recipe, workdir: str | Path, *, overrides: Mapping[str, s
         _check_marks(commands, settings, marks, workdir)
     marks.mkdir(parents=True, exist_ok=True)
     write_configs(recipe, workdir, values)
-    results = []
-    for index, ((stage, command), stage_settings) in enumerate(zip(commands, settings), 1):
-        mark = marks / f"{stage.name}.done"
-        header = f"[{index}/{len(commands)}] {stage.name}"
-        if mark.exists() and not force:
-            echo(f"{header}: done before with the same settings, skipped ({mark})")
-            results.append((stage.name, "skipped"))
-            continue
-        echo(f"{header}: {shlex.join(command)}")
-        start = time.monotonic()
-        if stage.copy is not None:
-            target = Path(command[2])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.tmp")  # no half copy on a full disk
-            try:
-                shutil.copyfile(command[1], temporary)
-                os.replace(temporary, target)
-            finally:
-                temporary.unlink(missing_ok=True)
-            outcome = "ok"
+    results: list[tuple[str, str]] = []
+    entries = list(enumerate(zip(commands, settings), 1))
+    position = 0
+    while position < len(entries):
+        group = [entries[position]]
+        if _is_parallel(group[0][1][0][0], values):
+            while (position + len(group) < len(entries) and
+                   _is_parallel(entries[position + len(group)][1][0][0], values)):
+                group.append(entries[position + len(group)])
+        position += len(group)
+        if len(group) == 1:
+            results.append(_run_stage(group[0], len(commands), workdir, marks, force, echo))
         else:
-            limit = (None if stage_settings["time_limit_seconds"] is None
-                     else float(stage_settings["time_limit_seconds"]))
-            outcome = _run_command(command, cwd=workdir, time_limit=limit)
-        creates = stage_settings["creates"]
-        if creates and not Path(creates).exists():
-            raise RuntimeError(f"stage {stage.name!r} ended ({outcome}) without creating "
-                               f"{creates}.")
-        _write_atomic(mark, json.dumps(stage_settings, indent=1, default=str) + "\n")
-        echo(f"{header}: {outcome} in {time.monotonic() - start:.0f} s")
-        results.append((stage.name, outcome))
+            results += _run_parallel(group, len(commands), workdir, marks, force, echo)
     return results
+
+
+def _stage_done(stage: Stage, mark: Path, header: str, force: bool,
+                echo: Callable[[str], None]) -> bool:
+    if mark.exists() and not force:
+        echo(f"{header}: done before with the same settings, skipped ({mark})")
+        return True
+    return False
+
+
+def _finish_stage(stage: Stage, stage_settings: dict[str, Any], outcome: str, mark: Path,
+                  header: str, start: float, echo: Callable[[str], None]) -> tuple[str, str]:
+    creates = stage_settings["creates"]
+    if creates and not Path(creates).exists():
+        raise RuntimeError(f"stage {stage.name!r} ended ({outcome}) without creating "
+                           f"{creates}.")
+    _write_atomic(mark, json.dumps(stage_settings, indent=1, default=str) + "\n")
+    echo(f"{header}: {outcome} in {time.monotonic() - start:.0f} s")
+    return stage.name, outcome
+
+
+def _run_stage(entry: Any, total: int, workdir: Path, marks: Path, force: bool,
+               echo: Callable[[str], None]) -> tuple[str, str]:
+    index, ((stage, command), stage_settings) = entry
+    mark = marks / f"{stage.name}.done"
+    header = f"[{index}/{total}] {stage.name}"
+    if _stage_done(stage, mark, header, force, echo):
+        return stage.name, "skipped"
+    echo(f"{header}: {shlex.join(command)}")
+    start = time.monotonic()
+    if stage.copy is not None:
+        target = Path(command[2])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp")  # no half copy on a full disk
+        try:
+            shutil.copyfile(command[1], temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        outcome = "ok"
+    else:
+        limit = (None if stage_settings["time_limit_seconds"] is None
+                 else float(stage_settings["time_limit_seconds"]))
+        outcome = _run_command(command, cwd=workdir, time_limit=limit)
+    return _finish_stage(stage, stage_settings, outcome, mark, header, start, echo)
+
+
+def _run_parallel(group: list[Any], total: int, workdir: Path, marks: Path, force: bool,
+                  echo: Callable[[str], None]) -> list[tuple[str, str]]:
+    """Start every unfinished stage of the group, then wait for all of them."""
+    results: dict[str, tuple[str, str]] = {}
+    running = []
+    try:
+        for index, ((stage, command), stage_settings) in group:
+            mark = marks / f"{stage.name}.done"
+            header = f"[{index}/{total}] {stage.name}"
+            if _stage_done(stage, mark, header, force, echo):
+                results[stage.name] = (stage.name, "skipped")
+                continue
+            log = workdir / "logs" / f"{stage.name}.log"
+            echo(f"{header} (parallel, output in {log}): {shlex.join(command)}")
+            start = time.monotonic()
+            limit = stage_settings["time_limit_seconds"]
+            deadline = None if limit is None else start + float(limit)
+            process = _start_command(command, cwd=workdir, log=log)
+            running.append((stage, command, stage_settings, mark, header, start, deadline,
+                            process))
+        failures = []
+        for stage, command, stage_settings, mark, header, start, deadline, process in running:
+            try:
+                outcome = _finish_command(process, command, deadline=deadline)
+                results[stage.name] = _finish_stage(stage, stage_settings, outcome, mark,
+                                                    header, start, echo)
+            except RuntimeError as error:  # wait for the others before reporting
+                failures.append(f"stage {stage.name!r}: {error} (log: "
+                                f"{workdir / 'logs' / (stage.name + '.log')})")
+        if failures:
+            raise RuntimeError("; ".join(failures))
+    except BaseException:
+        for *_, process in running:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        raise
+    return [results[entry[1][0][0].name] for entry in group]
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:

@@ -20,6 +20,7 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst.utils.model_utils, msst._inference | bigshifts_wrapper | plugin types, `--bigshifts 1`: straight to the streamed demix (msst copies input and output) |
 | msst._inference | separate_audio | plugin types without TTA or `inference.normalize`: no copies of the input (long files, issue 12) |
 | msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume; write `best_<type>.ckpt` (the validation-selected weights) whenever the metric improves; tell the dataset the epoch |
+| msst._training | compute_training_loss, train_one_epoch | every model type (`training_clock`): step times logged per epoch and appended to `<results>/train_timing.jsonl`; `training.time_budget_seconds` stops training after that much step time (equal-time comparisons) |
 | msst._train_accelerate | valid | the accelerate launcher has no train_one_epoch: advance the dataset's epoch after each validation |
 
 Patches are idempotent and applied when each module is first imported (`hook`,
@@ -28,7 +29,8 @@ and DDP ranks all get them) or by `install()` for modules already imported. Befo
 patching, each function's parameters are compared with those of msst 0.1.0; a function
 whose shape changed is left alone with an `MsstCompatibilityWarning` naming it, and
 another msst version is warned about once. Built-in msst model types keep msst's
-behaviour everywhere except the CPU device fix, and the EMA use they opt into with
+behaviour everywhere except the CPU device fix, the step timing (and the time budget
+when a config sets one), and the EMA use they opt into with
 `training.use_ema_weights: true` (the BS-RoFormer baseline configs do, for a fair
 comparison).
 """
@@ -44,7 +46,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import ema, import_hooks, plugins, run_safety, safe_load, streaming
+from . import ema, import_hooks, plugins, run_safety, safe_load, streaming, training_clock
 from .common import (
     DATASET_MODULE,
     cfg_get,
@@ -187,6 +189,7 @@ def _make_compute_training_loss(original):
     @functools.wraps(original)
     def compute_training_loss(model, config, args, data, device, device_ids, multi_loss,
                               use_amp):
+        training_clock.tick(config, device)  # step timing and time budget, every model type
         if not is_plugin_type(args.model_type):
             return original(model, config, args, data, device, device_ids, multi_loss, use_amp)
         import torch

@@ -11,7 +11,7 @@ import difflib
 import functools
 from typing import Any
 
-from . import plugins
+from . import plugins, training_clock
 
 __all__ = ["MSST_SECTIONS", "PLUGIN_SECTIONS", "check_config_sections", "make_load_config"]
 
@@ -54,6 +54,11 @@ def check_config_sections(config: Any, model_type: str, source: str) -> None:
                     f"{source}: unknown top-level section {name!r} for model_type "
                     f"{effective!r}.{hint} Known sections: {', '.join(known)}. Fix: rename or "
                     f"remove it (msst ignores unknown sections, so it would train without it).")
+    if training is not None and training_clock.BUDGET_KEY in training:
+        try:
+            training_clock.check_budget_value(training[training_clock.BUDGET_KEY], source)
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from error
     parsers = {"loss_bsmamba2": PaperLossConfig, "augmentations_bsmamba2": AugmentConfig}
     for name, parser in parsers.items():
         if name in config:

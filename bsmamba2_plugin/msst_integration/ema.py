@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from . import run_safety, safe_load
+from . import run_safety, safe_load, training_clock
 from .common import DATASET_MODULE, cfg_get, ensure_console, first_rank, is_plugin_type, logger
 
 # ---------------------------------------------------------------------- EMA
@@ -70,13 +70,20 @@ def make_train_one_epoch(original):
         dataset = getattr(bound.get("train_loader"), "dataset", None)
         if hasattr(dataset, "bsmamba2_set_epoch"):
             dataset.bsmamba2_set_epoch(int(bound["epoch"]))
-        if not is_plugin_type(args.model_type):
-            return original(model, config, args, *rest, **kwargs)
-        # plugin types: count non-finite losses per epoch; RNG state for an exact resume
-        run_safety.GUARD.new_epoch(int(bound["epoch"]))
-        run_safety.epoch_started(dataset)
-        result = original(model, config, args, *rest, **kwargs)
-        run_safety.epoch_ended(dataset)
+        training_clock.stop_if_exhausted(args)  # the time budget ran out last epoch
+        plugin = is_plugin_type(args.model_type)
+        if plugin:  # count non-finite losses per epoch; RNG state for an exact resume
+            run_safety.GUARD.new_epoch(int(bound["epoch"]))
+            run_safety.epoch_started(dataset)
+        training_clock.epoch_started()
+        result = None
+        try:
+            result = original(model, config, args, *rest, **kwargs)
+        except training_clock.BudgetReached:
+            pass  # msst goes on to save, validate and start the next epoch, which stops
+        training_clock.epoch_ended(config, args, int(bound["epoch"]), bound.get("world_size"))
+        if plugin:
+            run_safety.epoch_ended(dataset)
         return result
 
     return train_one_epoch

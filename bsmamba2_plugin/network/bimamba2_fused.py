@@ -34,6 +34,8 @@ Axes: n sequences, l length, e packed projection width per direction, c conv cha
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.nn import functional as F
 
@@ -118,9 +120,20 @@ def _copy_cols(src, dst, src_off, dst_off, cols, flip):
                         dst.stride(1), src_off, dst_off, FLIP=flip, COLS=cols, BL=_BL, BC=64)
 
 
+def _on_device(tensor: torch.Tensor):
+    """Triton launches on the current CUDA device: make it the tensor's (a model on cuda:1
+    while cuda:0 is current, as in `msst-train --device_ids 1`)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
 class _SplitConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, P, weight, bias, d_inner, d_state, nheads):
+        with _on_device(P):
+            return _SplitConv._forward(ctx, P, weight, bias, d_inner, d_state, nheads)
+
+    @staticmethod
+    def _forward(ctx, P, weight, bias, d_inner, d_state, nheads):
         lay = _Layout(d_inner, d_state, nheads)
         n, length, _ = P.shape
         P = P.contiguous()
@@ -145,6 +158,11 @@ class _SplitConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_x, g_B, g_C, g_z, g_dt):
+        with _on_device(ctx.saved_tensors[0]):
+            return _SplitConv._backward(ctx, g_x, g_B, g_C, g_z, g_dt)
+
+    @staticmethod
+    def _backward(ctx, g_x, g_B, g_C, g_z, g_dt):
         P, w, b = ctx.saved_tensors
         d_inner, d_state, nheads, w_dtype, b_dtype = ctx.dims
         lay = _Layout(d_inner, d_state, nheads)

@@ -6,6 +6,7 @@ the same arguments give the same audio; see the package docstring.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import time
@@ -24,14 +25,14 @@ from .voice import _render_vocals, vocal_activity
 __all__ = ["ENGINES", "MIN_SECONDS", "SPLITS", "render_dataset", "render_track"]
 
 ENGINES = ("synth", "fluidsynth")
-SPLITS = ("train", "valid")
+SPLITS = ("train", "valid", "test")  # a track's seed uses its split's index here
 MIN_SECONDS = 2.0
 
 
 def render_dataset(out: str | Path, *, tracks: int, seconds: float, seed: int,
                    sample_rate: int = 44100, valid_tracks: int | None = None,
-                   engine: str = "synth", progress: bool = True,
-                   overwrite: bool = False) -> dict[str, Any]:
+                   test_tracks: int = 0, engine: str = "synth", progress: bool = True,
+                   overwrite: bool = False, workers: int = 1) -> dict[str, Any]:
     """Render a MUSDB18HQ-layout dataset of synthetic songs into `out`.
 
     Args:
@@ -41,11 +42,15 @@ def render_dataset(out: str | Path, *, tracks: int, seconds: float, seed: int,
         seed: non-negative integer; each track draws from (seed, split, track index).
         sample_rate: sample rate in Hz of every file.
         valid_tracks: number of valid tracks; None means max(1, tracks // 4).
+        test_tracks: number of held-out tracks in `out/test` (default 0: none), for an
+            evaluation that neither training nor checkpoint selection has seen.
         engine: one of ENGINES.
         progress: show a tqdm progress bar.
         overwrite: write into a non-empty `out`, replacing files of the same names. Track
             folders of an earlier, larger rendering that hold only renderer files are removed;
             nothing else is touched.
+        workers: processes rendering tracks at once (each track is single-threaded numpy);
+            the files do not depend on it.
 
     Returns:
         {"out": str, "tracks": [{"split", "name", "activity_ratio", "mostly_silent",
@@ -61,32 +66,51 @@ def render_dataset(out: str | Path, *, tracks: int, seconds: float, seed: int,
     started = time.perf_counter()
     n_valid = _check_arguments(tracks=tracks, seconds=seconds, seed=seed,
                                sample_rate=sample_rate, valid_tracks=valid_tracks)
+    _check_int("test_tracks", test_tracks, 0, "the number of held-out test tracks")
+    _check_int("workers", workers, 1, "the number of rendering processes")
     _check_engine(engine)
     out = Path(out)
     _check_out(out, overwrite)
     from tqdm.auto import tqdm
-    counts = dict(zip(SPLITS, (tracks, n_valid)))
-    jobs = [(split, index) for split in SPLITS for index in range(counts[split])]
+    counts = dict(zip(SPLITS, (tracks, n_valid, int(test_tracks))))
+    jobs = [dict(out=str(out), seed=seed, split=split, index=index, seconds=seconds,
+                 sample_rate=sample_rate, engine=engine)
+            for split in SPLITS for index in range(counts[split])]
     summary: list[dict[str, Any]] = []
     audio_samples = 0
-    with tqdm(total=len(jobs), desc="bsmamba2 render", unit="track",
-              disable=not progress) as bar:
-        for split, index in jobs:
-            track = render_track(seed=seed, split=split, index=index, seconds=seconds,
-                                 sample_rate=sample_rate, engine=engine)
-            name = _track_name(index)
-            _write_track(out / split / name, track, sample_rate, seed=seed, engine=engine)
-            activity = track.activity
-            summary.append({"split": split, "name": name,
-                            "activity_ratio": activity["activity_ratio"],
-                            "mostly_silent": activity["mostly_silent"],
-                            "longest_gap_seconds": activity["longest_gap_seconds"]})
-            audio_samples += activity["samples"]
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=len(jobs), desc="bsmamba2 render", unit="track",
+                                       disable=not progress))
+        if workers > 1 and len(jobs) > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = stack.enter_context(ProcessPoolExecutor(min(workers, len(jobs))))
+            results = pool.map(_render_and_write, jobs)
+        else:
+            results = map(_render_and_write, jobs)
+        for entry, samples in results:  # in job order, whatever the number of workers
+            summary.append(entry)
+            audio_samples += samples
             bar.update()
     if overwrite:
         _remove_stale_tracks(out, counts)
     return {"out": str(out), "tracks": summary, "audio_seconds": audio_samples / sample_rate,
             "wall_seconds": time.perf_counter() - started}
+
+
+def _render_and_write(job: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Render one track and write its files (a worker's unit of work)."""
+    track = render_track(seed=job["seed"], split=job["split"], index=job["index"],
+                         seconds=job["seconds"], sample_rate=job["sample_rate"],
+                         engine=job["engine"])
+    name = _track_name(job["index"])
+    _write_track(Path(job["out"]) / job["split"] / name, track, job["sample_rate"],
+                 seed=job["seed"], engine=job["engine"])
+    activity = track.activity
+    return ({"split": job["split"], "name": name,
+             "activity_ratio": activity["activity_ratio"],
+             "mostly_silent": activity["mostly_silent"],
+             "longest_gap_seconds": activity["longest_gap_seconds"]}, activity["samples"])
 
 
 def render_track(*, seed: int, split: str, index: int, seconds: float,
@@ -95,7 +119,7 @@ def render_track(*, seed: int, split: str, index: int, seconds: float,
 
     Args:
         seed: non-negative integer.
-        split: "train" or "valid".
+        split: "train", "valid" or "test".
         index: track index within the split (>= 0).
         seconds: track length in seconds (>= 2); samples = round(seconds * sample_rate).
         sample_rate: in Hz.

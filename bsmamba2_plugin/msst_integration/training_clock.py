@@ -1,0 +1,204 @@
+"""Step timing and a training time budget for every model type msst trains.
+
+The bridge calls `tick` at the start of every training step (its `compute_training_loss`
+wrapper) and `epoch_started` / `epoch_ended` around msst's `train_one_epoch`; this holds
+for msst's own model types too, so BS-RoFormer and BSMamba2 are timed the same way.
+
+- Timing: msst's loop reads `loss.item()` (and, under DDP, all-reduces the loss) after every
+  optimizer step, so the GPU has finished step i when step i + 1 starts: the gap between two
+  ticks is one whole step (data wait, forward, loss, backward, optimizer). At the end of each
+  epoch the first rank logs the first step (kernel autotuning or compilation happens there),
+  the median of the others and seconds of audio trained per second, and appends one JSON line
+  to `<results_path>/train_timing.jsonl`.
+- Budget: `training.time_budget_seconds: S` stops training once S seconds have been spent
+  inside training epochs, not counting the run's first step (its one-time kernel
+  autotuning or compilation, cached on disk for later runs, is reported on its own) nor
+  validation and checkpoint writing between epochs. The step that would start past the budget is
+  not run; msst then finishes that epoch as usual (last and best checkpoints, EMA,
+  validation) and the run exits with status 0 before the next epoch. Under DDP all ranks
+  stop at the same step (the decision is all-reduced). Equal-time comparisons use it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from typing import Any
+
+from .common import cfg_get, ensure_console, first_rank
+
+__all__ = ["BUDGET_KEY", "TIMING_FILE", "BudgetReached", "check_budget_value", "epoch_ended",
+           "epoch_started", "stop_if_exhausted", "tick"]
+
+logger = logging.getLogger("bsmamba2_plugin")
+
+BUDGET_KEY = "time_budget_seconds"
+TIMING_FILE = "train_timing.jsonl"
+
+
+class BudgetReached(BaseException):
+    """Raised at the start of the step that would run past the budget.
+
+    A BaseException, so that msst's `--safe_mode` (which catches Exception around each
+    step) cannot swallow it; the bridge's `train_one_epoch` wrapper catches it.
+    """
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.spent = 0.0  # seconds inside finished epochs
+        self.epoch_start: float | None = None
+        self.ticks: list[float] = []
+        self.exhausted = False
+        self.steps_total = 0
+        self.samples_total = 0
+        self.excluded: float | None = None  # the run's first step, outside the budget
+
+    def now_spent(self, now: float) -> float:
+        return self.spent + (0.0 if self.epoch_start is None else now - self.epoch_start)
+
+    def budget_spent(self, now: float) -> float:
+        return self.now_spent(now) - (self.excluded or 0.0)
+
+
+_CLOCK = _Clock()
+
+
+def check_budget_value(value: Any, source: str) -> None:
+    """Raise ValueError unless `training.time_budget_seconds` is null or a number > 0."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not \
+            math.isfinite(value) or value <= 0:
+        raise ValueError(f"{source}: training.{BUDGET_KEY}: expected a number of seconds > 0 "
+                         f"or null, got {value!r}. Fix: e.g. `{BUDGET_KEY}: 3600` trains for "
+                         f"one hour of step time, or remove the key.")
+
+
+def _budget(config: Any) -> float | None:
+    value = cfg_get(config.training, BUDGET_KEY, None)
+    check_budget_value(value, "config")
+    return None if value is None else float(value)
+
+
+def _all_ranks_agree(flag: bool, device: Any) -> bool:
+    """True on every rank if `flag` is true on any (DDP); `flag` itself otherwise."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    import torch
+
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def tick(config: Any, device: Any) -> None:
+    """Start of a training step: record the time; stop here if the budget is spent.
+
+    Raises:
+        BudgetReached: `training.time_budget_seconds` is spent (on any rank).
+    """
+    now = time.perf_counter()
+    clock = _CLOCK
+    if clock.epoch_start is None:  # a caller that is not msst's train_one_epoch
+        clock.epoch_start = now
+    if clock.excluded is None and clock.steps_total == 0 and len(clock.ticks) == 1:
+        clock.excluded = now - clock.ticks[0]  # the run's first step has just finished
+    budget = _budget(config)
+    if budget is not None and clock.ticks:
+        if _all_ranks_agree(clock.budget_spent(now) >= budget, device):
+            clock.exhausted = True
+            raise BudgetReached()
+    clock.ticks.append(now)
+
+
+def epoch_started() -> None:
+    clock = _CLOCK
+    clock.epoch_start = time.perf_counter()
+    clock.ticks = []
+
+
+def epoch_ended(config: Any, args: Any, epoch: int, world_size: int | None) -> None:
+    """Account the epoch's time; log and record its timing (first rank only).
+
+    Raises:
+        SystemExit(0): the budget was reached in this epoch and msst would start another.
+    """
+    clock = _CLOCK
+    end = time.perf_counter()
+    if clock.epoch_start is None:
+        return
+    elapsed = end - clock.epoch_start
+    clock.spent += elapsed
+    ticks = clock.ticks + [end]
+    steps = len(clock.ticks)
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    batch = int(cfg_get(config.training, "batch_size", 1))
+    ranks = int(world_size or 1)
+    chunk = int(cfg_get(config.audio, "chunk_size", 0))
+    rate = int(cfg_get(config.audio, "sample_rate", 44100))
+    if clock.excluded is None and clock.steps_total == 0 and gaps:
+        clock.excluded = gaps[0]
+    clock.steps_total += steps
+    clock.samples_total += steps * batch * ranks
+    median = statistics.median(gaps[1:]) if len(gaps) > 1 else None
+    record = {
+        "model_type": args.model_type, "epoch": int(epoch), "steps": steps,
+        "epoch_seconds": round(elapsed, 3),
+        "first_step_seconds": round(gaps[0], 3) if gaps else None,
+        "median_step_ms": None if median is None else round(1000 * median, 2),
+        "audio_seconds_per_second": (None if not median or not chunk else
+                                     round(batch * ranks * chunk / rate / median, 2)),
+        "batch_per_rank": batch, "ranks": ranks,
+        "spent_seconds": round(clock.spent, 3),
+        "budget_spent_seconds": round(clock.spent - (clock.excluded or 0.0), 3),
+        "steps_total": clock.steps_total,
+        "audio_seconds_total": round(clock.samples_total * chunk / rate, 1) if chunk else None,
+        "budget_seconds": _budget(config), "budget_reached": clock.exhausted,
+    }
+    clock.epoch_start = None
+    if first_rank():
+        ensure_console()
+        logger.info(
+            "bsmamba2-plugin timing (%s), epoch %d: %d steps in %.1f s; first step %.2f s (includes kernel "
+            "autotuning or compilation); median step %s; %s s of audio per second; %.0f s "
+            "spent in training after the first step%s", args.model_type, epoch, steps, elapsed,
+            record["first_step_seconds"] or 0.0,
+            "n/a" if median is None else f"{1000 * median:.1f} ms",
+            record["audio_seconds_per_second"], record["budget_spent_seconds"],
+            "" if record["budget_seconds"] is None else
+            f" of a {record['budget_seconds']:g} s budget")
+        results = getattr(args, "results_path", None)
+        if results:
+            os.makedirs(results, exist_ok=True)
+            with open(os.path.join(results, TIMING_FILE), "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def stop_if_exhausted(args: Any) -> None:
+    """Called before an epoch starts: end the run cleanly once the budget is spent.
+
+    Raises:
+        SystemExit(0): the budget is spent.
+    """
+    clock = _CLOCK
+    if not clock.exhausted:
+        return
+    if first_rank():
+        ensure_console()
+        logger.info("bsmamba2: training.%s reached after %d steps (%.0f s in training); "
+                    "last and best checkpoints are in %s", BUDGET_KEY, clock.steps_total,
+                    clock.spent, getattr(args, "results_path", "?"))
+    raise SystemExit(0)
+
+
+def reset() -> None:
+    """Forget all state (tests)."""
+    global _CLOCK
+    _CLOCK = _Clock()
