@@ -87,3 +87,20 @@ def test_evaluate_accepts_several_values_per_flag_and_repeated_flags(argv: list[
     assert args.name == ["m1", "m2"]
     assert [p.name for p in args.config] == ["a.yaml", "b.yaml"]
     assert [p.name for p in args.checkpoint] == ["a.ckpt", "b.ckpt"]
+
+
+def test_models_are_scored_in_the_precision_msst_runs_them() -> None:
+    """On CUDA: autocast as msst trains each model (bsmamba2 configs: bfloat16; msst's own
+    types: float16, which BS-RoFormer's flash attention needs); float32 elsewhere."""
+    import torch
+    from ml_collections import ConfigDict
+
+    from bsmamba2_plugin.evaluation.evaluate import _autocast_dtype
+
+    plugin = ConfigDict({"training": {"use_amp": True, "autocast_dtype": "bfloat16"}})
+    msst_own = ConfigDict({"training": {"use_amp": True}})
+    no_amp = ConfigDict({"training": {"use_amp": False}})
+    assert _autocast_dtype(plugin, "cuda") is torch.bfloat16
+    assert _autocast_dtype(msst_own, "cuda:1") is torch.float16
+    assert _autocast_dtype(no_amp, "cuda") is None
+    assert _autocast_dtype(plugin, "cpu") is None

@@ -195,6 +195,35 @@ def test_silenced_stems_are_zero_in_mixture_and_target(tmp_path) -> None:
     assert stems.shape[0] == 4 and not stems.any() and not mixture.any()
 
 
+def test_draws_do_not_depend_on_the_order_msst_lists_the_tracks(tmp_path) -> None:
+    """msst lists tracks in the order its metadata threads finish (as_completed): two runs
+    with the same --seed must still draw the same examples (seen on a 32-core GPU host)."""
+    from msst.utils.settings import load_config
+
+    from bsmamba2_plugin.msst_integration.dataset import BSMamba2Dataset
+
+    write_tiny_dataset(tmp_path / "data", train_tracks=3, valid_tracks=0, seconds=3.0)
+    config = load_config("bsmamba2", str(TINY))
+    examples = []
+    for run, reverse in (("a", False), ("b", True)):
+        original = BSMamba2Dataset._index_salient_windows
+
+        def index(self, metadata_path, original=original, reverse=reverse):
+            self.metadata = sorted(self.metadata, reverse=reverse)  # the other finish order
+            return original(self, metadata_path)
+
+        BSMamba2Dataset._index_salient_windows = index
+        try:
+            torch.manual_seed(3)
+            dataset = BSMamba2Dataset(config, [str(tmp_path / "data" / "train")],
+                                      metadata_path=str(tmp_path / f"meta_{run}.pkl"),
+                                      verbose=False)
+        finally:
+            BSMamba2Dataset._index_salient_windows = original
+        examples.append(torch.cat([dataset[i][0].flatten() for i in range(4)]))
+    assert torch.equal(examples[0], examples[1])
+
+
 def test_batch_augmentation_and_paper_loss_in_the_training_step(tmp_path) -> None:
     import argparse
 

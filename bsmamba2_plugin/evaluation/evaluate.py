@@ -68,6 +68,20 @@ def _read_checkpoint_state(path: Path) -> tuple[dict, dict]:
     return checkpoint, meta
 
 
+def _autocast_dtype(config: Any, device: str) -> Any:
+    """The precision msst trains and separates with on CUDA: autocast when
+    `training.use_amp` (msst's default: on), in `training.autocast_dtype` (a plugin key;
+    msst's own model types: float16); None (float32) off CUDA or without use_amp."""
+    import torch
+
+    from ..msst_integration.common import cfg_get
+
+    if torch.device(device).type != "cuda" or not cfg_get(config.training, "use_amp", True):
+        return None
+    name = str(cfg_get(config.training, "autocast_dtype", "float16"))
+    return torch.bfloat16 if name == "bfloat16" else torch.float16
+
+
 def _load_model(spec: ModelSpec, device: str):
     """(name, model, msst config, index of the vocals output, what was scored)."""
     from ..msst_integration.registry import msst_model_loader
@@ -100,7 +114,9 @@ def _load_model(spec: ModelSpec, device: str):
         raise ValueError(f"{spec.config}: training.instruments {instruments} has no 'vocals'.")
     name = spec.name or f"{model_type}:{spec.checkpoint.stem}"
     # which file and weights were scored; training-selected files also say when and why
-    source = {"checkpoint": str(spec.checkpoint), "weights": meta.get("weights", "unrecorded")}
+    source = {"checkpoint": str(spec.checkpoint), "weights": meta.get("weights", "unrecorded"),
+              "precision": str(_autocast_dtype(config, device) or "float32").replace(
+                  "torch.", "") + (" autocast" if _autocast_dtype(config, device) else "")}
     source.update({k: meta[k] for k in ("epoch", "metric", "metric_value") if k in meta})
     return name, model, config, index, source
 
@@ -240,7 +256,8 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
                 chunk = int(round(d * rate))
                 chunk -= chunk % overlap
                 stems = separate(model, torch.from_numpy(mixture), chunk, overlap=overlap,
-                                 batch_size=batch_size, device=device)
+                                 batch_size=batch_size, device=device,
+                                 autocast=_autocast_dtype(config, device))
                 estimate = stems[index].numpy()
             row = {"model": name, "chunk_seconds": d, "track": track.name, "overlap": overlap,
                    "model_fingerprint": fingerprints[name],
@@ -248,6 +265,7 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
             if name in sources:
                 row["checkpoint"], row["weights"] = (sources[name]["checkpoint"],
                                                      sources[name]["weights"])
+                row["precision"] = sources[name]["precision"]
             if current["info"] is not None:
                 row["mostly_silent"] = bool(current["info"].get("mostly_silent", False))
             rows.append(row)

@@ -36,7 +36,7 @@ __all__ = ["separate"]
 
 def separate(model: torch.nn.Module, mixture: torch.Tensor, chunk_samples: int, *,
              overlap: int = 1, batch_size: int = 4, device: torch.device | str | None = None,
-             progress: bool = False) -> torch.Tensor:
+             progress: bool = False, autocast: torch.dtype | None = None) -> torch.Tensor:
     """Separate a whole track chunk by chunk.
 
     Args:
@@ -48,6 +48,8 @@ def separate(model: torch.nn.Module, mixture: torch.Tensor, chunk_samples: int, 
         batch_size: chunks per model call.
         device: where the model runs (default: the model's device); the result is on CPU.
         progress: show a tqdm bar over chunks.
+        autocast: run the model under CUDA autocast with this dtype (as msst does with
+            `training.use_amp`); ignored off CUDA. The result is float32 either way.
 
     Returns:
         (stems, c, samples) float32 estimates on the CPU.
@@ -104,7 +106,9 @@ def separate(model: torch.nn.Module, mixture: torch.Tensor, chunk_samples: int, 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_chunks, desc="separating", unit="chunk")
-    with torch.inference_mode():
+    cuda = torch.device(device).type == "cuda"
+    with torch.inference_mode(), torch.autocast("cuda", dtype=autocast or torch.float16,
+                                                enabled=cuda and autocast is not None):
         for first in range(0, n_chunks, batch_size):
             indices = range(first, min(first + batch_size, n_chunks))
             batch = torch.stack([read(k) for k in indices])

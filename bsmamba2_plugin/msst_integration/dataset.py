@@ -10,7 +10,8 @@ the stems, so a silenced stem is exact zeros in both the mixture and the target.
 
 Salient windows are found once per dataset (every stem file is read once, with a
 progress bar) and cached beside msst's metadata cache, keyed by file size, mtime and
-the SAD settings; a track folder without a file for one of the stems is an error that
+the SAD settings, and kept sorted by file and start (msst's track order is the order its
+metadata threads finish, so the same --seed would otherwise draw other windows); a track folder without a file for one of the stems is an error that
 names it.
 
 Random draws come from a numpy Generator per process that draws, seeded from
@@ -113,6 +114,9 @@ class BSMamba2Dataset(MSSDataset):
                     continue
                 stat = os.stat(path)
                 jobs.append((instr, path, f"{path}|{stat.st_size}|{stat.st_mtime_ns}"))
+        # msst lists tracks in the order its metadata threads finish (as_completed), which
+        # differs from run to run: sort, so that the same --seed draws the same windows
+        jobs.sort(key=lambda job: (job[0], job[1]))
         if missing:
             shown = ", ".join(repr(m) for m in missing[:3])
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -128,7 +132,8 @@ class BSMamba2Dataset(MSSDataset):
         if os.path.isfile(cache):
             with open(cache) as handle:
                 stored = json.load(handle)
-            return {instr: [(p, int(s)) for p, s in windows] for instr, windows in stored.items()}
+            return {instr: sorted((p, int(s)) for p, s in windows)
+                    for instr, windows in stored.items()}
 
         salient: dict[str, list[tuple[str, int]]] = {instr: [] for instr in self.instruments}
         for instr, path, _ in tqdm(jobs, desc="bsmamba2: salient windows", disable=not self.verbose):

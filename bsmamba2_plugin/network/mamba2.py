@@ -192,11 +192,17 @@ class BiMamba2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (n, l, dim). Returns: (n, l, dim)."""
         n, length, _ = x.shape
-        if x.device.type == "cuda" and self.use_fused_kernel_path and resolve_backend(
-                self.forward_blocks[0].mixer.backend, x.device) == "kernel":
-            from .bimamba2_fused import bimamba2_fused
+        if x.device.type == "cuda":
+            # Triton (ours and mamba_ssm's) launches on the current device, which is not
+            # the tensors' one when a model runs on cuda:1 with cuda:0 current (msst-train
+            # --device_ids 1 sets no device). Backward runs on autograd's per-device thread.
+            with torch.cuda.device(x.device):
+                if self.use_fused_kernel_path and resolve_backend(
+                        self.forward_blocks[0].mixer.backend, x.device) == "kernel":
+                    from .bimamba2_fused import bimamba2_fused
 
-            return bimamba2_fused(self, x)
+                    return bimamba2_fused(self, x)
+                return self._forward(x)
         if (torch.is_grad_enabled() or x.device.type != "cpu"
                 or n * length <= self.cpu_tokens_per_group):
             return self._forward(x)
