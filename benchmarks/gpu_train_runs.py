@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,11 +58,12 @@ def write_config(path: Path, *, batch: int, steps: int, backend: str = "auto") -
 
 def run(name: str, work: Path, *, gpus: list[int], batch: int, steps: int,
         backend: str = "auto", deadline: float) -> dict:
-    """One msst training run; `steps` per rank (msst-train-ddp splits num_steps)."""
+    """One msst training run of `steps` steps on each of `gpus`."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
-    config = write_config(folder / "config.yaml", batch=batch, steps=steps * len(gpus),
-                          backend=backend)
+    # msst-train-ddp runs num_steps steps on every rank (its dataset is num_steps x batch x
+    # ranks long and the DistributedSampler splits it)
+    config = write_config(folder / "config.yaml", batch=batch, steps=steps, backend=backend)
     launcher = "msst-train-ddp" if len(gpus) > 1 else "msst-train"
     command = [_command(launcher), "--model_type", "bsmamba2", "--config_path", str(config),
                "--data_path", str(work / "data" / "train"), "--valid_path",
@@ -72,10 +74,15 @@ def run(name: str, work: Path, *, gpus: list[int], batch: int, steps: int,
     with (folder / "log.txt").open("w") as log:
         log.write(" ".join(command) + "\n")
         log.flush()
+        # its own process group: on a timeout the DDP ranks msst spawned go too (left
+        # running, they would hold the GPUs' memory for whatever runs next)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
         try:
-            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                                  timeout=max(10.0, deadline - time.monotonic())).returncode
+            code = process.wait(timeout=max(10.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
             code = "timeout"
     wall = time.monotonic() - started
     print(f"{name}: exit {code} after {wall:.0f} s ({launcher}, GPUs {gpus}, batch {batch})",

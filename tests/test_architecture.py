@@ -187,3 +187,18 @@ def test_no_module_is_longer_than_600_lines() -> None:
     long = {module_name(path): n for path in package_files()
             if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_no_merge_conflict_markers_in_the_repository() -> None:
+    """A conflict resolved halfway once reached the README's Troubleshooting section."""
+    root = Path(__file__).resolve().parent.parent
+    suffixes = {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".txt", ".cfg"}
+    found = []
+    for path in root.rglob("*"):
+        if (path.suffix in suffixes and path.is_file()
+                and not any(part.startswith(".") or part in ("node_modules", "runs")
+                            for part in path.relative_to(root).parts)):
+            for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if line.startswith(("<<<<<<< ", ">>>>>>> ")):
+                    found.append(f"{path.relative_to(root)}:{number}")
+    assert not found, f"merge conflict markers: {found}"

@@ -192,9 +192,11 @@ def stop_if_exhausted(args: Any) -> None:
         return
     if first_rank():
         ensure_console()
-        logger.info("bsmamba2: training.%s reached after %d steps (%.0f s in training); "
-                    "last and best checkpoints are in %s", BUDGET_KEY, clock.steps_total,
-                    clock.spent, getattr(args, "results_path", "?"))
+        logger.info("bsmamba2: training.%s reached after %d steps (%.0f s of counted step "
+                    "time; %.0f s in training epochs with the first step); last and best "
+                    "checkpoints are in %s", BUDGET_KEY, clock.steps_total,
+                    clock.spent - (clock.excluded or 0.0), clock.spent,
+                    getattr(args, "results_path", "?"))
     raise SystemExit(0)
 
 
