@@ -12,9 +12,13 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     .whl/*.whl || exit 1
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-# Triton's autotuning cache inside the checkout (ignored by git): a warm machine keeps it
-# between calls, so a second call skips the ~2 min first-step autotuning
-export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.triton_cache}
+# Triton's autotuning results: the ~2 min first-step autotuning of a fresh machine is
+# skipped when an earlier call's results are carried in .triton_autotune/ (copy the
+# triton_autotune.tar.gz this script leaves in $OUT there; same GPU kind, same kernels)
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton_cache}
+mkdir -p "$TRITON_CACHE_DIR"
+[ -f .triton_autotune/triton_autotune.tar.gz ] && \
+    tar -xzf .triton_autotune/triton_autotune.tar.gz -C "$TRITON_CACHE_DIR"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
@@ -42,3 +46,4 @@ for step in "$@"; do
               | tee "$OUT/accuracy.log" ;;
   esac
 done
+(cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | tar -czf "$OUT/triton_autotune.tar.gz" -T -)

@@ -15,8 +15,9 @@ through `msst-train` and `msst-train-ddp`:
 | ddp_b5 | msst-train-ddp | 2 x 5 | throughput scaling 1 -> 2 GPUs at the paper's batch |
 | ddp_b2 | msst-train-ddp | 2 x 2 | the loss curve at global batch 4, against 1gpu_b4 |
 
-The two single-GPU lanes (GPU 0: 1gpu_b5; GPU 1: ref_b1, kernel_b1, 1gpu_b4) run at the
-same time, then the DDP runs. Timing comes from the bridge's `train_timing.jsonl` (median
+The two single-GPU lanes (GPU 0: 1gpu_b5, 1gpu_b4; GPU 1: ref_b1, kernel_b1) run at the
+same time, then the DDP runs; `--only NAME...` picks runs (results of others already in
+--work join the report). Timing comes from the bridge's `train_timing.jsonl` (median
 step, first step with its autotuning), losses from msst's `all_losses` in `last_*.ckpt`.
 Prints one table and writes `train_runs.md`, `train_runs.json` and loss-curve PNGs to
 --out (and the run logs, packed in `train_runs_logs.tar.gz`).
@@ -103,9 +104,9 @@ def main() -> int:
     parser.add_argument("--first-steps", type=int, default=20,
                         help="steps of the reference-vs-kernel runs")
     parser.add_argument("--seconds", type=float, default=560.0, help="overall time limit")
-    parser.add_argument("--part", choices=("all", "single", "ddp"), default="all",
-                        help="single: the two single-GPU lanes; ddp: the DDP runs (the report "
-                             "includes single-GPU runs already in --work)")
+    parser.add_argument("--only", nargs="+", choices=list(RUNS), default=list(RUNS),
+                        help="runs to make (default: all); results of other runs already in "
+                             "--work (an earlier call on the same machine) join the report")
     args = parser.parse_args()
     import torch
 
@@ -125,36 +126,33 @@ def main() -> int:
         render_dataset(args.work / "data", tracks=40, valid_tracks=1, seconds=20.0, seed=3,
                        workers=16, progress=False, overwrite=True)
         print(f"data rendered in {time.monotonic() - started:.0f} s", flush=True)
-    runs = []
-    if args.part in ("all", "single"):
-        runs += single_lanes(args, deadline)
-    else:  # runs of an earlier --part single call on this machine
-        runs += [{"name": name, "exit": "earlier call", "wall_seconds": None, "command": [],
-                  "folder": str(args.work / name / "results")}
-                 for name in ("1gpu_b5", "ref_b1", "kernel_b1", "1gpu_b4")
-                 if (args.work / name / "results").is_dir()]
-    if args.part in ("all", "ddp"):
-        runs.append(run("ddp_b5", args.work, gpus=[0, 1], batch=5, steps=args.steps // 2,
-                        deadline=deadline))
-        runs.append(run("ddp_b2", args.work, gpus=[0, 1], batch=2, steps=args.steps,
-                        deadline=deadline))
+    specs = {name: dict(name=name, **RUNS[name](args)) for name in args.only}
+    lanes = [[s for s in specs.values() if s["gpus"] == [gpu]] for gpu in (0, 1)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # the single-GPU runs, one lane per GPU
+        futures = [pool.submit(lane, specs_of_lane, args.work, deadline)
+                   for specs_of_lane in lanes if specs_of_lane]
+        runs = [r for future in futures for r in future.result()]
+    runs += [run(work=args.work, deadline=deadline, **spec) for spec in specs.values()
+             if len(spec["gpus"]) > 1]
+    runs += [{"name": name, "exit": "earlier call", "wall_seconds": None, "command": [],
+              "folder": str(args.work / name / "results")}
+             for name in RUNS if name not in specs
+             and (args.work / name / "results" / "train_timing.jsonl").is_file()]
     report(runs, args.work, args.out)
     return 0
 
 
-def single_lanes(args: argparse.Namespace, deadline: float) -> list[dict]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:
-        lanes = [pool.submit(lane, [dict(name="1gpu_b5", gpus=[0], batch=5, steps=args.steps)],
-                             args.work, deadline),
-                 pool.submit(lane, [dict(name="ref_b1", gpus=[1], batch=1, steps=args.first_steps,
-                                         backend="reference"),
-                                    dict(name="kernel_b1", gpus=[1], batch=1,
-                                         steps=args.first_steps),
-                                    dict(name="1gpu_b4", gpus=[1], batch=4, steps=args.steps)],
-                             args.work, deadline)]
-        return [r for future in lanes for r in future.result()]
+# name -> run settings (GPU 0 lane, GPU 1 lane, then the DDP runs); steps are per rank
+RUNS = {
+    "1gpu_b5": lambda a: dict(gpus=[0], batch=5, steps=a.steps),
+    "ref_b1": lambda a: dict(gpus=[1], batch=1, steps=a.first_steps, backend="reference"),
+    "kernel_b1": lambda a: dict(gpus=[1], batch=1, steps=a.first_steps),
+    "1gpu_b4": lambda a: dict(gpus=[0], batch=4, steps=a.steps),
+    "ddp_b5": lambda a: dict(gpus=[0, 1], batch=5, steps=a.steps // 2),
+    "ddp_b2": lambda a: dict(gpus=[0, 1], batch=2, steps=a.steps),
+}
 
 
 def report(runs: list[dict], work: Path, out: Path) -> None:

@@ -19,6 +19,15 @@ ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(autouse=True)
+def fresh_clock():
+    from bsmamba2_plugin.msst_integration import training_clock
+
+    training_clock.reset()
+    yield
+    training_clock.reset()
+
+
 def _config(training: dict) -> object:
     from ml_collections import ConfigDict
 
@@ -51,6 +60,16 @@ def test_epoch_timing_is_recorded_and_the_budget_stops_at_a_step(tmp_path, monke
         training_clock.stop_if_exhausted(args)
     assert stop.value.code == 0
     training_clock.reset()
+
+
+def test_a_launcher_without_epochs_ignores_the_budget_with_a_warning(caplog) -> None:
+    """msst-train-accelerate has no train_one_epoch to end an epoch at the budget."""
+    from bsmamba2_plugin.msst_integration import training_clock
+
+    config = _config({"time_budget_seconds": 1e-9})
+    for _ in range(3):
+        training_clock.tick(config, "cpu")  # no BudgetReached
+    assert "time_budget_seconds is ignored by this launcher" in caplog.text
 
 
 @pytest.mark.parametrize("value", ["1h", 0, -5, True, float("inf")])
@@ -98,3 +117,33 @@ def test_msst_train_stops_at_the_budget_with_checkpoints_and_timing(tmp_path) ->
     assert (tmp_path / "rep" / "training_loss.png").stat().st_size > 1000
     assert main(["training-summary", str(tmp_path / "out"), "--loss-scale", "tiny",
                  "--out", str(tmp_path / "x.md")]) == 2
+
+
+def _agree(rank: int, work: str, results) -> None:
+    import torch.distributed as dist
+
+    from bsmamba2_plugin.msst_integration import training_clock
+
+    dist.init_process_group("gloo", init_method=f"file://{work}/rendezvous", rank=rank,
+                            world_size=2)
+    try:
+        results.put((rank, training_clock._all_ranks_agree(rank == 0, "cpu"),
+                     training_clock._all_ranks_agree(False, "cpu")))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_stop_at_the_same_step(tmp_path) -> None:
+    """One rank past the budget stops every rank (else the others hang in all_reduce)."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_agree, args=(rank, str(tmp_path), results))
+                 for rank in range(2)]
+    for process in processes:
+        process.start()
+    got = sorted(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    assert got == [(0, True, False), (1, True, False)]

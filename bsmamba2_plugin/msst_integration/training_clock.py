@@ -57,6 +57,8 @@ class _Clock:
         self.steps_total = 0
         self.samples_total = 0
         self.excluded: float | None = None  # the run's first step, outside the budget
+        self.managed = False  # epochs come through msst's train_one_epoch (not accelerate)
+        self.warned = False
 
     def now_spent(self, now: float) -> float:
         return self.spent + (0.0 if self.epoch_start is None else now - self.epoch_start)
@@ -111,6 +113,13 @@ def tick(config: Any, device: Any) -> None:
     if clock.excluded is None and clock.steps_total == 0 and len(clock.ticks) == 1:
         clock.excluded = now - clock.ticks[0]  # the run's first step has just finished
     budget = _budget(config)
+    if budget is not None and not clock.managed:
+        if not clock.warned and first_rank():  # msst-train-accelerate has no epoch hook
+            clock.warned = True
+            ensure_console()
+            logger.warning("bsmamba2: training.%s is ignored by this launcher (it works with "
+                           "msst-train and msst-train-ddp)", BUDGET_KEY)
+        budget = None
     if budget is not None and clock.ticks:
         if _all_ranks_agree(clock.budget_spent(now) >= budget, device):
             clock.exhausted = True
@@ -120,6 +129,7 @@ def tick(config: Any, device: Any) -> None:
 
 def epoch_started() -> None:
     clock = _CLOCK
+    clock.managed = True
     clock.epoch_start = time.perf_counter()
     clock.ticks = []
 
