@@ -135,11 +135,9 @@ def epoch_started() -> None:
 
 
 def epoch_ended(config: Any, args: Any, epoch: int, world_size: int | None) -> None:
-    """Account the epoch's time; log and record its timing (first rank only).
-
-    Raises:
-        SystemExit(0): the budget was reached in this epoch and msst would start another.
-    """
+    """Account the epoch's time; log and record its timing (first rank only). A spent
+    budget ends the run at the next epoch's start (`stop_if_exhausted`), after msst has
+    saved and validated this one."""
     clock = _CLOCK
     end = time.perf_counter()
     if clock.epoch_start is None:
