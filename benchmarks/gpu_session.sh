@@ -36,7 +36,7 @@ for step in "$@"; do
     train-runs*) opts=${step#train-runs}; timeout 580 python3 benchmarks/gpu_train_runs.py \
               --work /tmp/runs --out "$OUT/train_runs" $opts 2>&1 | tee "$OUT/train_runs.log" \
               | grep -v "it/s\]" ;;
-    compare*) budget=${step#compare}; timeout 540 python3 -m bsmamba2_plugin.cli recipe run \
+    compare*) budget=${step#compare}; timeout 565 python3 -m bsmamba2_plugin.cli recipe run \
               gpu_compare_vs_bs_roformer --workdir /tmp/cmp ${budget:+--set budget_seconds=$budget} \
               2>&1 | tee "$OUT/compare.log" | grep -v "it/s\]"
               cp /tmp/cmp/report/summary.md /tmp/cmp/report/training.md "$OUT/" 2>/dev/null
