@@ -114,9 +114,10 @@ def _load_model(spec: ModelSpec, device: str):
         raise ValueError(f"{spec.config}: training.instruments {instruments} has no 'vocals'.")
     name = spec.name or f"{model_type}:{spec.checkpoint.stem}"
     # which file and weights were scored; training-selected files also say when and why
+    autocast = _autocast_dtype(config, device)
     source = {"checkpoint": str(spec.checkpoint), "weights": meta.get("weights", "unrecorded"),
-              "precision": str(_autocast_dtype(config, device) or "float32").replace(
-                  "torch.", "") + (" autocast" if _autocast_dtype(config, device) else "")}
+              "precision": (f"{str(autocast).replace('torch.', '')} autocast" if autocast
+                            else "float32")}
     source.update({k: meta[k] for k in ("epoch", "metric", "metric_value") if k in meta})
     return name, model, config, index, source
 
@@ -236,7 +237,8 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
             for d in chunk_seconds if (name, float(d), track.name) not in done]
     echo(f"evaluate: {len(tracks)} tracks x {len(chunk_seconds)} chunk lengths x {len(names)} "
          f"models; {len(jobs)} to do, {len(done)} already in {rows_path}")
-    by_name = {name: (model, config, index) for name, model, config, index, _ in loaded}
+    by_name = {name: (model, config, index, _autocast_dtype(config, device))
+               for name, model, config, index, _ in loaded}
     sources = {name: source for name, *_, source in loaded}
     for name, source in sources.items():
         echo(f"evaluate: {name} = " + ", ".join(f"{k} {v}" for k, v in source.items()))
@@ -249,7 +251,7 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
             if name == MIXTURE:
                 estimate = mixture
             else:
-                model, config, index = by_name[name]
+                model, config, index, autocast = by_name[name]
                 expected = int(config.audio.get("sample_rate", 44100))
                 if rate != expected:
                     raise ValueError(f"{track}: sample rate {rate}, the model expects {expected}.")
@@ -257,7 +259,7 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
                 chunk -= chunk % overlap
                 stems = separate(model, torch.from_numpy(mixture), chunk, overlap=overlap,
                                  batch_size=batch_size, device=device,
-                                 autocast=_autocast_dtype(config, device))
+                                 autocast=autocast)
                 estimate = stems[index].numpy()
             row = {"model": name, "chunk_seconds": d, "track": track.name, "overlap": overlap,
                    "model_fingerprint": fingerprints[name],

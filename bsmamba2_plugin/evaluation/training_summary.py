@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from .evaluate import _save_figure, _write_text
 
 __all__ = ["loss_curve", "summarise_run", "write_training_summary"]
 
@@ -123,20 +124,11 @@ def write_training_summary(folders: Sequence[str | Path], out: str | Path, *,
                                          "scale." if any(r["loss_scale"] != 1.0 for r in runs)
                                          else ".")]
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write(out, "\n".join(lines + notes) + "\n")
+    _write_text(out, "\n".join(lines + notes) + "\n")
     data = {"runs": runs}
-    _write(out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
+    _write_text(out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
     _plot(runs, out.with_name(f"{out.stem}_loss.png"))
     return data
-
-
-def _write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _plot(runs: Sequence[dict[str, Any]], path: Path) -> None:
@@ -161,10 +153,7 @@ def _plot(runs: Sequence[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(temporary, dpi=110)
-        os.replace(temporary, path)
+        _save_figure(fig, path)
     finally:
-        temporary.unlink(missing_ok=True)
         plt.close(fig)

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from .mamba2 import BiMamba2, Mamba2Mixer, PreNormMixer
 from .model import BSMamba2
-from .ssd import _check_ssd_args, gated_rmsnorm_reference
+from .ssd import _check_ssd_args, _ssd_inputs, gated_rmsnorm_reference
 
 __all__ = ["PORTABLE_CHUNK_SIZE", "PortableNetwork", "ssd_portable"]
 
@@ -75,12 +75,8 @@ def ssd_portable(
     ngroups, dstate = B.shape[2], B.shape[3]
     heads_per_group = nheads // ngroups
     out_dtype = x.dtype
-    compute = torch.promote_types(x.dtype, torch.float32)
-    x, dt, A, B, C = (t.to(compute) for t in (x, dt, A, B, C))
-    if dt_bias is not None:
-        dt = dt + dt_bias.to(compute)
-    if dt_softplus:
-        dt = F.softplus(dt)
+    x, dt, A, B, C = _ssd_inputs(x, dt, A, B, C, dt_bias, dt_softplus)
+    compute = x.dtype
     q = chunk_size or PORTABLE_CHUNK_SIZE
     pad = (q - seqlen % q) % q  # at the end, dt = 0: the padded steps touch no real output
     x = F.pad(x, (0, 0, 0, 0, 0, pad))

@@ -86,6 +86,20 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _ssd_inputs(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                C: torch.Tensor, dt_bias: torch.Tensor | None, dt_softplus: bool
+                ) -> tuple[torch.Tensor, ...]:
+    """x, dt, A, B, C in the compute dtype (`_compute_dtype` of x), dt with its bias and
+    softplus applied: the common start of the pure-PyTorch SSD scans."""
+    compute = _compute_dtype(x.dtype)
+    x, dt, A, B, C = (t.to(compute) for t in (x, dt, A, B, C))
+    if dt_bias is not None:
+        dt = dt + dt_bias.to(compute)
+    if dt_softplus:
+        dt = F.softplus(dt)
+    return x, dt, A, B, C
+
+
 def reference_chunk_size(seqlen: int) -> int:
     """Chunk length `ssd_reference` uses when none is given: short sequences (the
     62-band axis) are one block, longer ones (the time axis) use chunks of 64."""
@@ -148,12 +162,8 @@ def ssd_reference(
     batch, seqlen, nheads, headdim = x.shape
     ngroups, dstate = B.shape[2], B.shape[3]
     out_dtype = x.dtype
-    compute = _compute_dtype(x.dtype)
-    x, dt, A, B, C = (t.to(compute) for t in (x, dt, A, B, C))
-    if dt_bias is not None:
-        dt = dt + dt_bias.to(compute)
-    if dt_softplus:
-        dt = F.softplus(dt)
+    x, dt, A, B, C = _ssd_inputs(x, dt, A, B, C, dt_bias, dt_softplus)
+    compute = x.dtype
 
     q = min(chunk_size or reference_chunk_size(seqlen), seqlen)
     n_chunks = math.ceil(seqlen / q)
