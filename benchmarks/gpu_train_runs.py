@@ -110,8 +110,9 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    if torch.cuda.device_count() < 2:
-        raise SystemExit("needs 2 CUDA GPUs (nvidia-h200-x2); found "
+    needed = 1 + max(max(RUNS[name](args)["gpus"]) for name in args.only)
+    if torch.cuda.device_count() < needed:
+        raise SystemExit(f"{', '.join(args.only)} need {needed} CUDA GPUs; found "
                          f"{torch.cuda.device_count()}")
     for key, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"),
                        ("NVSHMEM_DISABLE_NVLS", "1")):

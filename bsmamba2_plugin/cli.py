@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--models", nargs="+", metavar="NAME",
                        help="variants, '+compile' to compile (default: bsmamba2, "
                             "bsmamba2-unfused, bs_roformer_256x6, bs_roformer_256x11, "
-                            "bs_mamba2)")
+                            "bs_mamba2; also bsmamba2-ckpt, bsmamba2-selective, "
+                            "bsmamba2-reference)")
     bench.add_argument("--seconds", type=float, default=8.0, help="chunk length (default 8)")
     bench.add_argument("--train-batch", type=int, default=5)
     bench.add_argument("--infer-batch", type=int, default=8)

@@ -72,6 +72,78 @@ def test_fused_block_equals_the_two_direction_reference(tiny_config, length) -> 
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
 
 
+
+def _perturbed_block(config: BSMamba2Config) -> BiMamba2:
+    block = BiMamba2(config).double()
+    with torch.no_grad():  # non-trivial norm weights and biases
+        for p in block.parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return block
+
+
+@pytest.mark.parametrize("length, x_grad", [(1, True), (37, True), (37, False)])
+def test_selective_recompute_gives_the_same_outputs_and_gradients(tiny_config, length,
+                                                                  x_grad) -> None:
+    block = _perturbed_block(tiny_config)
+    x = torch.randn(3, length, tiny_config.dim, dtype=torch.float64, requires_grad=x_grad)
+    ops = reference_ops()
+    plain = bimamba2_fused(block, x, ops=ops, split=split_conv_reference)
+    recomputed = bimamba2_fused(block, x, ops=ops, split=split_conv_reference, recompute=True)
+    torch.testing.assert_close(recomputed, plain, rtol=1e-12, atol=1e-12)
+    leaves = [x] * x_grad + list(block.parameters())
+    names = ["x"] * x_grad + list(dict(block.named_parameters()))
+    probe = torch.randn_like(plain)
+    want = torch.autograd.grad((plain * probe).sum(), leaves)
+    got = torch.autograd.grad((recomputed * probe).sum(), leaves)
+    for name, a, b in zip(names, got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_selective_recompute_keeps_only_the_input_and_the_scan_output(tiny_config) -> None:
+    """What autograd keeps for the backward pass: everything the block computes on the
+    plain path; the block input, the scan output and the weights with recompute."""
+    block = _perturbed_block(tiny_config)
+    x = torch.randn(4, 50, tiny_config.dim, dtype=torch.float64, requires_grad=True)
+    weights = sum(p.numel() for p in block.parameters())
+
+    def saved_elements(recompute: bool) -> int:
+        seen: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            seen[id(t)] = t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            bimamba2_fused(block, x, ops=reference_ops(), split=split_conv_reference,
+                           recompute=recompute)
+        return sum(seen.values())
+
+    mixer = block.forward_blocks[0].mixer
+    activations = x.numel() + 4 * 50 * 2 * mixer.d_inner  # x and y (both directions)
+    kept = saved_elements(True)
+    assert kept <= activations + 2 * weights, kept
+    assert saved_elements(False) > 4 * kept
+
+
+def test_selective_checkpointing_off_the_kernel_path_recomputes_the_whole_block(
+        tiny_config) -> None:
+    """On the reference backend (CPU) "selective" falls back to full recomputation."""
+    plain = _perturbed_block(tiny_config)
+    selective = BiMamba2(tiny_config.replace(gradient_checkpointing="selective")).double()
+    selective.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 9, tiny_config.dim, dtype=torch.float64, requires_grad=True)
+    kept: list[int] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel()) or t,
+                                                  lambda t: t):
+        out = selective(x)
+    assert sum(kept) == x.numel()  # the checkpoint keeps its input alone
+    want = torch.autograd.grad(plain(x).sum(), [x, *plain.parameters()])
+    got = torch.autograd.grad(out.sum(), [x, *selective.parameters()])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 SPLIT_CONV_CHECK = """
     import torch
     from bsmamba2_plugin.network.bimamba2_fused import split_conv, split_conv_reference
@@ -92,6 +164,12 @@ SPLIT_CONV_CHECK = """
         err = max(max((o - r).abs().max().item() for o, r in zip(outs, refs)),
                   max((g - h).abs().max().item() for g, h in zip(got, want)))
         assert err < 1e-4, (n, length, err)
+    # inside a non-reentrant checkpoint (gradient_checkpointing: true) the backward may
+    # read its saved tensors only once
+    P = torch.randn(2, 5, 2 * e, requires_grad=True)
+    run = lambda P: split_conv(P, w, b, d_inner=di, d_state=ns, nheads=nh)[0].sum()
+    torch.utils.checkpoint.checkpoint(run, P, use_reentrant=False).backward()
+    assert P.grad is not None
     print("ok")
 """
 

@@ -72,3 +72,8 @@ def test_wrong_types_are_type_errors() -> None:
         BSMamba2Config.from_mapping({"depth": "6"})
     with pytest.raises(TypeError, match="model.stereo"):
         BSMamba2Config.from_mapping({"stereo": "yes"})
+    for bad in ("yes", 1, "Selective"):
+        with pytest.raises(TypeError, match="model.gradient_checkpointing.*'selective'"):
+            BSMamba2Config.from_mapping({"gradient_checkpointing": bad})
+    assert BSMamba2Config.from_mapping(
+        {"gradient_checkpointing": "selective"}).gradient_checkpointing == "selective"

@@ -12,7 +12,8 @@ runs happen on the CPU with batch 1.
 
 Variants (`--models`): `bsmamba2` (the kernel backend's fused path on CUDA, else the
 reference backend), `bsmamba2-unfused` (kernel backend, one direction after the other),
-`bsmamba2-ckpt` (gradient checkpointing), `bsmamba2-reference`, `bs_roformer_256x6`,
+`bsmamba2-ckpt` (gradient checkpointing of whole blocks), `bsmamba2-selective`
+(`gradient_checkpointing: selective`), `bsmamba2-reference` (`-ckpt`: with checkpointing), `bs_roformer_256x6`,
 `bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
 `-noflash` after the name sets `flash_attn: false`),
 `bs_mamba2` (msst's own port, when mamba_ssm imports); `+compile` after a name runs it
@@ -34,6 +35,9 @@ __all__ = ["DEFAULT_MODELS", "Result", "run_bench"]
 
 DEFAULT_MODELS = ("bsmamba2", "bsmamba2-unfused", "bs_roformer_256x6", "bs_roformer_256x11",
                   "bs_mamba2")
+#: further variants: full and selective recomputation, the reference backend
+EXTRA_MODELS = ("bsmamba2-ckpt", "bsmamba2-selective", "bsmamba2-reference",
+                "bsmamba2-reference-ckpt")
 SAMPLE_RATE = 44100
 
 
@@ -71,10 +75,11 @@ def build_variant(name: str, device) -> tuple[Any, str]:
     from ..network.model import BSMamba2
 
     BiMamba2.use_fused_kernel_path = True
-    if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference"):
-        backend = "reference" if name == "bsmamba2-reference" else "auto"
-        config = BSMamba2Config.paper(backend=backend,
-                                      gradient_checkpointing=name == "bsmamba2-ckpt")
+    if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-selective",
+                "bsmamba2-reference", "bsmamba2-reference-ckpt"):
+        backend = "reference" if name.startswith("bsmamba2-reference") else "auto"
+        recompute = name.endswith("-ckpt") or name == "bsmamba2-selective" and "selective"
+        config = BSMamba2Config.paper(backend=backend, gradient_checkpointing=recompute)
         if name == "bsmamba2-unfused":
             BiMamba2.use_fused_kernel_path = False
         return BSMamba2(config).to(device), "bfloat16"
@@ -88,7 +93,7 @@ def build_variant(name: str, device) -> tuple[Any, str]:
         model = baselines.msst_bs_mamba2(_config_path("config_musdb18_bsmamba2.yaml"))
         return model.to(device), "bfloat16"
     raise ValueError(f"bench: unknown model {name!r}; expected one of "
-                     f"{', '.join(DEFAULT_MODELS + ('bsmamba2-ckpt', 'bsmamba2-reference'))}"
+                     f"{', '.join(DEFAULT_MODELS + EXTRA_MODELS)}"
                      f" (optionally with '+compile').")
 
 

@@ -35,6 +35,8 @@ Axes: n sequences, l length, e packed projection width per direction, c conv cha
 from __future__ import annotations
 
 import contextlib
+import types
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
@@ -158,12 +160,13 @@ class _SplitConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_x, g_B, g_C, g_z, g_dt):
-        with _on_device(ctx.saved_tensors[0]):
-            return _SplitConv._backward(ctx, g_x, g_B, g_C, g_z, g_dt)
+        # saved_tensors is read once: under torch.utils.checkpoint a second read fails
+        P, w, b = ctx.saved_tensors
+        with _on_device(P):
+            return _SplitConv._backward(ctx, P, w, b, g_x, g_B, g_C, g_z, g_dt)
 
     @staticmethod
-    def _backward(ctx, g_x, g_B, g_C, g_z, g_dt):
-        P, w, b = ctx.saved_tensors
+    def _backward(ctx, P, w, b, g_x, g_B, g_C, g_z, g_dt):
         d_inner, d_state, nheads, w_dtype, b_dtype = ctx.dims
         lay = _Layout(d_inner, d_state, nheads)
         n, length, _ = P.shape
@@ -199,16 +202,168 @@ def split_conv(P: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, d_i
 
 
 # ------------------------------------------------------------------ the block
+# the block's weights as the fused path uses them (each derived from the module's
+# parameters with autograd, so gradients reach the parameters through these few ops)
+_WEIGHTS = ("w_in", "conv_w", "conv_b", "A", "D", "dt_bias", "norm_w", "w_out", "lin_w",
+            "lin_b")
+# the weights each recomputed part of `_SelectiveRecompute` differentiates
+_HEAD_WEIGHTS = ("w_in", "conv_w", "conv_b")
+_TAIL_WEIGHTS = ("norm_w", "w_out", "lin_w", "lin_b")
+
+
+class _Dims(NamedTuple):
+    d_inner: int
+    d_state: int
+    nheads: int
+    headdim: int
+    chunk: int
+    eps_in: float
+    eps_norm: float
+
+
+def _weights(block: torch.nn.Module) -> dict[str, torch.Tensor]:
+    fwd, bwd = block.forward_blocks[0], block.backward_blocks[0]
+    mf, mb = fwd.mixer, bwd.mixer
+    A_log = torch.cat([mf.A_log, mb.A_log])
+    return {
+        # both pre-norm weights folded into one stacked projection
+        "w_in": torch.cat([mf.in_proj.weight * fwd.norm.weight,
+                           mb.in_proj.weight * bwd.norm.weight]),
+        "conv_w": torch.stack([mf.conv1d.weight[:, 0], mb.conv1d.weight[:, 0]]),
+        "conv_b": torch.stack([mf.conv1d.bias, mb.conv1d.bias]),
+        "A": -torch.exp(A_log.to(torch.promote_types(A_log.dtype, torch.float32))),
+        "D": torch.cat([mf.D, mb.D]),
+        "dt_bias": torch.cat([mf.dt_bias, mb.dt_bias]),
+        "norm_w": torch.cat([mf.norm.weight, mb.norm.weight]),
+        "w_out": torch.stack([mf.out_proj.weight, mb.out_proj.weight]).transpose(1, 2),
+        # a kernel-1 ConvTranspose1d is a matmul with its (2 dim, dim) weight
+        "lin_w": block.linear.weight[:, :, 0].t(),
+        "lin_b": block.linear.bias,
+    }
+
+
+def _head(x: torch.Tensor, w: dict, dims: _Dims, split) -> tuple[torch.Tensor, ...]:
+    """Steps 1-2: x (n, l, d) -> the scan's x, B, C, the gate z and dt (both directions)."""
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    x_hat = wide * torch.rsqrt(wide.square().mean(-1, keepdim=True) + dims.eps_in)
+    P = F.linear(x_hat.to(x.dtype), w["w_in"])  # (n, l, 2 e); bf16 under autocast
+    return split(P, w["conv_w"], w["conv_b"], d_inner=dims.d_inner, d_state=dims.d_state,
+                 nheads=dims.nheads)
+
+
+def _scan_inputs(xh, dt, B, C, w, dims: _Dims) -> tuple[tuple, dict]:
+    """Arguments of mamba_ssm's chunked scan for both directions (2 groups)."""
+    n, length = xh.shape[:2]
+    args = (xh.view(n, length, 2 * dims.nheads, dims.headdim), dt, w["A"],
+            B.view(n, length, 2, dims.d_state), C.view(n, length, 2, dims.d_state),
+            dims.chunk)
+    return args, {"D": w["D"], "dt_bias": w["dt_bias"], "dt_softplus": True}
+
+
+def _tail(y: torch.Tensor, z: torch.Tensor, x: torch.Tensor, w: dict, dims: _Dims,
+          ops) -> torch.Tensor:
+    """Steps 3 (gated norm) and 4: the scan output y -> the block output."""
+    n, length, dim = x.shape
+    g = ops.rmsnorm_fn(y.reshape(n * length, 2 * dims.d_inner), w["norm_w"], None,
+                       z=z.reshape(n * length, 2 * dims.d_inner), eps=dims.eps_norm,
+                       group_size=dims.d_inner, norm_before_gate=False)
+    # both out_proj products as one batched product over strided halves of g (slicing g
+    # would make autograd zero-fill and sum two full-size gradients)
+    h = torch.bmm(g.view(n * length, 2, dims.d_inner).transpose(0, 1),
+                  w["w_out"].to(g.dtype))
+    # the residual stream stays in x's dtype (mixed-dtype adds take a slow generic kernel)
+    h_f, h_b = h.to(x.dtype).unbind(0)
+    both = torch.cat([x + h_f.view(n, length, dim), x + h_b.view(n, length, dim).flip(1)], -1)
+    fused = F.linear(both, w["lin_w"], w["lin_b"])
+    return x + fused.to(x.dtype)
+
+
+def _autograd_scan(scan):
+    """Forward and backward halves of a differentiable scan function (the tests' pure
+    PyTorch ops): the backward half recomputes the scan under autograd."""
+
+    def scan_fwd(*args, **kwargs):
+        return scan(*args, **kwargs)
+
+    def scan_bwd(dy, y, *args, **kwargs):
+        del y
+        with torch.enable_grad():
+            leaves = [a.detach().requires_grad_(True) for a in args[:5]]
+            D, dt_bias = (kwargs[k].detach().requires_grad_(True) for k in ("D", "dt_bias"))
+            out = scan(*leaves, *args[5:], **{**kwargs, "D": D, "dt_bias": dt_bias})
+            return torch.autograd.grad(out, [*leaves, D, dt_bias], dy)
+
+    return scan_fwd, scan_bwd
+
+
+class _SelectiveRecompute(torch.autograd.Function):
+    """The whole block keeping only its input x and the scan output y for the backward
+    pass: the backward recomputes the cheap parts (normalisation, in_proj, split_conv,
+    gated norm, out_proj, fusion) and runs the scan's own backward on the saved y, so the
+    expensive forward scan never runs twice. Saves ~1.3 GB instead of ~7.4 GB per block at
+    the paper's batch (5 x 8 s)."""
+
+    @staticmethod
+    def forward(ctx, x, dims, ops, split, *weights):
+        w = dict(zip(_WEIGHTS, weights))
+        xh, B, C, z, dt = _head(x, w, dims, split)
+        scan_fwd, _ = ops.scan_halves
+        args, kwargs = _scan_inputs(xh, dt, B, C, w, dims)
+        y = scan_fwd(*args, **kwargs)
+        out = _tail(y, z, x, w, dims, ops)
+        ctx.save_for_backward(x, y, *weights)
+        ctx.dims, ctx.ops, ctx.split = dims, ops, split
+        device = x.device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device),
+                        torch.get_autocast_dtype(device))
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        x, y, *weights = ctx.saved_tensors
+        dims, ops, split = ctx.dims, ctx.ops, ctx.split
+        device, enabled, dtype = ctx.autocast
+        with _on_device(x), torch.enable_grad(), \
+                torch.autocast(device, dtype=dtype, enabled=enabled):
+            xd = x.detach().requires_grad_(True)
+            w = {k: t.detach().requires_grad_(True) for k, t in zip(_WEIGHTS, weights)}
+            head = _head(xd, w, dims, split)
+            # the tail sees y and z as leaves: its gradients stop there
+            yd, zd = y.detach().requires_grad_(True), head[3].detach().requires_grad_(True)
+            out = _tail(yd, zd, xd, w, dims, ops)
+        tail = torch.autograd.grad(out, [yd, zd, xd, *(w[k] for k in _TAIL_WEIGHTS)], d_out)
+        g_y, g_z, g_x = tail[:3]
+        grads = dict(zip(_TAIL_WEIGHTS, tail[3:]))
+        xh, B, C, z, dt = head
+        _, scan_bwd = ops.scan_halves
+        args, kwargs = _scan_inputs(xh.detach(), dt.detach(), B.detach(), C.detach(),
+                                    {k: t.detach() for k, t in w.items()}, dims)
+        with _on_device(x):
+            d_xh, d_dt, grads["A"], d_B, d_C, grads["D"], grads["dt_bias"] = scan_bwd(
+                g_y.view_as(y), y, *args, **kwargs)
+        h = torch.autograd.grad(
+            [xh, B, C, z, dt], [xd, *(w[k] for k in _HEAD_WEIGHTS)],
+            [d_xh.reshape(xh.shape), d_B.reshape(B.shape), d_C.reshape(C.shape), g_z, d_dt])
+        grads.update(zip(_HEAD_WEIGHTS, h[1:]))
+        return (g_x + h[0], None, None, None,
+                *(grads[k] if need else None
+                  for k, need in zip(_WEIGHTS, ctx.needs_input_grad[4:])))
+
+
 def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = None,
-                   split: object = split_conv) -> torch.Tensor:
+                   split: object = split_conv, recompute: bool = False) -> torch.Tensor:
     """`block` (a `mamba2.BiMamba2`) applied to x (n, l, d) with the fused kernel path.
 
     Args:
         block: the BiMamba2 whose parameters are used.
         x: (n, l, d).
         ops: provides `mamba_chunk_scan_combined` and `rmsnorm_fn` with mamba_ssm's
-            signatures (default: mamba_ssm's Triton kernels); tests pass pure-PyTorch ones.
+            signatures (default: mamba_ssm's Triton kernels), and optionally
+            `scan_halves` (the scan's forward and backward as two functions); tests pass
+            pure-PyTorch ones.
         split: `split_conv` or `split_conv_reference`.
+        recompute: while gradients are taken, keep only x and the scan output for the
+            backward pass and recompute the rest there (`_SelectiveRecompute`).
 
     Returns: (n, l, d), the same function as `block._forward(x)`.
     """
@@ -216,39 +371,18 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         from .ssd import load_mamba_triton
 
         ops = load_mamba_triton()
-    fwd, bwd = block.forward_blocks[0], block.backward_blocks[0]
-    mf, mb = fwd.mixer, bwd.mixer
-    n, length, dim = x.shape
-    d_inner, d_state, nheads, headdim = mf.d_inner, mf.d_state, mf.nheads, mf.headdim
-
-    # 1. shared RMS normalisation, both pre-norm weights folded into one projection
-    wide = x.to(torch.promote_types(x.dtype, torch.float32))
-    x_hat = wide * torch.rsqrt(wide.square().mean(-1, keepdim=True) + fwd.norm.eps)
-    w_in = torch.cat([mf.in_proj.weight * fwd.norm.weight, mb.in_proj.weight * bwd.norm.weight])
-    P = F.linear(x_hat.to(x.dtype), w_in)  # (n, l, 2 e); bf16 under autocast
-    # 2. conv + SiLU of both directions, z and dt, backward direction reversed
-    xh, B, C, z, dt = split(P, torch.stack([mf.conv1d.weight[:, 0], mb.conv1d.weight[:, 0]]),
-                            torch.stack([mf.conv1d.bias, mb.conv1d.bias]),
-                            d_inner=d_inner, d_state=d_state, nheads=nheads)
+    fwd, mf = block.forward_blocks[0], block.forward_blocks[0].mixer
+    n, length, _ = x.shape
+    dims = _Dims(mf.d_inner, mf.d_state, mf.nheads, mf.headdim,
+                 kernel_chunk_size(length, mf.chunk_size), fwd.norm.eps, mf.norm.eps)
+    w = _weights(block)
+    if recompute and torch.is_grad_enabled():
+        if not hasattr(ops, "scan_halves"):
+            ops = types.SimpleNamespace(**vars(ops),
+                                        scan_halves=_autograd_scan(ops.mamba_chunk_scan_combined))
+        return _SelectiveRecompute.apply(x, dims, ops, split, *(w[k] for k in _WEIGHTS))
+    xh, B, C, z, dt = _head(x, w, dims, split)
     # 3. both directions in one scan (2 groups) and one gated norm (2 groups)
-    A_log = torch.cat([mf.A_log, mb.A_log])
-    A = -torch.exp(A_log.to(torch.promote_types(A_log.dtype, torch.float32)))
-    y = ops.mamba_chunk_scan_combined(
-        xh.view(n, length, 2 * nheads, headdim), dt, A, B.view(n, length, 2, d_state),
-        C.view(n, length, 2, d_state), kernel_chunk_size(length, mf.chunk_size),
-        D=torch.cat([mf.D, mb.D]), dt_bias=torch.cat([mf.dt_bias, mb.dt_bias]),
-        dt_softplus=True)
-    g = ops.rmsnorm_fn(y.reshape(n * length, 2 * d_inner),
-                       torch.cat([mf.norm.weight, mb.norm.weight]), None,
-                       z=z.reshape(n * length, 2 * d_inner), eps=mf.norm.eps,
-                       group_size=d_inner, norm_before_gate=False)
-    # 4. projections back, un-reverse the backward branch, residuals, 1x1 fusion
-    # both out_proj products as one batched product over strided halves of g (slicing g
-    # would make autograd zero-fill and sum two full-size gradients)
-    w_out = torch.stack([mf.out_proj.weight, mb.out_proj.weight]).transpose(1, 2)
-    h = torch.bmm(g.view(n * length, 2, d_inner).transpose(0, 1), w_out.to(g.dtype))
-    # the residual stream stays in x's dtype (mixed-dtype adds take a slow generic kernel)
-    h_f, h_b = h.to(x.dtype).unbind(0)
-    both = torch.cat([x + h_f.view(n, length, dim), x + h_b.view(n, length, dim).flip(1)], -1)
-    fused = F.linear(both, block.linear.weight[:, :, 0].t(), block.linear.bias)
-    return x + fused.to(x.dtype)
+    args, kwargs = _scan_inputs(xh, dt, B, C, w, dims)
+    y = ops.mamba_chunk_scan_combined(*args, **kwargs)
+    return _tail(y, z, x, w, dims, ops)

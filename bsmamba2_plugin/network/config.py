@@ -91,9 +91,11 @@ class BSMamba2Config:
             sequence length (kernel: 256; reference: see `ssd.reference_chunk_size`).
         backend: "auto" (kernel on CUDA when mamba_ssm imports, else reference),
             "reference" (pure PyTorch) or "kernel" (mamba_ssm Triton).
-        gradient_checkpointing: recompute each BiMamba2 block in the backward pass
-            instead of storing its activations (same gradients, far less memory,
-            about one more forward pass of time). Only acts while gradients are taken.
+        gradient_checkpointing: false stores every activation; true recomputes each
+            BiMamba2 block in the backward pass (same gradients, far less memory, about
+            one more forward pass of time); "selective" keeps each block's input and its
+            scan output and recomputes only the cheap rest (kernel path; elsewhere it acts
+            as true). Only acts while gradients are taken.
     """
 
     dim: int = 256
@@ -112,7 +114,7 @@ class BSMamba2Config:
     d_conv: int = 4
     chunk_size: int | None = None
     backend: str = "auto"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | str = False
 
     # ----------------------------------------------------------------- checks
     def __post_init__(self) -> None:
@@ -122,7 +124,13 @@ class BSMamba2Config:
             _check_positive_int(name, getattr(self, name))
         if self.chunk_size is not None:
             _check_positive_int("chunk_size", self.chunk_size)
-        for name in ("stereo", "stft_normalized", "gradient_checkpointing"):
+        recompute = self.gradient_checkpointing
+        if not (isinstance(recompute, bool) or recompute == "selective"):
+            raise TypeError(f"model.gradient_checkpointing: expected true, false or "
+                            f"'selective', got {self.gradient_checkpointing!r}. Fix: "
+                            f"'selective' on a GPU with the kernel backend saves most of the "
+                            f"memory of true at a smaller cost in time.")
+        for name in ("stereo", "stft_normalized"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"model.{name}: expected true or false, got {value!r} "

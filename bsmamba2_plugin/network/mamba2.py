@@ -31,6 +31,7 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .config import BSMamba2Config
 from .ssd import Backend, get_backend, resolve_backend
@@ -182,6 +183,8 @@ class BiMamba2(nn.Module):
         self.forward_blocks = nn.ModuleList([branch()])
         self.backward_blocks = nn.ModuleList([branch()])
         self.linear = nn.ConvTranspose1d(2 * dim, dim, kernel_size=1)
+        #: gradient_checkpointing "selective": keep only the input and the scan output
+        self.selective_recompute = config.gradient_checkpointing == "selective"
 
     #: Without autograd on a CPU, sequences run in groups of about this many tokens.
     cpu_tokens_per_group = 1024
@@ -201,13 +204,21 @@ class BiMamba2(nn.Module):
                         self.forward_blocks[0].mixer.backend, x.device) == "kernel":
                     from .bimamba2_fused import bimamba2_fused
 
-                    return bimamba2_fused(self, x)
-                return self._forward(x)
-        if (torch.is_grad_enabled() or x.device.type != "cpu"
-                or n * length <= self.cpu_tokens_per_group):
+                    return bimamba2_fused(self, x, recompute=self.selective_recompute)
+                return self._recomputed_forward(x)
+        if torch.is_grad_enabled():
+            return self._recomputed_forward(x)
+        if x.device.type != "cpu" or n * length <= self.cpu_tokens_per_group:
             return self._forward(x)
         group = max(1, self.cpu_tokens_per_group // length)
         return torch.cat([self._forward(part) for part in x.split(group)])
+
+    def _recomputed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`_forward`; with "selective" checkpointing off the fused kernel path, the whole
+        block is recomputed in the backward pass (as with gradient_checkpointing: true)."""
+        if self.selective_recompute and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         forward = x + self.forward_blocks[0](x)

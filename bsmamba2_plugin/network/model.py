@@ -213,7 +213,8 @@ class BSMamba2(nn.Module):
     def _dual_path(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (b, t, k, d). Returns: (b, t, k, d)."""
         batch, n_frames, n_bands, dim = x.shape
-        recompute = self.config.gradient_checkpointing and torch.is_grad_enabled()
+        # "selective" is each block's own business (BiMamba2.forward)
+        recompute = self.config.gradient_checkpointing is True and torch.is_grad_enabled()
 
         def run(block: nn.Module, seqs: torch.Tensor) -> torch.Tensor:
             if recompute:
