@@ -194,6 +194,21 @@ def test_parallel_stages_run_at_the_same_time_and_log_to_files(tmp_path) -> None
     assert [o for _, o in again] == ["skipped"] * 3
 
 
+def test_parallel_stages_report_their_own_wall_time(tmp_path) -> None:
+    """A quick stage listed before a slow one ends first and says so with its own time."""
+    path = write_recipe(tmp_path, [
+        {"name": "slow", "parallel": True, "run": ["python", "-c", "import time; time.sleep(3)"]},
+        {"name": "quick", "parallel": True, "run": ["python", "-c", "pass"]},
+    ])
+    lines: list[str] = []
+    run_recipe(load_recipe(path), tmp_path / "w", echo=lines.append)
+    ended = [line for line in lines if " in " in line and line.endswith(" s")]
+    assert [line.split("]")[1].split(":")[0].strip() for line in ended] == ["quick", "slow"]
+    seconds = {line.split("]")[1].split(":")[0].strip(): float(line.split(" in ")[1][:-2])
+               for line in ended}
+    assert seconds["quick"] < 2 <= seconds["slow"], ended
+
+
 def test_a_failing_parallel_stage_names_itself_and_its_log(tmp_path) -> None:
     path = write_recipe(tmp_path, [
         {"name": "good", "parallel": True, "run": ["python", "-c", "pass"]},

@@ -526,6 +526,10 @@ def _run_stage(entry: Any, total: int, workdir: Path, marks: Path, force: bool,
     return _finish_stage(stage, stage_settings, outcome, mark, header, start, echo)
 
 
+#: how often a group of parallel stages is checked for stages that ended
+PARALLEL_POLL_SECONDS = 0.5
+
+
 def _run_parallel(group: list[Any], total: int, workdir: Path, marks: Path, force: bool,
                   echo: Callable[[str], None]) -> list[tuple[str, str]]:
     """Start every unfinished stage of the group, then wait for all of them."""
@@ -547,14 +551,23 @@ def _run_parallel(group: list[Any], total: int, workdir: Path, marks: Path, forc
             running.append((stage, command, stage_settings, mark, header, start, deadline,
                             process))
         failures = []
-        for stage, command, stage_settings, mark, header, start, deadline, process in running:
-            try:
-                outcome = _finish_command(process, command, deadline=deadline)
-                results[stage.name] = _finish_stage(stage, stage_settings, outcome, mark,
-                                                    header, start, echo)
-            except RuntimeError as error:  # wait for the others before reporting
-                failures.append(f"stage {stage.name!r}: {error} (log: "
-                                f"{workdir / 'logs' / (stage.name + '.log')})")
+        waiting = list(running)
+        while waiting:  # in the order they end, so that each reports its own wall time
+            ended = [entry for entry in waiting if entry[-1].poll() is not None
+                     or entry[-2] is not None and time.monotonic() >= entry[-2]]
+            if not ended:
+                time.sleep(PARALLEL_POLL_SECONDS)
+                continue
+            for entry in ended:
+                waiting.remove(entry)
+                stage, command, stage_settings, mark, header, start, deadline, process = entry
+                try:
+                    outcome = _finish_command(process, command, deadline=deadline)
+                    results[stage.name] = _finish_stage(stage, stage_settings, outcome, mark,
+                                                        header, start, echo)
+                except RuntimeError as error:  # wait for the others before reporting
+                    failures.append(f"stage {stage.name!r}: {error} (log: "
+                                    f"{workdir / 'logs' / (stage.name + '.log')})")
         if failures:
             raise RuntimeError("; ".join(failures))
     except BaseException:

@@ -434,6 +434,20 @@ def _save_figure(fig: Any, path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
+#: metrics where a smaller value is the better result (leak and ghost levels, dropouts)
+LOWER_IS_BETTER = frozenset({"slr_db", "ghost_db", "dropout_rate"})
+
+
+def _bucket_order(label: str) -> tuple[float, str]:
+    """Activity buckets in the order of their values: "<40%", "40-70%", ">70%"."""
+    import re
+
+    number = re.search(r"\d+(\.\d+)?", label)
+    value = float(number.group()) if number else math.inf
+    return (value - 0.5 if label.startswith("<") else value + 0.5 if label.startswith(">")
+            else value, label)
+
+
 def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
 
@@ -459,7 +473,7 @@ def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> Non
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    buckets = sorted({b["bucket"] for b in summary["buckets"]})
+    buckets = sorted({b["bucket"] for b in summary["buckets"]}, key=_bucket_order)
     width = 0.8 / max(1, len(names))
     for ax, key, label in ((axes[0], "slr_db", "SLR (dB, lower = less leak)"),
                            (axes[1], "usdr", "uSDR (dB)")):
@@ -470,13 +484,19 @@ def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> Non
                          and b["bucket"] == bucket]
                 values.append(match[0][key]["median"] if match else np.nan)
             ax.bar(np.arange(len(buckets)) + i * width, values, width, label=name)
-        ax.set_xticks(np.arange(len(buckets)) + width * (len(names) - 1) / 2, buckets)
+        counts = {b["bucket"]: b[key]["n"] for b in summary["buckets"]
+                  if b["model"] == names[-1]}
+        ax.set_xticks(np.arange(len(buckets)) + width * (len(names) - 1) / 2,
+                      [f"{b}\n{counts.get(b, 0)} tracks" for b in buckets])
         ax.set_xlabel("vocal activity of the track")
         ax.set_ylabel(f"median {label}")
         ax.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"By vocal-activity bucket ({summary['chunk_seconds'][-1]:g} s chunks)")
-    fig.tight_layout()
+    # one legend under the title: inside an axis it covers bars
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", ncol=len(names),
+               fontsize=8)
+    fig.suptitle(f"By vocal-activity bucket ({summary['chunk_seconds'][-1]:g} s chunks)",
+                 x=0.3)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     _save_figure(fig, out / "by_activity.png")
     plt.close(fig)
 
@@ -500,7 +520,9 @@ def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> Non
             ax.set_xscale("log", base=2)
             ax.set_xticks(x, [f"{c:g}" for c in x])
             ax.set_xlabel("chunk length (s)")
-            ax.set_title(f"{metric}: {sel[0]['a']} - {sel[0]['b']}", fontsize=9)
+            verdict = "worse" if metric in LOWER_IS_BETTER else "better"
+            ax.set_title(f"{metric}: {sel[0]['a']} - {sel[0]['b']}\n(above 0: {sel[0]['a']} "
+                         f"{verdict})", fontsize=9)
             ax.grid(alpha=0.3)
         fig.suptitle("Paired per-track differences, mean and bootstrap 95 % CI")
         fig.tight_layout()
