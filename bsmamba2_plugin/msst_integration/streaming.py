@@ -150,7 +150,10 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
         index = torch.arange(start - pad, stop - pad)
         index = torch.where(index < 0, -index, index)
         index = torch.where(index >= length, 2 * (length - 1) - index, index)
-        part = source.index_select(1, index)
+        # gather from the chunk's own span: index_select on the whole (often transposed,
+        # non-contiguous) track copied all of it for every chunk (O(length) per chunk)
+        low, high = int(index.min()), int(index.max()) + 1
+        part = source[:, low:high].index_select(1, index - low)
         if not torch.isfinite(part).all():
             bad = int(index[~torch.isfinite(part).all(0)][0])
             raise ValueError(f"demix: the input has a NaN or infinite sample at sample {bad} "
