@@ -97,6 +97,11 @@ def as_float64(signal: Any, name: str = "signal") -> np.ndarray:
         TypeError: for a non-real dtype.
         ValueError: for inputs that are not 1-D or 2-D.
     """
+    return _as_track(signal, name, keep_float32=False)
+
+
+def _as_track(signal: Any, name: str, *, keep_float32: bool) -> np.ndarray:
+    """`as_float64`; with keep_float32 a float32 numpy array stays as it is (no copy)."""
     array = np.asarray(_to_numpy(signal))
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected real audio samples, got dtype {array.dtype}")
@@ -105,11 +110,13 @@ def as_float64(signal: Any, name: str = "signal") -> np.ndarray:
     if array.ndim != 2:
         raise ValueError(f"{name}: expected shape (channels, samples) or (samples,), got "
                          f"{array.shape}; score one track (and one stem) per call")
+    if keep_float32 and array.dtype == np.float32:
+        return array
     return np.asarray(array, dtype=np.float64)
 
 
-def match_length(reference: Any, estimate: Any, *, estimate_name: str = "estimate"
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def match_length(reference: Any, estimate: Any, *, estimate_name: str = "estimate",
+                 keep_float32: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Both signals as float64 ``(c, t)``, the estimate cut or zero-padded to the reference.
 
     Args:
@@ -117,14 +124,17 @@ def match_length(reference: Any, estimate: Any, *, estimate_name: str = "estimat
         estimate: ``(c, t')`` or ``(t',)`` with the reference's channel count.
         estimate_name: the estimate's name, for error messages.
 
+        keep_float32: leave float32 numpy inputs in float32 (callers that compute in
+            float64 block by block, so that a long track is never copied whole).
+
     Returns:
-        ``(reference, estimate)``, both ``(c, t)`` float64.
+        ``(reference, estimate)``, both ``(c, t)`` float64 (or float32, see keep_float32).
 
     Raises:
         ValueError: when the channel counts differ.
     """
-    ref = as_float64(reference, "reference")
-    est = as_float64(estimate, estimate_name)
+    ref = _as_track(reference, "reference", keep_float32=keep_float32)
+    est = _as_track(estimate, estimate_name, keep_float32=keep_float32)
     if est.shape[0] != ref.shape[0]:
         raise ValueError(f"{estimate_name} has {est.shape[0]} channels, the reference has "
                          f"{ref.shape[0]}; expected (channels, samples) arrays with equal "

@@ -114,7 +114,7 @@ from .activity import (
     activity_labels,
     gap_bucket,
 )
-from .metrics import _museval_n_frames, _nanmedian, framewise_sdr, match_length, usdr
+from .metrics import _museval_n_frames, _nanmedian, match_length
 
 __all__ = [
     "LEVEL_FLOOR_DB",
@@ -129,6 +129,10 @@ __all__ = [
 
 # Schulze-Forster et al.'s constant inside the logarithm of PES / EPS.
 _PES_EPS_FLOOR = 1e-12
+#: uSDR's epsilon (msst's `sdr`, as `metrics.usdr`)
+USDR_EPS = 1e-8
+#: the suite reads a track in float64 blocks of this many seconds (whole museval frames)
+SCORE_BLOCK_SECONDS = 30
 
 
 def _energy_ratio_db(num: float, den: float, eps: float) -> float:
@@ -165,12 +169,60 @@ def _museval_frames(signal: np.ndarray, sample_rate: int) -> np.ndarray:
     return signal[:, : n_frames * length].reshape(n_channels, n_frames, length)
 
 
-def _pes_eps(ref: np.ndarray, est: np.ndarray, sample_rate: int) -> dict[str, float]:
-    r, e = _museval_frames(ref, sample_rate), _museval_frames(est, sample_rate)
-    ref_zero = ~np.any(r != 0, axis=(0, 2))
-    est_zero = ~np.any(e != 0, axis=(0, 2))
-    pes = 10 * np.log10(np.einsum("cft,cft->f", e, e)[ref_zero] + _PES_EPS_FLOOR)
-    eps = 10 * np.log10(np.einsum("cft,cft->f", r, r)[est_zero & ~ref_zero] + _PES_EPS_FLOOR)
+def _energies(ref: np.ndarray, est: np.ndarray, sample_rate: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sample float64 energies (summed over channels) of ref, est and est - ref, and
+    per sample whether ref's / est's channel sum is exactly zero ((2, t) bool), computed
+    in blocks of whole seconds: a long track is never copied whole in float64."""
+    n_samples = ref.shape[1]
+    ref_energy, est_energy, err_energy = (np.empty(n_samples) for _ in range(3))
+    channel_sum_zero = np.empty((2, n_samples), dtype=bool)
+    block = SCORE_BLOCK_SECONDS * sample_rate
+    for start in range(0, n_samples, block):
+        part = slice(start, start + block)
+        r = ref[:, part].astype(np.float64)
+        e = est[:, part].astype(np.float64)
+        ref_energy[part] = _channel_energy(r)
+        est_energy[part] = _channel_energy(e)
+        channel_sum_zero[0, part] = r.sum(axis=0) == 0
+        channel_sum_zero[1, part] = e.sum(axis=0) == 0
+        np.subtract(e, r, out=e)
+        err_energy[part] = _channel_energy(e)
+    return ref_energy, est_energy, err_energy, channel_sum_zero
+
+
+def _masked_energy(signal: np.ndarray, mask: np.ndarray, sample_rate: int) -> float:
+    """Sum over the masked samples of the signal's float64 energy, block by block."""
+    block = SCORE_BLOCK_SECONDS * sample_rate
+    total = 0.0
+    for start in range(0, signal.shape[1], block):
+        part = slice(start, start + block)
+        total += _masked_sum(_channel_energy(signal[:, part].astype(np.float64)), mask[part])
+    return total
+
+
+def _framewise_sdr(ref_energy: np.ndarray, err_energy: np.ndarray,
+                   channel_sum_zero: np.ndarray, sample_rate: int) -> np.ndarray:
+    """`metrics.framewise_sdr` (museval v4, 1-s frames) from the per-sample energies."""
+    num, den = (_museval_frames(x[None, :], sample_rate)[0].sum(axis=1)
+                for x in (ref_energy, err_energy))
+    is_silent = _museval_frames(channel_sum_zero, sample_rate).all(axis=2).any(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sdr = 10 * np.log10(num / den)
+    sdr[den == 0] = np.inf
+    sdr[is_silent] = np.nan
+    return sdr
+
+
+def _pes_eps(ref_energy: np.ndarray, est_energy: np.ndarray, sample_rate: int
+             ) -> dict[str, float]:
+    # a frame is all zero exactly when its channel energies are (float64 squares of
+    # float32 samples never underflow)
+    r, e = (_museval_frames(x[None, :], sample_rate)[0] for x in (ref_energy, est_energy))
+    ref_zero = ~np.any(r != 0, axis=1)
+    est_zero = ~np.any(e != 0, axis=1)
+    pes = 10 * np.log10(e.sum(axis=1)[ref_zero] + _PES_EPS_FLOOR)
+    eps = 10 * np.log10(r.sum(axis=1)[est_zero & ~ref_zero] + _PES_EPS_FLOOR)
     return {"pes_db": float(pes.mean()) if pes.size else math.nan,
             "eps_db": float(eps.mean()) if eps.size else math.nan,
             "pes_frames": float(pes.size), "eps_frames": float(eps.size)}
@@ -228,11 +280,12 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
         ValueError: for mismatched channels, lengths of ``activity`` or its grid.
     """
     sample_rate = _check_rate(sample_rate)
-    ref, est = match_length(reference, estimate)
-    _, mix = match_length(ref, mixture, estimate_name="mixture")
+    # float32 tracks stay float32 here; everything is computed in float64, block by block
+    ref, est = match_length(reference, estimate, keep_float32=True)
+    _, mix = match_length(ref, mixture, estimate_name="mixture", keep_float32=True)
     n_channels, n_samples = ref.shape
     frame, hop = config.frame_samples(sample_rate), config.hop_samples(sample_rate)
-    ref_energy = _channel_energy(ref)
+    ref_energy, est_energy, err_energy, channel_sum_zero = _energies(ref, est, sample_rate)
     if activity is None:
         activity = _labels_from_signal(ref, ref_energy, sample_rate, config)
     elif (activity.n_samples, activity.sample_rate, activity.frame_samples,
@@ -242,15 +295,14 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
             f"with frame/hop {activity.frame_samples}/{activity.hop_samples}; expected "
             f"{n_samples} samples at {sample_rate} Hz with frame/hop {frame}/{hop} (build "
             "them with the same signal, sample_rate and config)")
-    est_energy = _channel_energy(est)
-    err_energy = _channel_energy(est - ref)
     ref_level = _frame_levels(ref_energy, n_channels, frame, hop)
     est_level = _frame_levels(est_energy, n_channels, frame, hop)
     l_act, _ = _l_act_and_threshold(ref_level, config)
 
-    frames = framewise_sdr(ref, est, sample_rate)
+    frames = _framewise_sdr(ref_energy, err_energy, channel_sum_zero, sample_rate)
     out: dict[str, float] = {
-        "usdr": usdr(ref, est), "csdr": _nanmedian(frames),
+        "usdr": _energy_ratio_db(float(ref_energy.sum()), float(err_energy.sum()), USDR_EPS),
+        "csdr": _nanmedian(frames),
         "csdr_frames": float(frames.size), "csdr_nan_frames": float(np.isnan(frames).sum()),
     }
 
@@ -258,7 +310,7 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
     active = activity.active_sample_mask()
     eps = config.eps
     if silent.any():
-        mix_energy = _masked_sum(_channel_energy(mix), silent)
+        mix_energy = _masked_energy(mix, silent, sample_rate)
         out["slr_db"] = _energy_ratio_db(_masked_sum(est_energy, silent), mix_energy, eps)
         out["slr_residual_db"] = _energy_ratio_db(_masked_sum(err_energy, silent), mix_energy,
                                                   eps)
@@ -267,7 +319,7 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
     n_active = int(np.count_nonzero(active))
     p_act = _masked_sum(ref_energy, active) / (n_active * n_channels) if n_active else math.nan
     out["ghost_db"] = _relative_power_db(est_energy, n_channels, silent, p_act)
-    out.update(_pes_eps(ref, est, sample_rate))
+    out.update(_pes_eps(ref_energy, est_energy, sample_rate))
     out.update(_silence_detection(est_level, activity, l_act, config))
 
     active_frames = activity.active
