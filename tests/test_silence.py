@@ -306,3 +306,51 @@ def test_segments_are_validated() -> None:
         activity_from_segments([[0, 200]], 100, RATE)
     empty = activity_from_segments([], RATE, RATE)
     assert empty.activity_ratio == 0.0 and empty.gap_lengths_s.tolist() == [1.0]
+
+
+def _long_track(seconds: float, dtype=np.float32) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(3)
+    n = round(seconds * 44100)
+    gate = (np.sin(np.arange(n) / 44100 * 2 * np.pi * 0.15) > 0.2).astype(dtype)
+    ref = (0.1 * rng.standard_normal((2, n)) * gate).astype(dtype)
+    est = (0.8 * ref + 0.01 * rng.standard_normal((2, n))).astype(dtype)
+    mix = (ref + 0.2 * rng.standard_normal((2, n))).astype(dtype)
+    return ref, est, mix
+
+
+@pytest.mark.parametrize("config", [SilenceConfig(), SilenceConfig(hop_s=0.033),
+                                    SilenceConfig(frame_s=0.12, hop_s=0.05)])
+def test_block_size_does_not_change_the_suite(monkeypatch, config) -> None:
+    """The suite reads a track in float64 blocks; 1-s blocks, 30-s blocks and float64
+    copies of the float32 track give the same numbers."""
+    from bsmamba2_plugin.evaluation import silence
+
+    ref, est, mix = _long_track(75.3)
+    results = []
+    for seconds, cast in ((30, np.float32), (1, np.float32), (30, np.float64)):
+        monkeypatch.setattr(silence, "SCORE_BLOCK_SECONDS", seconds)
+        results.append(silence_suite(ref.astype(cast), est.astype(cast), mix.astype(cast),
+                                     44100, config))
+    for other in results[1:]:
+        for key, value in results[0].items():
+            assert value == pytest.approx(other[key], rel=1e-12, nan_ok=True), key
+
+
+def test_scoring_memory_grows_by_less_than_the_track() -> None:
+    """Going from 3 to 6 minutes of float32 stereo, the suite's peak memory grows by less
+    than those 3 minutes of audio (it held about 13 float64-sized copies of the track
+    before the block-wise pass; what grows now is the boolean region masks)."""
+    import tracemalloc
+
+    peaks = []
+    for seconds in (180.0, 360.0):
+        ref, est, mix = _long_track(seconds)
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            silence_suite(ref, est, mix, 44100)
+            peaks.append(tracemalloc.get_traced_memory()[1] - base)
+        finally:
+            tracemalloc.stop()
+    added_audio = ref.nbytes / 2
+    assert peaks[1] - peaks[0] < 0.75 * added_audio, (peaks[1] - peaks[0]) / added_audio

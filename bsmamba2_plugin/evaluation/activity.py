@@ -224,10 +224,15 @@ def _window_sums(per_sample: np.ndarray, frame: int, hop: int) -> np.ndarray:
 
 def _frame_levels(energy: np.ndarray, n_channels: int, frame: int, hop: int) -> np.ndarray:
     """``(n_frames,)`` levels in dBFS from the per-sample channel energy ``(t,)``."""
-    n_samples = energy.size
-    counts = np.minimum(frame, n_samples - np.arange(_n_activity_frames(n_samples, frame, hop),
-                                                     dtype=np.int64) * hop)
-    power = _window_sums(energy, frame, hop) / (counts * n_channels)
+    return _levels_from_sums(_window_sums(energy, frame, hop), energy.size, n_channels,
+                             frame, hop)
+
+
+def _levels_from_sums(sums: np.ndarray, n_samples: int, n_channels: int, frame: int,
+                      hop: int) -> np.ndarray:
+    """Frame levels in dBFS from the frames' energy sums (`_window_sums` of the energy)."""
+    counts = np.minimum(frame, n_samples - np.arange(sums.size, dtype=np.int64) * hop)
+    power = sums / (counts * n_channels)
     return 10 * np.log10(np.maximum(power, _POWER_FLOOR))
 
 
@@ -330,12 +335,20 @@ def activity_labels(reference: Any, sample_rate: int = 44100,
 def _labels_from_signal(ref: np.ndarray, energy: np.ndarray, sample_rate: int,
                         config: SilenceConfig) -> ActivityLabels:
     frame, hop = config.frame_samples(sample_rate), config.hop_samples(sample_rate)
-    level_db = _frame_levels(energy, ref.shape[0], frame, hop)
+    nonzero = np.any(ref != 0, axis=0).astype(np.int64)
+    return _labels_from_sums(_window_sums(energy, frame, hop), _window_sums(nonzero, frame, hop),
+                             ref.shape[0], ref.shape[1], sample_rate, config)
+
+
+def _labels_from_sums(energy_sums: np.ndarray, nonzero_sums: np.ndarray, n_channels: int,
+                      n_samples: int, sample_rate: int, config: SilenceConfig
+                      ) -> ActivityLabels:
+    """Labels from the activity frames' energy sums and counts of non-zero samples."""
+    frame, hop = config.frame_samples(sample_rate), config.hop_samples(sample_rate)
+    level_db = _levels_from_sums(energy_sums, n_samples, n_channels, frame, hop)
     l_act, threshold = _l_act_and_threshold(level_db, config)
     active = level_db >= threshold
-    nonzero = np.any(ref != 0, axis=0).astype(np.int64)
-    exact_zero = _window_sums(nonzero, frame, hop) == 0
-    return _build_labels(active, exact_zero, level_db, l_act, threshold, ref.shape[1],
+    return _build_labels(active, nonzero_sums == 0, level_db, l_act, threshold, n_samples,
                          sample_rate, config)
 
 

@@ -3,7 +3,8 @@
 cSDR (museval) drops frames whose reference is digitally silent and takes a median, so it
 cannot see vocals leaking into gaps ("ghost vocals") or vocals dropped at exact zero
 (EVAL.md 2.1). This module measures those behaviours with fixed thresholds
-(:class:`SilenceConfig`), vectorised numpy, float64.
+(:class:`SilenceConfig`), vectorised numpy, float64, in one pass over the track in
+blocks of whole seconds (:class:`_Pass`): a float32 track is never copied whole.
 
 Signals are one track each, ``(c, t)`` numpy arrays or torch tensors (``(t,)`` is mono):
 the reference vocal ``v``, the estimate ``y`` and the mixture ``x``. ``y`` and ``x`` are cut
@@ -104,9 +105,11 @@ from .activity import (
     SilenceConfig,
     _channel_energy,
     _check_rate,
-    _frame_levels,
     _l_act_and_threshold,
-    _labels_from_signal,
+    _labels_from_sums,
+    _levels_from_sums,
+    _n_activity_frames,
+    _window_sums,
     _silent_runs,
     _spans_to_mask,
     activity_bucket,
@@ -139,108 +142,145 @@ def _energy_ratio_db(num: float, den: float, eps: float) -> float:
     return float(10 * np.log10((num + eps) / (den + eps)))
 
 
-def _masked_sum(per_sample: np.ndarray, mask: np.ndarray) -> float:
-    return float(np.sum(per_sample, where=mask))
-
-
-def _masked_sdr(ref_energy: np.ndarray, err_energy: np.ndarray, mask: np.ndarray,
-                eps: float) -> float:
-    """uSDR (dB) restricted to the samples of ``mask``; NaN for an empty mask."""
-    if not mask.any():
+def _region_sdr(ref_sum: float, err_sum: float, n_masked: int, eps: float) -> float:
+    """uSDR-style ratio over a region from its energy sums; NaN for an empty region."""
+    if n_masked == 0:
         return math.nan
-    return _energy_ratio_db(_masked_sum(ref_energy, mask), _masked_sum(err_energy, mask), eps)
+    return _energy_ratio_db(ref_sum, err_sum, eps)
 
 
-def _relative_power_db(energy: np.ndarray, n_channels: int, mask: np.ndarray,
+def _relative_power_db(energy_sum: float, n_masked: int, n_channels: int,
                        p_act: float) -> float:
-    """10 log10(max(power over ``mask``, floor) / p_act); NaN if undefined."""
-    n_masked = int(np.count_nonzero(mask))
+    """Mean power over a region relative to the active power, dB; NaN when undefined."""
     if n_masked == 0 or not p_act > 0:
         return math.nan
-    power = _masked_sum(energy, mask) / (n_masked * n_channels)
+    power = energy_sum / (n_masked * n_channels)
     return float(10 * np.log10(max(power, _POWER_FLOOR) / p_act))
 
 
-def _museval_frames(signal: np.ndarray, sample_rate: int) -> np.ndarray:
-    """``(c, n_frames, frame)`` view of the museval 1-s grid (trailing part dropped)."""
-    n_channels, n_samples = signal.shape
-    n_frames = _museval_n_frames(n_samples, sample_rate, sample_rate)
-    length = min(sample_rate, n_samples)
-    return signal[:, : n_frames * length].reshape(n_channels, n_frames, length)
-
-
-def _energies(ref: np.ndarray, est: np.ndarray, sample_rate: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-sample float64 energies (summed over channels) of ref, est and est - ref, and
-    per sample whether ref's / est's channel sum is exactly zero ((2, t) bool), computed
-    in blocks of whole seconds: a long track is never copied whole in float64."""
-    n_samples = ref.shape[1]
-    ref_energy, est_energy, err_energy = (np.empty(n_samples) for _ in range(3))
-    channel_sum_zero = np.empty((2, n_samples), dtype=bool)
-    block = SCORE_BLOCK_SECONDS * sample_rate
-    for start in range(0, n_samples, block):
-        part = slice(start, start + block)
-        r = ref[:, part].astype(np.float64)
-        e = est[:, part].astype(np.float64)
-        ref_energy[part] = _channel_energy(r)
-        est_energy[part] = _channel_energy(e)
-        channel_sum_zero[0, part] = r.sum(axis=0) == 0
-        channel_sum_zero[1, part] = e.sum(axis=0) == 0
-        np.subtract(e, r, out=e)
-        err_energy[part] = _channel_energy(e)
-    return ref_energy, est_energy, err_energy, channel_sum_zero
-
-
-def _masked_energy(signal: np.ndarray, mask: np.ndarray, sample_rate: int) -> float:
-    """Sum over the masked samples of the signal's float64 energy, block by block."""
-    block = SCORE_BLOCK_SECONDS * sample_rate
-    total = 0.0
-    for start in range(0, signal.shape[1], block):
-        part = slice(start, start + block)
-        total += _masked_sum(_channel_energy(signal[:, part].astype(np.float64)), mask[part])
-    return total
-
-
-def _framewise_sdr(ref_energy: np.ndarray, err_energy: np.ndarray,
-                   channel_sum_zero: np.ndarray, sample_rate: int) -> np.ndarray:
-    """`metrics.framewise_sdr` (museval v4, 1-s frames) from the per-sample energies."""
-    num, den = (_museval_frames(x[None, :], sample_rate)[0].sum(axis=1)
-                for x in (ref_energy, err_energy))
-    is_silent = _museval_frames(channel_sum_zero, sample_rate).all(axis=2).any(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sdr = 10 * np.log10(num / den)
-    sdr[den == 0] = np.inf
-    sdr[is_silent] = np.nan
-    return sdr
-
-
-def _pes_eps(ref_energy: np.ndarray, est_energy: np.ndarray, sample_rate: int
-             ) -> dict[str, float]:
-    # a frame is all zero exactly when its channel energies are (float64 squares of
-    # float32 samples never underflow)
-    r, e = (_museval_frames(x[None, :], sample_rate)[0] for x in (ref_energy, est_energy))
-    ref_zero = ~np.any(r != 0, axis=1)
-    est_zero = ~np.any(e != 0, axis=1)
-    pes = 10 * np.log10(e.sum(axis=1)[ref_zero] + _PES_EPS_FLOOR)
-    eps = 10 * np.log10(r.sum(axis=1)[est_zero & ~ref_zero] + _PES_EPS_FLOOR)
+def _pes_eps(ref_frames: np.ndarray, est_frames: np.ndarray) -> dict[str, float]:
+    """PES / EPS from the museval frames' energy sums (channels and samples pooled). A
+    frame is all zero exactly when its energy sum is (squares of float32 samples never
+    underflow in float64)."""
+    ref_zero, est_zero = ref_frames == 0, est_frames == 0
+    pes = 10 * np.log10(est_frames[ref_zero] + _PES_EPS_FLOOR)
+    eps = 10 * np.log10(ref_frames[est_zero & ~ref_zero] + _PES_EPS_FLOOR)
     return {"pes_db": float(pes.mean()) if pes.size else math.nan,
             "eps_db": float(eps.mean()) if eps.size else math.nan,
             "pes_frames": float(pes.size), "eps_frames": float(eps.size)}
 
 
-def _active_csdr(ref_energy: np.ndarray, err_energy: np.ndarray, active: np.ndarray,
-                 sample_rate: int, min_fraction: float) -> float:
-    """Median framewise SDR over 1-s frames with enough active samples, no NaN rule."""
-    per_frame = [_museval_frames(x[None, :], sample_rate)[0]
-                 for x in (ref_energy, err_energy, active)]
-    num, den = per_frame[0].sum(axis=1), per_frame[1].sum(axis=1)
-    chosen = (per_frame[2].mean(axis=1) >= min_fraction) & (num > 0)
+def _active_csdr(ref_frames: np.ndarray, err_frames: np.ndarray,
+                 active_fraction: np.ndarray, min_fraction: float) -> float:
+    """cSDR over the museval frames with at least `min_fraction` active samples."""
+    chosen = (active_fraction >= min_fraction) & (ref_frames > 0)
     if not chosen.any():
         return math.nan
-    num, den = num[chosen], den[chosen]
     with np.errstate(divide="ignore"):
-        sdr = 10 * np.log10(num / den)
+        sdr = 10 * np.log10(ref_frames[chosen] / err_frames[chosen])
     return float(np.median(sdr))
+
+
+def _framewise_sdr(ref_frames: np.ndarray, err_frames: np.ndarray,
+                   silent_frames: np.ndarray) -> np.ndarray:
+    """`metrics.framewise_sdr` (museval v4) from the frames' energy sums."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sdr = 10 * np.log10(ref_frames / err_frames)
+    sdr[err_frames == 0] = np.inf
+    sdr[silent_frames] = np.nan
+    return sdr
+
+
+class _Pass:
+    """One pass over a track in float64 blocks of whole seconds (and whole activity hops),
+    gathering every sum the suite needs, so that no full-length float64 array (per-sample
+    energies, a float64 copy of the track) is ever held: scoring memory does not grow with
+    the track beyond its boolean region masks. Sums over frames are the same numbers as on
+    the whole track; sums over regions add block by block."""
+
+    def __init__(self, ref: np.ndarray, est: np.ndarray, sample_rate: int, frame: int,
+                 hop: int) -> None:
+        self.ref, self.est, self.rate, self.frame, self.hop = ref, est, sample_rate, frame, hop
+        self.n_samples = ref.shape[1]
+        unit = math.lcm(sample_rate, hop)
+        wanted = SCORE_BLOCK_SECONDS * sample_rate
+        # a grid with no small common multiple of 1 s and the hop: one block
+        self.block = unit * max(1, round(wanted / unit)) if unit <= 4 * wanted \
+            else max(self.n_samples, 1)
+        self.n_windows = _n_activity_frames(self.n_samples, frame, hop)
+        self.frame_length = min(sample_rate, self.n_samples)
+        self.n_museval = _museval_n_frames(self.n_samples, sample_rate, sample_rate)
+
+    def _windows(self, values: np.ndarray, start: int) -> np.ndarray:
+        """Activity-frame sums of `values` (per sample from `start`, running `frame`
+        samples past the block) for the frames that start inside the block."""
+        take = min(-(-self.block // self.hop), self.n_windows - start // self.hop)
+        return _window_sums(values, self.frame, self.hop)[:max(take, 0)]
+
+    def _museval(self, values: np.ndarray) -> np.ndarray:
+        """(frames, frame length) view of the block's part of the museval grid."""
+        k = values.shape[-1] // self.frame_length
+        return values[..., :k * self.frame_length].reshape(
+            *values.shape[:-1], k, self.frame_length)
+
+    def labels_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """The reference's activity-frame energy sums and non-zero sample counts."""
+        energy, nonzero = [], []
+        for start in range(0, self.n_samples, self.block):
+            r = self.ref[:, start:start + self.block + self.frame].astype(np.float64)
+            energy.append(self._windows(_channel_energy(r), start))
+            nonzero.append(self._windows(np.any(r != 0, axis=0).astype(np.int64), start))
+        return np.concatenate(energy), np.concatenate(nonzero)
+
+    def run(self, mix: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Every sum: activity-frame energy sums of ref and est; museval-frame sums of the
+        ref, est and error energies, all-zero channel sums and active fractions; masked
+        sums of each energy over each region; totals."""
+        parts: dict[str, list] = {k: [] for k in ("ref_windows", "est_windows", "ref_frames",
+                                                  "est_frames", "err_frames", "silent_frames",
+                                                  "active_fraction")}
+        sums: dict[str, float] = {}
+
+        def add(key: str, energy: np.ndarray, mask: np.ndarray) -> None:
+            sums[key] = sums.get(key, 0.0) + float(np.sum(energy, where=mask))
+
+        for start in range(0, self.n_samples, self.block):
+            stop = min(start + self.block, self.n_samples)
+            inside = slice(start, stop)
+            r = self.ref[:, start:stop + self.frame].astype(np.float64)
+            e = self.est[:, start:stop + self.frame].astype(np.float64)
+            ref_e, est_e = _channel_energy(r), _channel_energy(e)
+            parts["ref_windows"].append(self._windows(ref_e, start))
+            parts["est_windows"].append(self._windows(est_e, start))
+            n = stop - start
+            r, e, ref_e, est_e = r[:, :n], e[:, :n], ref_e[:n], est_e[:n]
+            silent_sum = (self._museval(r.sum(axis=0)) == 0).all(-1) \
+                | (self._museval(e.sum(axis=0)) == 0).all(-1)
+            np.subtract(e, r, out=e)
+            err_e = _channel_energy(e)
+            for key, energy in (("ref", ref_e), ("est", est_e), ("err", err_e)):
+                parts[f"{key}_frames"].append(self._museval(energy).sum(-1))
+                sums[f"{key}_total"] = sums.get(f"{key}_total", 0.0) + float(energy.sum())
+            parts["silent_frames"].append(silent_sum)
+            parts["active_fraction"].append(self._museval(masks["active"][inside]).mean(-1))
+            add("est_silent", est_e, masks["silent"][inside])
+            add("err_silent", err_e, masks["silent"][inside])
+            add("ref_active", ref_e, masks["active"][inside])
+            add("err_active", err_e, masks["active"][inside])
+            add("ref_onset", ref_e, masks["near_onset"][inside])
+            add("err_onset", err_e, masks["near_onset"][inside])
+            add("est_after_offset", est_e, masks["after_offset"][inside])
+            if masks["silent"][inside].any():
+                add("mix_silent", _channel_energy(mix[:, inside].astype(np.float64)),
+                    masks["silent"][inside])
+        out: dict[str, Any] = {k: np.concatenate(v) if v else np.zeros(0)
+                               for k, v in parts.items()}
+        museval = slice(0, self.n_museval)  # whole blocks may hold a trailing partial frame
+        for key in ("ref_frames", "est_frames", "err_frames", "silent_frames",
+                    "active_fraction"):
+            out[key] = out[key][museval]
+        out.update(sums)
+        return out
 
 
 def _silence_detection(est_level: np.ndarray, labels: ActivityLabels, l_act_db: float,
@@ -285,9 +325,10 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
     _, mix = match_length(ref, mixture, estimate_name="mixture", keep_float32=True)
     n_channels, n_samples = ref.shape
     frame, hop = config.frame_samples(sample_rate), config.hop_samples(sample_rate)
-    ref_energy, est_energy, err_energy, channel_sum_zero = _energies(ref, est, sample_rate)
+    scan = _Pass(ref, est, sample_rate, frame, hop)
     if activity is None:
-        activity = _labels_from_signal(ref, ref_energy, sample_rate, config)
+        activity = _labels_from_sums(*scan.labels_sums(), n_channels, n_samples,
+                                     sample_rate, config)
     elif (activity.n_samples, activity.sample_rate, activity.frame_samples,
           activity.hop_samples) != (n_samples, sample_rate, frame, hop):
         raise ValueError(
@@ -295,31 +336,41 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
             f"with frame/hop {activity.frame_samples}/{activity.hop_samples}; expected "
             f"{n_samples} samples at {sample_rate} Hz with frame/hop {frame}/{hop} (build "
             "them with the same signal, sample_rate and config)")
-    ref_level = _frame_levels(ref_energy, n_channels, frame, hop)
-    est_level = _frame_levels(est_energy, n_channels, frame, hop)
-    l_act, _ = _l_act_and_threshold(ref_level, config)
+    silent = activity.silent_sample_mask()
+    active = activity.active_sample_mask()
+    onsets = activity.onsets_samples()
+    boundary = round(config.boundary_window_s * sample_rate)
+    near_onset = _spans_to_mask(onsets - boundary, onsets + boundary, n_samples)
+    # the first leak_window_s of each silent region that follows an offset
+    regions = activity.silent_regions_samples
+    regions = regions[regions[:, 0] > 0]
+    leak_stop = np.minimum(regions[:, 0] + round(config.leak_window_s * sample_rate),
+                           regions[:, 1])
+    after_offset = _spans_to_mask(regions[:, 0], leak_stop, n_samples)
+    got = scan.run(mix, {"silent": silent, "active": active, "near_onset": near_onset,
+                         "after_offset": after_offset})
 
-    frames = _framewise_sdr(ref_energy, err_energy, channel_sum_zero, sample_rate)
+    ref_level = _levels_from_sums(got["ref_windows"], n_samples, n_channels, frame, hop)
+    est_level = _levels_from_sums(got["est_windows"], n_samples, n_channels, frame, hop)
+    l_act, _ = _l_act_and_threshold(ref_level, config)
+    frames = _framewise_sdr(got["ref_frames"], got["err_frames"], got["silent_frames"])
     out: dict[str, float] = {
-        "usdr": _energy_ratio_db(float(ref_energy.sum()), float(err_energy.sum()), USDR_EPS),
+        "usdr": _energy_ratio_db(got["ref_total"], got["err_total"], USDR_EPS)
+        if n_samples else math.nan,
         "csdr": _nanmedian(frames),
         "csdr_frames": float(frames.size), "csdr_nan_frames": float(np.isnan(frames).sum()),
     }
-
-    silent = activity.silent_sample_mask()
-    active = activity.active_sample_mask()
     eps = config.eps
-    if silent.any():
-        mix_energy = _masked_energy(mix, silent, sample_rate)
-        out["slr_db"] = _energy_ratio_db(_masked_sum(est_energy, silent), mix_energy, eps)
-        out["slr_residual_db"] = _energy_ratio_db(_masked_sum(err_energy, silent), mix_energy,
-                                                  eps)
+    n_silent, n_active = int(np.count_nonzero(silent)), int(np.count_nonzero(active))
+    if n_silent:
+        mix_energy = got["mix_silent"]
+        out["slr_db"] = _energy_ratio_db(got["est_silent"], mix_energy, eps)
+        out["slr_residual_db"] = _energy_ratio_db(got["err_silent"], mix_energy, eps)
     else:
         out["slr_db"] = out["slr_residual_db"] = math.nan
-    n_active = int(np.count_nonzero(active))
-    p_act = _masked_sum(ref_energy, active) / (n_active * n_channels) if n_active else math.nan
-    out["ghost_db"] = _relative_power_db(est_energy, n_channels, silent, p_act)
-    out.update(_pes_eps(ref_energy, est_energy, sample_rate))
+    p_act = got["ref_active"] / (n_active * n_channels) if n_active else math.nan
+    out["ghost_db"] = _relative_power_db(got["est_silent"], n_silent, n_channels, p_act)
+    out.update(_pes_eps(got["ref_frames"], got["est_frames"]))
     out.update(_silence_detection(est_level, activity, l_act, config))
 
     active_frames = activity.active
@@ -328,22 +379,15 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
         out["dropout_rate"] = float(dropped.mean())
     else:
         out["dropout_rate"] = math.nan
-    out["active_usdr"] = _masked_sdr(ref_energy, err_energy, active, eps)
-    out["active_csdr"] = _active_csdr(ref_energy, err_energy, active, sample_rate,
-                                      config.csdr_active_fraction)
-
-    onsets = activity.onsets_samples()
-    boundary = round(config.boundary_window_s * sample_rate)
-    near_onset = _spans_to_mask(onsets - boundary, onsets + boundary, n_samples)
-    out["onset_sdr"] = _masked_sdr(ref_energy, err_energy, near_onset, eps)
+    out["active_usdr"] = _region_sdr(got["ref_active"], got["err_active"], n_active, eps)
+    out["active_csdr"] = _active_csdr(got["ref_frames"], got["err_frames"],
+                                      got["active_fraction"], config.csdr_active_fraction)
+    out["onset_sdr"] = _region_sdr(got["ref_onset"], got["err_onset"],
+                                   int(np.count_nonzero(near_onset)), eps)
     out["n_onsets"] = float(onsets.size)
-    # The first leak_window_s of each silent region that follows an offset.
-    regions = activity.silent_regions_samples
-    regions = regions[regions[:, 0] > 0]
-    leak_stop = np.minimum(regions[:, 0] + round(config.leak_window_s * sample_rate),
-                           regions[:, 1])
-    after_offset = _spans_to_mask(regions[:, 0], leak_stop, n_samples)
-    out["offset_leak_db"] = _relative_power_db(est_energy, n_channels, after_offset, p_act)
+    out["offset_leak_db"] = _relative_power_db(got["est_after_offset"],
+                                               int(np.count_nonzero(after_offset)),
+                                               n_channels, p_act)
 
     gaps = activity.gap_lengths_s
     out["activity_ratio"] = activity.activity_ratio
