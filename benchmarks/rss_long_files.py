@@ -1,9 +1,11 @@
 """Peak RSS of msst-inference (its proc_folder) or `bsmamba2 evaluate` on a long file.
 
-    TINY_CKPT=tiny.ckpt python benchmarks/rss_long_files.py msst MINUTES WORKDIR
+    python benchmarks/rss_long_files.py msst MINUTES WORKDIR
     python benchmarks/rss_long_files.py eval MINUTES WORKDIR
 
-(TINY_CKPT: a state dict of configs/config_tiny_bsmamba2.yaml's model.)
+(TINY_CKPT: a state dict of configs/config_tiny_bsmamba2.yaml's model; default: one with
+random weights written to WORKDIR/tiny.ckpt. The msst mode also leaves WORKDIR/in/song.wav,
+the input the stock `msst-inference` command is timed on, see rss_long_files.md.)
 
 STAND_IN=1 (default) replaces BSMamba2.forward by 0.5 * x: the model sees one batch of
 chunks at a time, so its memory does not grow with the file, and the run takes minutes
@@ -34,9 +36,16 @@ def write(path, subtype, seed):
             h.write((block * 32767).astype(np.int16) if subtype == "PCM_16" else block.astype(np.float32))
 if mode == "msst":
     write(f"{work}/in/song.wav", "PCM_16", 0)
+    checkpoint = os.environ.get("TINY_CKPT") or f"{work}/tiny.ckpt"
+    if not os.path.exists(checkpoint):
+        import torch
+        import yaml
+
+        from bsmamba2_plugin.msst_integration.registry import build_model
+        torch.save(build_model(yaml.safe_load(open(cfg))["model"]).state_dict(), checkpoint)
     import msst._inference
     msst._inference.proc_folder({"model_type": "bsmamba2", "config_path": cfg,
-        "start_check_point": os.environ["TINY_CKPT"], "input_folder": f"{work}/in",
+        "start_check_point": checkpoint, "input_folder": f"{work}/in",
         "store_dir": f"{work}/out", "force_cpu": True, "extract_instrumental": True,
         "disable_detailed_pbar": True})
 else:
