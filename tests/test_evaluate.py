@@ -59,6 +59,30 @@ def test_demo_prints_the_headline_aggregates(tmp_path: Path, monkeypatch, capsys
     assert "cSDR 2.00 dB (median over 3 tracks)" in out
 
 
+def test_report_has_onsets_after_silence_by_gap_bucket(tmp_path: Path) -> None:
+    """Per gap bucket: the median over the tracks that have such onsets (NaN = none), the
+    onset count, a table in summary.md and a plot; rows without the keys (older reports)
+    give no onset section."""
+    rows = make_rows("m", [5.0, 6.0, 7.0], [5.0, 6.0, 7.0])
+    for row, short, long, n_long in zip(rows, [1.0, 3.0, float("nan")], [-2.0, 8.0, 4.0],
+                                        [1, 2, 1]):
+        row.update({"onset_sdr_gap_0.5-2s": short, "n_onsets_gap_0.5-2s": 0 if short != short
+                    else 1, "onset_sdr_gap_gt8s": long, "n_onsets_gap_gt8s": n_long})
+    summary = write_report(rows, tmp_path, order=["m"])
+    by_gap = {o["gap"]: o for o in summary["onsets"]}
+    assert list(by_gap) == ["0.5-2 s", ">8 s"]
+    assert by_gap["0.5-2 s"]["onset_sdr"]["median"] == 2.0
+    assert by_gap["0.5-2 s"]["onset_sdr"]["n"] == 2 and by_gap["0.5-2 s"]["onsets"] == 2
+    assert by_gap[">8 s"]["onset_sdr"]["median"] == 4.0 and by_gap[">8 s"]["onsets"] == 4
+    text = (tmp_path / "summary.md").read_text()
+    assert "| m | >8 s | 3 | 4 | 4.00 (3.33) |" in text
+    assert (tmp_path / "onset_after_silence.png").stat().st_size > 0
+    (tmp_path / "old").mkdir()
+    old = write_report(make_rows("m", [5.0], [5.0]), tmp_path / "old", order=["m"])
+    assert old["onsets"] == []
+    assert not (tmp_path / "old" / "onset_after_silence.png").exists()
+
+
 def test_two_models_on_one_track_say_why_there_is_no_paired_comparison(tmp_path: Path) -> None:
     rows = make_rows("a", [5.0], [5.0]) + make_rows("b", [4.0], [4.0])
     summary = write_report(rows, tmp_path, order=["a", "b"])

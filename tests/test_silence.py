@@ -32,7 +32,7 @@ REQUIRED_KEYS = {
     "usdr", "csdr", "csdr_nan_frames", "slr_db", "slr_residual_db", "ghost_db", "pes_db",
     "eps_db", "silence_precision", "silence_recall", "silence_f1", "dropout_rate",
     "active_usdr", "active_csdr", "onset_sdr", "offset_leak_db", "activity_ratio",
-    "longest_gap_s", "n_silent_regions",
+    "longest_gap_s", "n_silent_regions", "onset_sdr_gap_0.5-2s", "n_onsets_gap_0.5-2s",
 }
 
 
@@ -354,3 +354,29 @@ def test_scoring_memory_grows_by_less_than_the_track() -> None:
             tracemalloc.stop()
     added_audio = ref.nbytes / 2
     assert peaks[1] - peaks[0] < 0.75 * added_audio, (peaks[1] - peaks[0]) / added_audio
+
+
+def test_onsets_are_scored_by_the_silence_before_them() -> None:
+    """Phrases after gaps of 1 s, 3 s and 10 s; the estimate misses the first 0.3 s after
+    the 10 s gap only: that bucket's onset SDR drops, the others stay high, and the buckets
+    partition the onsets."""
+    rng = np.random.default_rng(5)
+    segments_s = ((0.0, 2.0), (3.0, 5.0), (8.0, 10.0), (20.0, 22.0))
+    n = 24 * RATE
+    ref = np.zeros((2, n), dtype=np.float32)
+    for a, b in segments_s:
+        ref[:, round(a * RATE):round(b * RATE)] = 0.1 * rng.standard_normal(
+            (2, round(b * RATE) - round(a * RATE)))
+    est = ref + 1e-3 * rng.standard_normal((2, n)).astype(np.float32)
+    est[:, 20 * RATE:round(20.3 * RATE)] = 0.0
+    segments = np.round(np.array(segments_s) * RATE).astype(np.int64)
+    labels = activity_from_segments(segments, n, RATE)
+    out = silence_suite(ref, est, ref + 0.1, RATE, activity=labels)
+    counts = {k: out[k] for k in out if k.startswith("n_onsets_gap_")}
+    assert counts == {"n_onsets_gap_lt0.5s": 0.0, "n_onsets_gap_0.5-2s": 1.0,
+                      "n_onsets_gap_2-8s": 1.0, "n_onsets_gap_gt8s": 1.0}
+    assert sum(counts.values()) == out["n_onsets"]
+    assert math.isnan(out["onset_sdr_gap_lt0.5s"])
+    assert out["onset_sdr_gap_0.5-2s"] > 30 and out["onset_sdr_gap_2-8s"] > 30
+    assert out["onset_sdr_gap_gt8s"] < 10
+    assert out["onset_sdr_gap_gt8s"] < out["onset_sdr"] < out["onset_sdr_gap_2-8s"]

@@ -10,8 +10,9 @@ vocal estimate) is the do-nothing baseline.
 
 Outputs in the report folder: `results.jsonl` (one row per model, chunk length and
 track; the run resumes from it), `results.csv`, `summary.json`, `summary.md`, and PNG
-plots: quality vs chunk length, SLR and uSDR by vocal-activity bucket, and paired
-per-track differences between two models with bootstrap 95 % intervals.
+plots: quality vs chunk length, SLR and uSDR by vocal-activity bucket, onset SDR by the
+silence before the onset, and paired per-track differences between two models with
+bootstrap 95 % intervals.
 
 Headline numbers follow the paper (EVAL.md 1.1): uSDR is the mean over tracks, cSDR the
 median over tracks of the per-track cSDR (itself the median over 1 s frames). Every
@@ -122,6 +123,11 @@ def _load_model(spec: ModelSpec, device: str):
     return name, model, config, index, source
 
 
+#: bumped when a row gains or changes scores, so that a resumed report scores old rows
+#: again (2: onset SDR by the length of the silence before the onset)
+SCORES_VERSION = 2
+
+
 def _fingerprint(spec: ModelSpec, overlap: int) -> str:
     """Identifies what a model's scores depend on: checkpoint and config bytes, the
     model type given and the overlap."""
@@ -130,7 +136,7 @@ def _fingerprint(spec: ModelSpec, overlap: int) -> str:
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    digest.update(f"|{spec.model_type}|overlap={overlap}".encode())
+    digest.update(f"|{spec.model_type}|overlap={overlap}|scores={SCORES_VERSION}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -325,6 +331,7 @@ def write_report(rows: list[dict[str, Any]], out: Path, *, order: Sequence[str] 
                 "model": name, "chunk_seconds": longest, "bucket": bucket,
                 "usdr": aggregate([r["usdr"] for r in group]),
                 "slr_db": aggregate([r["slr_db"] for r in group])})
+    summary["onsets"] = _onset_buckets(rows, names, longest, config)
     models = [n for n in names if n != MIXTURE]
     reference = models[1] if len(models) > 1 else (MIXTURE if MIXTURE in names else None)
     if models and reference:
@@ -351,6 +358,28 @@ def write_report(rows: list[dict[str, Any]], out: Path, *, order: Sequence[str] 
     _write_markdown(summary, out / "summary.md")
     _plot(summary, rows, out)
     return summary
+
+
+def _onset_buckets(rows: list[dict[str, Any]], names: Sequence[str], chunk: Any,
+                   config: Any) -> list[dict[str, Any]]:
+    """Onset SDR after silence per gap bucket (the silence before the onset), over the
+    tracks that have such onsets, at chunk length `chunk`."""
+    from .metrics import aggregate
+    from .silence import gap_bucket, gap_key
+
+    labels = [gap_bucket(0.0, config)] + [gap_bucket(e, config)
+                                          for e in config.gap_bucket_edges_s]
+    out = []
+    for name in names:
+        sel = [r for r in rows if r["model"] == name and r["chunk_seconds"] == chunk]
+        for label in labels:
+            key = gap_key(label)
+            stat = aggregate([r.get(f"onset_sdr_{key}", math.nan) for r in sel])
+            if stat["n"]:
+                out.append({"model": name, "chunk_seconds": chunk, "gap": label,
+                            "onset_sdr": stat,
+                            "onsets": int(sum(r.get(f"n_onsets_{key}", 0) for r in sel))})
+    return out
 
 
 def _paired_note(a: str, b: str, skipped: list[tuple[float, str, int]], *,
@@ -411,6 +440,15 @@ def _write_markdown(summary: dict[str, Any], path: Path) -> None:
                          f"{p['mean_diff']:.2f} | [{p['low']:.2f}, {p['high']:.2f}] | {p['n']} |")
     if summary.get("paired_note"):
         lines += ["", summary["paired_note"]]
+    if summary.get("onsets"):
+        lines += ["", f"Onsets after silence ({summary['onsets'][0]['chunk_seconds']:g} s "
+                  "chunks): uSDR over [onset - 0.5 s, onset + 0.5 s), by the length of the "
+                  "silent region before the onset; median over the tracks with such onsets "
+                  "(mean in brackets):", "", "| model | silence before | tracks | onsets | "
+                  "onset SDR |", "|---|---|---|---|---|"]
+        for o in summary["onsets"]:
+            lines.append(f"| {o['model']} | {o['gap']} | {o['onset_sdr']['n']} | {o['onsets']} | "
+                         f"{_cell(o['onset_sdr'])} ({_cell(o['onset_sdr'], 'mean')}) |")
     _write_text(path, "\n".join(lines) + "\n")
 
 
@@ -499,6 +537,30 @@ def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> Non
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     _save_figure(fig, out / "by_activity.png")
     plt.close(fig)
+
+    if summary.get("onsets"):
+        gaps = list(dict.fromkeys(o["gap"] for o in summary["onsets"]))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        width = 0.8 / max(1, len(names))
+        for i, name in enumerate(names):
+            by_gap = {o["gap"]: o for o in summary["onsets"] if o["model"] == name}
+            ax.bar(np.arange(len(gaps)) + i * width,
+                   [by_gap[g]["onset_sdr"]["median"] if g in by_gap else np.nan for g in gaps],
+                   width, label=name)
+        counts = {o["gap"]: o["onset_sdr"]["n"] for o in summary["onsets"]
+                  if o["model"] == names[-1]}
+        ax.set_xticks(np.arange(len(gaps)) + width * (len(names) - 1) / 2,
+                      [f"{g}\n{counts.get(g, 0)} tracks" for g in gaps])
+        ax.set_xlabel("silence before the onset")
+        ax.set_ylabel("median onset SDR (dB), higher is better")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+        ax.set_title(f"Onsets after silence ({summary['onsets'][0]['chunk_seconds']:g} s "
+                     f"chunks)", fontsize=10)
+        fig.tight_layout()
+        _save_figure(fig, out / "onset_after_silence.png")
+        plt.close(fig)
 
     if summary["paired"]:
         metrics = sorted({p["metric"] for p in summary["paired"]})

@@ -51,6 +51,9 @@ Keys of :func:`silence_suite` (all floats; NaN where undefined):
   vanishing), which takes the "NaN lottery" out.
 - ``onset_sdr`` (S6): uSDR (eps 1e-8) over the union of [onset - 0.5 s, onset + 0.5 s)
   (``boundary_window_s``), dB; NaN without onsets. ``n_onsets`` counts them.
+  ``onset_sdr_gap_<bucket>`` / ``n_onsets_gap_<bucket>``: the same for the onsets whose
+  preceding silent region falls in each S7 gap bucket (``gap_lt0.5s``, ``gap_0.5-2s``,
+  ``gap_2-8s``, ``gap_gt8s`` for the default edges, :func:`gap_key`): onsets after silence.
 - ``offset_leak_db`` (S6): ``ghost_db`` over the first ``leak_window_s`` (1 s) of each R_sil
   region that follows an offset (hang-over after the singer stops), dB re P_act. NaN
   without offsets.
@@ -127,6 +130,7 @@ __all__ = [
     "activity_from_segments",
     "activity_labels",
     "gap_bucket",
+    "gap_key",
     "silence_suite",
 ]
 
@@ -191,6 +195,42 @@ def _framewise_sdr(ref_frames: np.ndarray, err_frames: np.ndarray,
     return sdr
 
 
+def gap_key(label: str) -> str:
+    """Result-key form of a gap bucket label: "<0.5 s" -> "gap_lt0.5s"."""
+    return "gap_" + label.replace("<", "lt").replace(">", "gt").replace(" ", "")
+
+
+def _onset_windows_by_gap(activity: ActivityLabels, boundary: int, config: SilenceConfig
+                          ) -> dict[str, tuple[np.ndarray, int]]:
+    """For each S7 gap bucket: the merged [onset - boundary, onset + boundary) windows of
+    the onsets whose preceding silent region falls in it, and how many onsets that is."""
+    regions = activity.silent_regions_samples
+    regions = regions[regions[:, 1] < activity.n_samples]  # regions that end in an onset
+    labels = [gap_bucket((stop - start) / activity.sample_rate, config)
+              for start, stop in regions]
+    out = {}
+    edges = config.gap_bucket_edges_s
+    for label in [gap_bucket(0.0, config)] + [gap_bucket(e, config) for e in edges]:
+        onsets = np.array([stop for (_, stop), got in zip(regions, labels) if got == label],
+                          dtype=np.int64)
+        starts = np.clip(onsets - boundary, 0, activity.n_samples)
+        stops = np.clip(onsets + boundary, 0, activity.n_samples)
+        out[gap_key(label)] = (_merge_spans(starts, stops), onsets.size)
+    return out
+
+
+def _merge_spans(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """(k, 2) sorted, disjoint spans covering the union of [start, stop) spans."""
+    order = np.argsort(starts, kind="stable")
+    merged: list[list[int]] = []
+    for a, b in zip(starts[order], stops[order]):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], int(b))
+        elif b > a:
+            merged.append([int(a), int(b)])
+    return np.array(merged, dtype=np.int64).reshape(-1, 2)
+
+
 class _Pass:
     """One pass over a track in float64 blocks of whole seconds (and whole activity hops),
     gathering every sum the suite needs, so that no full-length float64 array (per-sample
@@ -232,10 +272,13 @@ class _Pass:
             nonzero.append(self._windows(np.any(r != 0, axis=0).astype(np.int64), start))
         return np.concatenate(energy), np.concatenate(nonzero)
 
-    def run(self, mix: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Any]:
+    def run(self, mix: np.ndarray, masks: dict[str, np.ndarray],
+            spans: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
         """Every sum: activity-frame energy sums of ref and est; museval-frame sums of the
         ref, est and error energies, all-zero channel sums and active fractions; masked
-        sums of each energy over each region; totals."""
+        sums of each energy over each region; totals; and `ref:<key>` / `err:<key>` sums
+        over each set of disjoint, sorted `[start, stop)` spans in `spans`."""
+        spans = spans or {}
         parts: dict[str, list] = {k: [] for k in ("ref_windows", "est_windows", "ref_frames",
                                                   "est_frames", "err_frames", "silent_frames",
                                                   "active_fraction")}
@@ -270,6 +313,12 @@ class _Pass:
             add("ref_onset", ref_e, masks["near_onset"][inside])
             add("err_onset", err_e, masks["near_onset"][inside])
             add("est_after_offset", est_e, masks["after_offset"][inside])
+            for key, where in spans.items():
+                low = np.clip(where[:, 0], start, stop) - start
+                high = np.clip(where[:, 1], start, stop) - start
+                for a, b in zip(low[high > low], high[high > low]):
+                    sums[f"ref:{key}"] = sums.get(f"ref:{key}", 0.0) + float(ref_e[a:b].sum())
+                    sums[f"err:{key}"] = sums.get(f"err:{key}", 0.0) + float(err_e[a:b].sum())
             if masks["silent"][inside].any():
                 add("mix_silent", _channel_energy(mix[:, inside].astype(np.float64)),
                     masks["silent"][inside])
@@ -347,8 +396,10 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
     leak_stop = np.minimum(regions[:, 0] + round(config.leak_window_s * sample_rate),
                            regions[:, 1])
     after_offset = _spans_to_mask(regions[:, 0], leak_stop, n_samples)
+    by_gap = _onset_windows_by_gap(activity, boundary, config)
     got = scan.run(mix, {"silent": silent, "active": active, "near_onset": near_onset,
-                         "after_offset": after_offset})
+                         "after_offset": after_offset},
+                   {key: windows for key, (windows, _) in by_gap.items()})
 
     ref_level = _levels_from_sums(got["ref_windows"], n_samples, n_channels, frame, hop)
     est_level = _levels_from_sums(got["est_windows"], n_samples, n_channels, frame, hop)
@@ -385,6 +436,11 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
     out["onset_sdr"] = _region_sdr(got["ref_onset"], got["err_onset"],
                                    int(np.count_nonzero(near_onset)), eps)
     out["n_onsets"] = float(onsets.size)
+    for key, (windows, count) in by_gap.items():  # S6 by the silence before each onset
+        out[f"onset_sdr_{key}"] = (_energy_ratio_db(got.get(f"ref:{key}", 0.0),
+                                                    got.get(f"err:{key}", 0.0), eps)
+                                   if count else math.nan)
+        out[f"n_onsets_{key}"] = float(count)
     out["offset_leak_db"] = _relative_power_db(got["est_after_offset"],
                                                int(np.count_nonzero(after_offset)),
                                                n_channels, p_act)
