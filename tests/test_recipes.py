@@ -220,3 +220,28 @@ def test_a_failing_parallel_stage_names_itself_and_its_log(tmp_path) -> None:
     bad = write_recipe(tmp_path, [{"name": "x", "parallel": "maybe", "run": ["python", "-c", "1"]}])
     with pytest.raises(ValueError, match="parallel: expected true or false, got 'maybe'"):
         run_recipe(load_recipe(bad), tmp_path / "w2", echo=lambda s: None)
+
+
+def test_overrides_of_one_config_leave_the_others(tmp_path) -> None:
+    """config_overrides reach every config, config_overrides_by_config only the one named
+    (after config_overrides, so it wins), with placeholders filled; a name that is not one
+    of `configs` is an error naming the valid ones."""
+    stages = [{"name": "noop", "run": ["python", "-c", "pass"]}]
+    path = tmp_path / "r.yaml"
+    raw = {"name": "t", "hardware": "cpu", "expected_duration": "seconds", "seed": 1,
+           "configs": {"a": str(TINY), "b": str(TINY)}, "metrics": ["usdr"],
+           "stages": stages, "vars": {"recompute": "selective"},
+           "config_overrides": {"training": {"num_epochs": 2},
+                                "model": {"gradient_checkpointing": False}},
+           "config_overrides_by_config": {"a": {"model": {
+               "gradient_checkpointing": "{recompute}"}}}}
+    path.write_text(yaml.safe_dump(raw))
+    work = tmp_path / "w"
+    run_recipe(load_recipe(path), work, echo=lambda s: None)
+    a, b = (yaml.safe_load((work / f"config_{n}.yaml").read_text()) for n in "ab")
+    assert a["model"]["gradient_checkpointing"] == "selective"
+    assert b["model"]["gradient_checkpointing"] is False
+    assert a["training"]["num_epochs"] == b["training"]["num_epochs"] == 2
+    path.write_text(yaml.safe_dump({**raw, "config_overrides_by_config": {"c": {}}}))
+    with pytest.raises(KeyError, match=r"config_overrides_by_config.*\(a, b\).*got c"):
+        load_recipe(path)

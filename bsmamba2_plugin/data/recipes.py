@@ -25,7 +25,9 @@ the same time, each with its output in `<workdir>/logs/<stage>.log`; the recipe 
 all of them before the next stage (two trainings on two GPUs, say). Nothing is ever deleted.
 
 Schema (top level): name, description, hardware, expected_duration, seed, config or
-configs, config_overrides (mapping merged into every config), vars, metrics, stages.
+configs, config_overrides (mapping merged into every config), config_overrides_by_config
+(configs: name -> mapping merged into that config only, after config_overrides), vars,
+metrics, stages.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ logger = logging.getLogger("bsmamba2_plugin")
 
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 _TOP_KEYS = {"name", "description", "hardware", "expected_duration", "seed", "config",
-             "configs", "config_overrides", "vars", "metrics", "stages"}
+             "configs", "config_overrides", "config_overrides_by_config", "vars", "metrics",
+             "stages"}
 _STAGE_KEYS = {"name", "run", "copy", "creates", "time_limit_seconds", "description",
                "parallel"}
 
@@ -120,6 +123,9 @@ class Recipe:
     vars: Mapping[str, Any]
     metrics: tuple[str, ...]
     stages: tuple[Stage, ...]
+    #: placeholder name (config_<name>) -> overrides of that config only
+    config_overrides_by_config: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+        default_factory=dict)
 
     def values(self, workdir: Path, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """Placeholder values: workdir, config, seed, vars; `overrides` win."""
@@ -189,6 +195,15 @@ def load_recipe(path: str | Path) -> Recipe:
     else:
         configs = {f"config_{name}": find_resource("configs", value)
                    for name, value in dict(raw["configs"]).items()}
+    by_config = raw.get("config_overrides_by_config") or {}
+    if by_config and "configs" not in raw:
+        raise KeyError(f"{path}: config_overrides_by_config needs 'configs' (name -> path); "
+                       f"with one 'config' use config_overrides.")
+    unknown = [name for name in by_config if f"config_{name}" not in configs]
+    if unknown or not all(isinstance(v, dict) for v in by_config.values()):
+        raise KeyError(f"{path}: config_overrides_by_config: expected a mapping per config "
+                       f"name of 'configs' ({', '.join(n[len('config_'):] for n in configs)}), "
+                       f"got {', '.join(map(str, by_config))}.")
     stages = []
     for i, item in enumerate(raw["stages"]):
         where = f"{path}: stages[{i}]"
@@ -219,7 +234,9 @@ def load_recipe(path: str | Path) -> Recipe:
                   seed=int(raw["seed"]), configs=configs,
                   config_overrides=raw.get("config_overrides") or {},
                   vars=raw.get("vars") or {}, metrics=tuple(raw["metrics"]),
-                  stages=tuple(stages))
+                  stages=tuple(stages),
+                  config_overrides_by_config={f"config_{name}": value
+                                              for name, value in by_config.items()})
 
 
 def _merge(base: dict, changes: Mapping[str, Any], values: Mapping[str, str]) -> dict:
@@ -236,7 +253,9 @@ def _merge(base: dict, changes: Mapping[str, Any], values: Mapping[str, str]) ->
 
 def resolve_configs(recipe: Recipe, values: Mapping[str, str]) -> dict[str, dict]:
     """Each config (by placeholder name) with the recipe's overrides merged in."""
-    return {name: _merge(yaml.safe_load(source.read_text()), recipe.config_overrides, values)
+    return {name: _merge(_merge(yaml.safe_load(source.read_text()), recipe.config_overrides,
+                                values), recipe.config_overrides_by_config.get(name, {}),
+                         values)
             for name, source in recipe.configs.items()}
 
 
