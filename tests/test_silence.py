@@ -380,3 +380,9 @@ def test_onsets_are_scored_by_the_silence_before_them() -> None:
     assert out["onset_sdr_gap_0.5-2s"] > 30 and out["onset_sdr_gap_2-8s"] > 30
     assert out["onset_sdr_gap_gt8s"] < 10
     assert out["onset_sdr_gap_gt8s"] < out["onset_sdr"] < out["onset_sdr_gap_2-8s"]
+
+
+def test_an_empty_reference_is_a_clear_error() -> None:
+    empty = np.zeros((2, 0), dtype=np.float32)
+    with pytest.raises(ValueError, match="no samples"):
+        silence_suite(empty, empty, empty, RATE)

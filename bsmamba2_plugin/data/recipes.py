@@ -43,14 +43,14 @@ import re
 import shlex
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .processes import finish_command, run_command, start_command
 
 __all__ = ["Recipe", "SettingsChangedError", "Stage", "find_resource", "load_recipe",
            "run_recipe"]
@@ -387,67 +387,6 @@ def _check_marks(commands: Sequence[tuple[Stage, list[str]]], settings: list[dic
     raise SettingsChangedError(" ".join(lines))
 
 
-def _executable(name: str) -> list[str]:
-    if name == "bsmamba2":
-        return [sys.executable, "-m", "bsmamba2_plugin.cli"]
-    local = Path(sys.executable).parent / name
-    if local.is_file():
-        return [str(local)]
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"command {name!r} not found next to {sys.executable} or on "
-                                f"PATH. Fix: install what provides it (msst commands: "
-                                f"pip install 'bsmamba2-plugin[msst]').")
-    return [found]
-
-
-def _start_command(command: list[str], *, cwd: Path, log: Path | None = None
-                   ) -> subprocess.Popen:
-    """Start one stage's command in its own process group (output to `log` if given)."""
-    output = None
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        output = log.open("ab")
-    try:
-        return subprocess.Popen(_executable(command[0]) + command[1:], cwd=cwd,
-                                start_new_session=True, stdout=output,
-                                stderr=subprocess.STDOUT if output else None)
-    finally:
-        if output is not None:
-            output.close()  # the child holds its own copy
-
-
-def _finish_command(process: subprocess.Popen, command: list[str], *,
-                    deadline: float | None) -> str:
-    """Wait for a started stage; returns "ok" or "time limit" (stopped at `deadline`)."""
-    try:
-        code = process.wait(timeout=None if deadline is None else
-                            max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        return "time limit"
-    if code != 0:
-        raise RuntimeError(f"command failed with exit code {code}: {shlex.join(command)}")
-    return "ok"
-
-
-def _run_command(command: list[str], *, cwd: Path, time_limit: float | None) -> str:
-    """Run one stage; returns "ok" or "time limit"."""
-    process = _start_command(command, cwd=cwd)
-    deadline = None if time_limit is None else time.monotonic() + time_limit
-    try:
-        return _finish_command(process, command, deadline=deadline)
-    except BaseException:
-        if process.poll() is None:  # interrupted: stop the stage with us
-            os.killpg(process.pid, signal.SIGTERM)
-        raise
-
-
 def _is_parallel(stage: Stage, values: Mapping[str, str]) -> bool:
     text = _fill(stage.parallel, values, stage.name).strip().lower()
     if text not in ("true", "false"):
@@ -541,7 +480,7 @@ def _run_stage(entry: Any, total: int, workdir: Path, marks: Path, force: bool,
     else:
         limit = (None if stage_settings["time_limit_seconds"] is None
                  else float(stage_settings["time_limit_seconds"]))
-        outcome = _run_command(command, cwd=workdir, time_limit=limit)
+        outcome = run_command(command, cwd=workdir, time_limit=limit)
     return _finish_stage(stage, stage_settings, outcome, mark, header, start, echo)
 
 
@@ -566,7 +505,7 @@ def _run_parallel(group: list[Any], total: int, workdir: Path, marks: Path, forc
             start = time.monotonic()
             limit = stage_settings["time_limit_seconds"]
             deadline = None if limit is None else start + float(limit)
-            process = _start_command(command, cwd=workdir, log=log)
+            process = start_command(command, cwd=workdir, log=log)
             running.append((stage, command, stage_settings, mark, header, start, deadline,
                             process))
         failures = []
@@ -581,7 +520,7 @@ def _run_parallel(group: list[Any], total: int, workdir: Path, marks: Path, forc
                 waiting.remove(entry)
                 stage, command, stage_settings, mark, header, start, deadline, process = entry
                 try:
-                    outcome = _finish_command(process, command, deadline=deadline)
+                    outcome = finish_command(process, command, deadline=deadline)
                     results[stage.name] = _finish_stage(stage, stage_settings, outcome, mark,
                                                         header, start, echo)
                 except RuntimeError as error:  # wait for the others before reporting

@@ -366,13 +366,17 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
         A flat ``dict[str, float]``; NaN where a quantity is undefined.
 
     Raises:
-        ValueError: for mismatched channels, lengths of ``activity`` or its grid.
+        ValueError: for mismatched channels, lengths of ``activity`` or its grid, or an
+            empty reference.
     """
     sample_rate = _check_rate(sample_rate)
     # float32 tracks stay float32 here; everything is computed in float64, block by block
     ref, est = match_length(reference, estimate, keep_float32=True)
     _, mix = match_length(ref, mixture, estimate_name="mixture", keep_float32=True)
     n_channels, n_samples = ref.shape
+    if n_samples == 0:
+        raise ValueError("silence_suite: the reference has no samples; there is nothing to "
+                         "score (check the file's length).")
     frame, hop = config.frame_samples(sample_rate), config.hop_samples(sample_rate)
     scan = _Pass(ref, est, sample_rate, frame, hop)
     if activity is None:

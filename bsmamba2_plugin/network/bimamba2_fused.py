@@ -25,6 +25,12 @@
 The SSD chunk length adapts to the sequence: the band axis (62 bands) runs in one chunk of
 64 instead of mamba_ssm's 256 (4x less padding), the time axis in chunks of 128.
 
+With `gradient_checkpointing: selective` the block runs as one autograd function
+(`_SelectiveRecompute`) that keeps only its input and the scan output for the backward
+pass; there it recomputes steps 1, 2 and 4 and calls the scan's backward directly, so the
+scan's forward runs once (36.8 instead of 98.7 GiB at the paper's batch on an H200, +10 %
+step time; benchmarks/GPU_NOTES.md, change 4).
+
 `split_conv_reference` is the pure-PyTorch twin of the Triton op (same arguments and
 outputs), used by the tests; the whole fused block is tested against the per-direction
 path and the reference backend on the GPU (tests/test_kernel_cuda.py).
@@ -300,8 +306,8 @@ class _SelectiveRecompute(torch.autograd.Function):
     """The whole block keeping only its input x and the scan output y for the backward
     pass: the backward recomputes the cheap parts (normalisation, in_proj, split_conv,
     gated norm, out_proj, fusion) and runs the scan's own backward on the saved y, so the
-    expensive forward scan never runs twice. Saves ~1.3 GB instead of ~7.4 GB per block at
-    the paper's batch (5 x 8 s)."""
+    expensive forward scan never runs twice. By arithmetic it keeps ~1.3 GB per block
+    instead of ~7.4 GB at the paper's batch (5 x 8 s)."""
 
     @staticmethod
     def forward(ctx, x, dims, ops, split, *weights):
