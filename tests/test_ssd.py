@@ -156,9 +156,9 @@ def fake_mamba(tmp_path, monkeypatch):
     """A fake mamba_ssm + triton on sys.path; `broken_top` makes its __init__ fail the way
     a build without the CUDA extension does."""
 
-    def install(broken_top: bool) -> None:
+    def install(broken_top: bool, halves: bool = False) -> None:
         pkg = tmp_path / "mamba_ssm"
-        (pkg / "ops" / "triton").mkdir(parents=True)
+        (pkg / "ops" / "triton").mkdir(parents=True, exist_ok=True)
         top = "import selective_scan_cuda\n" if broken_top else ""
         (pkg / "__init__.py").write_text(top + "__version__ = '2.2.4'\n")
         (pkg / "ops" / "__init__.py").write_text("")
@@ -166,15 +166,21 @@ def fake_mamba(tmp_path, monkeypatch):
         (pkg / "ops" / "triton" / "ssd_combined.py").write_text(textwrap.dedent("""
             def mamba_chunk_scan_combined(*args, **kwargs):
                 return "scan"
-        """))
+        """) + (textwrap.dedent("""
+            def _mamba_chunk_scan_combined_fwd(*args, **kwargs):
+                return ("y", "out_x", "dt", "dA_cumsum", "states", "final_states")
+
+            def _mamba_chunk_scan_combined_bwd(*args, **kwargs):
+                return ("dx", "ddt", "dA", "dB", "dC", "dD", "dz", "ddt_bias", "dinit")
+        """) if halves else ""))
         (pkg / "ops" / "triton" / "layernorm_gated.py").write_text(textwrap.dedent("""
             def rmsnorm_fn(*args, **kwargs):
                 return "norm"
         """))
-        (tmp_path / "triton").mkdir()
+        (tmp_path / "triton").mkdir(exist_ok=True)
         (tmp_path / "triton" / "__init__.py").write_text("")
         dist = tmp_path / "mamba_ssm-2.2.4.dist-info"
-        dist.mkdir()
+        dist.mkdir(exist_ok=True)
         (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mamba_ssm\nVersion: 2.2.4\n")
         monkeypatch.syspath_prepend(str(tmp_path))
         for name in [m for m in sys.modules if m.split(".")[0] in ("mamba_ssm", "triton")]:
@@ -192,6 +198,19 @@ def test_kernels_load_from_a_normal_mamba_ssm(fake_mamba) -> None:
     ops = load_mamba_triton()
     assert ops.mamba_chunk_scan_combined() == "scan" and ops.rmsnorm_fn() == "norm"
     assert ops.version == "2.2.4" and ops.how == "mamba_ssm package"
+
+
+def test_scan_halves_come_from_mamba_ssm_when_it_has_them(fake_mamba) -> None:
+    """gradient_checkpointing "selective" calls mamba_ssm's private forward and backward
+    halves of the scan; a mamba_ssm without them still loads (the block then recomputes
+    the scan under autograd)."""
+    fake_mamba(broken_top=False)
+    assert not hasattr(load_mamba_triton(), "scan_halves")
+    fake_mamba(broken_top=False, halves=True)  # the same fake, now with the halves
+    scan_fwd, scan_bwd = load_mamba_triton().scan_halves
+    kwargs = {"D": None, "dt_bias": None, "dt_softplus": True}
+    assert scan_fwd(*range(6), **kwargs) == "y"
+    assert scan_bwd(*range(8), **kwargs) == ("dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias")
 
 
 def test_kernels_load_from_a_mamba_ssm_built_without_cuda(fake_mamba) -> None:

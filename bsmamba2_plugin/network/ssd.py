@@ -330,27 +330,32 @@ def load_mamba_triton() -> types.SimpleNamespace:
         raise ImportError(f"mamba_ssm {version} is installed but its Triton kernels do not "
                           f"import ({type(error).__name__}: {error}). {MAMBA_INSTALL_HINT}"
                           ) from error
-    fwd, bwd = (ssd_combined._mamba_chunk_scan_combined_fwd,
-                ssd_combined._mamba_chunk_scan_combined_bwd)
-
-    def scan_fwd(x, dt, A, B, C, chunk_size, *, D, dt_bias, dt_softplus):
-        return fwd(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias,
-                   dt_softplus=dt_softplus)[0]
-
-    def scan_bwd(dy, y, x, dt, A, B, C, chunk_size, *, D, dt_bias, dt_softplus):
-        dx, ddt, dA, dB, dC, dD, _, ddt_bias, _ = bwd(
-            dy, x, dt, A, B, C, y, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus)
-        return dx, ddt, dA, dB, dC, dD, ddt_bias
-
-    return types.SimpleNamespace(
+    ops = types.SimpleNamespace(
         mamba_chunk_scan_combined=ssd_combined.mamba_chunk_scan_combined,
-        # the same scan as two halves (what mamba_chunk_scan_combined's autograd function
-        # calls), for a backward pass that keeps only the scan's output
-        scan_halves=(scan_fwd, scan_bwd),
         rmsnorm_fn=layernorm_gated.rmsnorm_fn,
         version=version,
         how=how,
     )
+    # the same scan as two halves (what mamba_chunk_scan_combined's autograd function
+    # calls), for a backward pass that keeps only the scan's output (gradient_checkpointing
+    # "selective"); private in mamba_ssm 2.x: without them that backward recomputes the
+    # scan under autograd instead (same numbers, slower)
+    fwd = getattr(ssd_combined, "_mamba_chunk_scan_combined_fwd", None)
+    bwd = getattr(ssd_combined, "_mamba_chunk_scan_combined_bwd", None)
+    if fwd is not None and bwd is not None:
+
+        def scan_fwd(x, dt, A, B, C, chunk_size, *, D, dt_bias, dt_softplus):
+            return fwd(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias,
+                       dt_softplus=dt_softplus)[0]
+
+        def scan_bwd(dy, y, x, dt, A, B, C, chunk_size, *, D, dt_bias, dt_softplus):
+            dx, ddt, dA, dB, dC, dD, _, ddt_bias, _ = bwd(
+                dy, x, dt, A, B, C, y, chunk_size, D=D, dt_bias=dt_bias,
+                dt_softplus=dt_softplus)
+            return dx, ddt, dA, dB, dC, dD, ddt_bias
+
+        ops.scan_halves = (scan_fwd, scan_bwd)
+    return ops
 
 
 def _cache_autotuning() -> None:
