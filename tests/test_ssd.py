@@ -184,7 +184,12 @@ def fake_mamba(tmp_path, monkeypatch):
         (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mamba_ssm\nVersion: 2.2.4\n")
         monkeypatch.syspath_prepend(str(tmp_path))
         for name in [m for m in sys.modules if m.split(".")[0] in ("mamba_ssm", "triton")]:
-            monkeypatch.delitem(sys.modules, name)
+            module = sys.modules[name]
+            where = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
+            if any(str(w).startswith(str(tmp_path)) for w in where):
+                del sys.modules[name]  # an earlier install's fake: never to be restored
+            else:
+                monkeypatch.delitem(sys.modules, name)  # the real one comes back afterwards
         load_mamba_triton.cache_clear()
 
     yield install
