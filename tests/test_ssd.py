@@ -183,10 +183,14 @@ def fake_mamba(tmp_path, monkeypatch):
         dist.mkdir(exist_ok=True)
         (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mamba_ssm\nVersion: 2.2.4\n")
         monkeypatch.syspath_prepend(str(tmp_path))
-        for name in [m for m in sys.modules if m.split(".")[0] in ("mamba_ssm", "triton")]:
-            module = sys.modules[name]
-            where = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
-            if any(str(w).startswith(str(tmp_path)) for w in where):
+        names = [m for m in sys.modules if m.split(".")[0] in ("mamba_ssm", "triton")]
+        # where each module came from, read before any is removed (a namespace package's
+        # __path__ would be recomputed from its removed parent)
+        origins = {name: str(getattr(sys.modules[name].__spec__, "origin", None)
+                             or getattr(sys.modules[name], "__file__", None) or "")
+                   for name in names}
+        for name in names:
+            if origins[name].startswith(str(tmp_path)):
                 del sys.modules[name]  # an earlier install's fake: never to be restored
             else:
                 monkeypatch.delitem(sys.modules, name)  # the real one comes back afterwards
