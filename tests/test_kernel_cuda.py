@@ -138,17 +138,26 @@ def test_fused_block_runs_on_a_gpu_that_is_not_the_current_one() -> None:
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def _paper_block_twins(**changes):
+    """A paper-width BiMamba2 on the kernel backend (seed 0) and one built with `changes`
+    to its config holding the same weights, both on CUDA."""
+    from bsmamba2_plugin.network.mamba2 import BiMamba2
+
+    torch.manual_seed(0)
+    config = BSMamba2Config.paper(backend="kernel")
+    block = BiMamba2(config).cuda()
+    twin = BiMamba2(config.replace(**changes)).cuda()
+    twin.load_state_dict(block.state_dict())
+    return block, twin
+
+
 @pytest.mark.parametrize("length", [801, 62, 1])
 def test_fused_block_matches_the_per_direction_kernel_path(length: int) -> None:
     """The fused path against the same kernels run one direction at a time, and both
     against the reference backend, on the paper's block widths (float32)."""
     from bsmamba2_plugin.network.mamba2 import BiMamba2
 
-    torch.manual_seed(0)
-    config = BSMamba2Config.paper(backend="kernel")
-    block = BiMamba2(config).cuda()
-    reference = BiMamba2(config.replace(backend="reference")).cuda()
-    reference.load_state_dict(block.state_dict())
+    block, reference = _paper_block_twins(backend="reference")
     x = torch.randn(4, length, 256, device="cuda", requires_grad=True)
     results = {}
     for name, module, fused in (("fused", block, True), ("unfused", block, False),
@@ -173,13 +182,7 @@ def test_selective_recompute_matches_the_fused_path(length: int, dtype) -> None:
     """gradient_checkpointing "selective" (mamba_ssm's scan forward and backward called as
     two halves, the rest recomputed) against the plain fused path: same outputs and
     gradients, in float32 and under bfloat16 autocast, on the paper's block widths."""
-    from bsmamba2_plugin.network.mamba2 import BiMamba2
-
-    torch.manual_seed(0)
-    config = BSMamba2Config.paper(backend="kernel")
-    plain = BiMamba2(config).cuda()
-    selective = BiMamba2(config.replace(gradient_checkpointing="selective")).cuda()
-    selective.load_state_dict(plain.state_dict())
+    plain, selective = _paper_block_twins(gradient_checkpointing="selective")
     x = torch.randn(4, length, 256, device="cuda", requires_grad=True)
     probe = torch.randn(4, length, 256, device="cuda")
     results = []

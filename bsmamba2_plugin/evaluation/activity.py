@@ -37,9 +37,11 @@ __all__ = [
     "ActivityLabels",
     "SilenceConfig",
     "activity_bucket",
+    "activity_bucket_labels",
     "activity_from_segments",
     "activity_labels",
     "gap_bucket",
+    "gap_bucket_labels",
 ]
 
 LEVEL_FLOOR_DB = -200.0
@@ -407,8 +409,13 @@ def activity_bucket(ratio: float, config: SilenceConfig = SilenceConfig()) -> st
 
     A bucket holds ``[lower edge, upper edge)``, so 0.7 is ``">70%"``.
     """
-    labels = _bucket_labels(config.activity_bucket_edges, lambda e: f"{100 * e:g}", "%")
-    return _bucket(float(ratio), config.activity_bucket_edges, labels, "activity ratio")
+    return _bucket(float(ratio), config.activity_bucket_edges,
+                   activity_bucket_labels(config), "activity ratio")
+
+
+def activity_bucket_labels(config: SilenceConfig = SilenceConfig()) -> list[str]:
+    """The S7 activity bucket labels, in increasing order."""
+    return _bucket_labels(config.activity_bucket_edges, lambda e: f"{100 * e:g}", "%")
 
 
 def gap_bucket(seconds: float, config: SilenceConfig = SilenceConfig()) -> str:
@@ -416,5 +423,10 @@ def gap_bucket(seconds: float, config: SilenceConfig = SilenceConfig()) -> str:
 
     A bucket holds ``[lower edge, upper edge)``, so 2.0 s is ``"2-8 s"``.
     """
-    labels = _bucket_labels(config.gap_bucket_edges_s, lambda e: f"{e:g}", " s")
-    return _bucket(float(seconds), config.gap_bucket_edges_s, labels, "gap length")
+    return _bucket(float(seconds), config.gap_bucket_edges_s, gap_bucket_labels(config),
+                   "gap length")
+
+
+def gap_bucket_labels(config: SilenceConfig = SilenceConfig()) -> list[str]:
+    """The S7 gap bucket labels, in increasing order."""
+    return _bucket_labels(config.gap_bucket_edges_s, lambda e: f"{e:g}", " s")

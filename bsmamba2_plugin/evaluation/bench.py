@@ -78,7 +78,8 @@ def build_variant(name: str, device) -> tuple[Any, str]:
     if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-selective",
                 "bsmamba2-reference", "bsmamba2-reference-ckpt"):
         backend = "reference" if name.startswith("bsmamba2-reference") else "auto"
-        recompute = name.endswith("-ckpt") or name == "bsmamba2-selective" and "selective"
+        recompute = {"bsmamba2-ckpt": True, "bsmamba2-reference-ckpt": True,
+                     "bsmamba2-selective": "selective"}.get(name, False)
         config = BSMamba2Config.paper(backend=backend, gradient_checkpointing=recompute)
         if name == "bsmamba2-unfused":
             BiMamba2.use_fused_kernel_path = False

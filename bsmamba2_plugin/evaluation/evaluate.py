@@ -365,14 +365,12 @@ def _onset_buckets(rows: list[dict[str, Any]], names: Sequence[str], chunk: Any,
     """Onset SDR after silence per gap bucket (the silence before the onset), over the
     tracks that have such onsets, at chunk length `chunk`."""
     from .metrics import aggregate
-    from .silence import gap_bucket, gap_key
+    from .silence import gap_bucket_labels, gap_key
 
-    labels = [gap_bucket(0.0, config)] + [gap_bucket(e, config)
-                                          for e in config.gap_bucket_edges_s]
     out = []
     for name in names:
         sel = [r for r in rows if r["model"] == name and r["chunk_seconds"] == chunk]
-        for label in labels:
+        for label in gap_bucket_labels(config):
             key = gap_key(label)
             stat = aggregate([r.get(f"onset_sdr_{key}", math.nan) for r in sel])
             if stat["n"]:
@@ -476,16 +474,6 @@ def _save_figure(fig: Any, path: Path) -> None:
 LOWER_IS_BETTER = frozenset({"slr_db", "ghost_db", "dropout_rate"})
 
 
-def _bucket_order(label: str) -> tuple[float, str]:
-    """Activity buckets in the order of their values: "<40%", "40-70%", ">70%"."""
-    import re
-
-    number = re.search(r"\d+(\.\d+)?", label)
-    value = float(number.group()) if number else math.inf
-    return (value - 0.5 if label.startswith("<") else value + 0.5 if label.startswith(">")
-            else value, label)
-
-
 def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
 
@@ -511,7 +499,10 @@ def _plot(summary: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> Non
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    buckets = sorted({b["bucket"] for b in summary["buckets"]}, key=_bucket_order)
+    from .silence import activity_bucket_labels
+
+    present = {b["bucket"] for b in summary["buckets"]}
+    buckets = [b for b in activity_bucket_labels() if b in present]  # in order of activity
     width = 0.8 / max(1, len(names))
     for ax, key, label in ((axes[0], "slr_db", "SLR (dB, lower = less leak)"),
                            (axes[1], "usdr", "uSDR (dB)")):

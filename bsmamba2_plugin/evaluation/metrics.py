@@ -147,7 +147,11 @@ def match_length(reference: Any, estimate: Any, *, estimate_name: str = "estimat
     return ref, est
 
 
-def usdr(reference: Any, estimate: Any, eps: float = 1e-8) -> float:
+#: uSDR's epsilon (msst's `sdr`)
+USDR_EPS = 1e-8
+
+
+def usdr(reference: Any, estimate: Any, eps: float = USDR_EPS) -> float:
     """Track-level SDR in dB (msst ``sdr``, MDX21 style), channels and samples pooled.
 
     Args:
@@ -205,7 +209,12 @@ def framewise_sdr(reference: Any, estimate: Any, sample_rate: int = 44100) -> np
                  | np.all(est_frames.sum(axis=0) == 0, axis=-1))
     num = np.einsum("cft,cft->f", ref_frames, ref_frames)
     err = est_frames - ref_frames
-    den = np.einsum("cft,cft->f", err, err)
+    return frame_sdr(num, np.einsum("cft,cft->f", err, err), is_silent)
+
+
+def frame_sdr(num: np.ndarray, den: np.ndarray, is_silent: np.ndarray) -> np.ndarray:
+    """museval's per-frame SDR from the frames' reference and error energies: +inf where
+    the error is exactly zero, NaN where the frame is silent (see `framewise_sdr`)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         sdr = 10 * np.log10(num / den)
     sdr[den == 0] = np.inf

@@ -116,28 +116,30 @@ from .activity import (
     _silent_runs,
     _spans_to_mask,
     activity_bucket,
+    activity_bucket_labels,
     activity_from_segments,
     activity_labels,
     gap_bucket,
+    gap_bucket_labels,
 )
-from .metrics import _museval_n_frames, _nanmedian, match_length
+from .metrics import USDR_EPS, _museval_n_frames, _nanmedian, frame_sdr, match_length
 
 __all__ = [
     "LEVEL_FLOOR_DB",
     "ActivityLabels",
     "SilenceConfig",
     "activity_bucket",
+    "activity_bucket_labels",
     "activity_from_segments",
     "activity_labels",
     "gap_bucket",
+    "gap_bucket_labels",
     "gap_key",
     "silence_suite",
 ]
 
 # Schulze-Forster et al.'s constant inside the logarithm of PES / EPS.
 _PES_EPS_FLOOR = 1e-12
-#: uSDR's epsilon (msst's `sdr`, as `metrics.usdr`)
-USDR_EPS = 1e-8
 #: the suite reads a track in float64 blocks of this many seconds (whole museval frames)
 SCORE_BLOCK_SECONDS = 30
 
@@ -185,16 +187,6 @@ def _active_csdr(ref_frames: np.ndarray, err_frames: np.ndarray,
     return float(np.median(sdr))
 
 
-def _framewise_sdr(ref_frames: np.ndarray, err_frames: np.ndarray,
-                   silent_frames: np.ndarray) -> np.ndarray:
-    """`metrics.framewise_sdr` (museval v4) from the frames' energy sums."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sdr = 10 * np.log10(ref_frames / err_frames)
-    sdr[err_frames == 0] = np.inf
-    sdr[silent_frames] = np.nan
-    return sdr
-
-
 def gap_key(label: str) -> str:
     """Result-key form of a gap bucket label: "<0.5 s" -> "gap_lt0.5s"."""
     return "gap_" + label.replace("<", "lt").replace(">", "gt").replace(" ", "")
@@ -209,8 +201,7 @@ def _onset_windows_by_gap(activity: ActivityLabels, boundary: int, config: Silen
     labels = [gap_bucket((stop - start) / activity.sample_rate, config)
               for start, stop in regions]
     out = {}
-    edges = config.gap_bucket_edges_s
-    for label in [gap_bucket(0.0, config)] + [gap_bucket(e, config) for e in edges]:
+    for label in gap_bucket_labels(config):
         onsets = np.array([stop for (_, stop), got in zip(regions, labels) if got == label],
                           dtype=np.int64)
         starts = np.clip(onsets - boundary, 0, activity.n_samples)
@@ -408,7 +399,7 @@ def silence_suite(reference: Any, estimate: Any, mixture: Any, sample_rate: int 
     ref_level = _levels_from_sums(got["ref_windows"], n_samples, n_channels, frame, hop)
     est_level = _levels_from_sums(got["est_windows"], n_samples, n_channels, frame, hop)
     l_act, _ = _l_act_and_threshold(ref_level, config)
-    frames = _framewise_sdr(got["ref_frames"], got["err_frames"], got["silent_frames"])
+    frames = frame_sdr(got["ref_frames"], got["err_frames"], got["silent_frames"])
     out: dict[str, float] = {
         "usdr": _energy_ratio_db(got["ref_total"], got["err_total"], USDR_EPS)
         if n_samples else math.nan,

@@ -286,10 +286,8 @@ def _tail(y: torch.Tensor, z: torch.Tensor, x: torch.Tensor, w: dict, dims: _Dim
 
 def _autograd_scan(scan):
     """Forward and backward halves of a differentiable scan function (the tests' pure
-    PyTorch ops): the backward half recomputes the scan under autograd."""
-
-    def scan_fwd(*args, **kwargs):
-        return scan(*args, **kwargs)
+    PyTorch ops): the forward half is the scan itself, the backward half recomputes it
+    under autograd."""
 
     def scan_bwd(dy, y, *args, **kwargs):
         del y
@@ -299,7 +297,7 @@ def _autograd_scan(scan):
             out = scan(*leaves, *args[5:], **{**kwargs, "D": D, "dt_bias": dt_bias})
             return torch.autograd.grad(out, [*leaves, D, dt_bias], dy)
 
-    return scan_fwd, scan_bwd
+    return scan, scan_bwd
 
 
 class _SelectiveRecompute(torch.autograd.Function):
