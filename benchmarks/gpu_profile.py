@@ -19,7 +19,8 @@ from bsmamba2_plugin.training.losses import PaperLossConfig, build_loss
 from bsmamba2_plugin.network.mamba2 import BiMamba2
 
 CLASSES = (
-    ("ssd (mamba_ssm)", ("_chunk", "_state_passing", "_bmm_chunk", "ssd")),
+    ("ssd (mamba_ssm, short_scan)", ("_chunk", "_state_passing", "_bmm_chunk", "ssd",
+                                     "short_scan")),
     ("split_conv (ours)", ("conv_fwd", "conv_bwd", "copy_cols")),
     ("gated norm", ("_layer_norm",)),
     ("gemm", ("gemm", "sm90_xmma", "cutlass", "nvjet", "ampere_", "sm80_")),

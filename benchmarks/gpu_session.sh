@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (no network): install the carried wheels, run the CUDA
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
-#   [tests[ -k EXPR]] [profile] [accuracy] ["bench MODELS..."] [train-runs] [compare[BUDGET_S]]
+#   [tests[ -k EXPR]] [profile] [accuracy] [scan] ["bench MODELS..."] [train-runs]
+#   [compare[BUDGET_S]] (scan: benchmarks/gpu_short_scan.py)
 #   (default: tests profile bench). train-runs: benchmarks/gpu_train_runs.py (2 GPUs);
 #   compare: recipes/gpu_compare_vs_bs_roformer.yaml (2 GPUs side by side).
 set -o pipefail
@@ -42,6 +43,7 @@ for step in "$@"; do
               cp /tmp/cmp/report/summary.md /tmp/cmp/report/training.md "$OUT/" 2>/dev/null
               tar -czf "$OUT/compare.tar.gz" -C /tmp/cmp --exclude='*.ckpt' --exclude=data \
                   --exclude='*.wav' . ;;
+    scan) timeout 200 python3 benchmarks/gpu_short_scan.py 2>&1 | tee "$OUT/short_scan.log" ;;
     accuracy) timeout 200 python3 benchmarks/gpu_kernel_vs_reference.py --skip-timing 2>&1 \
               | tee "$OUT/accuracy.log" ;;
   esac

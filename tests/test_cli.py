@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+import torch
 
 from bsmamba2_plugin.cli import main
 
@@ -83,6 +85,22 @@ def test_make_dataset_without_seed_uses_the_default_and_prints_it(tmp_path, caps
     printed = capsys.readouterr().out
     assert "seed 0 (the default; --seed K renders another dataset)" in printed
     assert json.loads((out / "train" / "track_000" / "activity.json").read_text())["seed"] == 0
+
+
+def test_bench_chunked_bands_variants_turn_the_short_scan_off_while_they_run(
+        monkeypatch) -> None:
+    """`bsmamba2-chunked-bands` is the paper model with BSMAMBA2_SHORT_SCAN=0 (the band
+    axis through mamba_ssm's chunked scan); the next variant turns the short scan back on."""
+    from bsmamba2_plugin.evaluation.bench import build_variant
+
+    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "1")
+    cpu = torch.device("cpu")
+    model, _ = build_variant("bsmamba2-selective-chunked-bands", cpu)
+    assert os.environ["BSMAMBA2_SHORT_SCAN"] == "0"
+    assert model.config.gradient_checkpointing == "selective"
+    model, _ = build_variant("bsmamba2", cpu)
+    assert os.environ["BSMAMBA2_SHORT_SCAN"] == "1"
+    assert model.config.gradient_checkpointing is False
 
 
 def test_bench_rejects_an_unknown_model_with_the_valid_names(capsys) -> None:

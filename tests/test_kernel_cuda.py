@@ -71,6 +71,53 @@ def test_ssd_kernel_matches_reference_forward_and_backward(length: int) -> None:
         assert kernel_err <= 2 * ref_err + 5e-3, (name, kernel_err.item(), ref_err.item())
 
 
+def _paper_scan_inputs(length: int, dtype: torch.dtype, seed: int):
+    """The band axis's scan at paper widths: both directions as 2 groups of 16 heads."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    n, heads, groups, headdim, dstate = 6, 32, 2, 64, 128
+
+    def randn(*shape):
+        return torch.randn(*shape, device="cuda", generator=gen)
+
+    x = randn(n, length, heads, headdim).to(dtype)
+    dt = (randn(n, length, heads) - 1).to(dtype)
+    A = -torch.exp(torch.rand(heads, device="cuda", generator=gen) * math.log(16))
+    B = (randn(n, length, groups, dstate) / 4).to(dtype)
+    C = (randn(n, length, groups, dstate) / 4).to(dtype)
+    return [t.requires_grad_() for t in (x, dt, A, B, C, randn(heads), 0.5 * randn(heads))]
+
+
+@pytest.mark.parametrize("length", [1, 33, 62, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_short_scan_is_as_accurate_as_mamba_ssm_scan(length: int, dtype) -> None:
+    """short_scan (the band axis's one-chunk scan) and mamba_ssm's chunked scan, both
+    against the float64 reference: outputs and all gradients, float32 and bfloat16 inputs.
+    The short scan may be at most about twice as far from the truth as mamba_ssm."""
+    from bsmamba2_plugin.network.short_scan import short_scan
+
+    inputs = _paper_scan_inputs(length, dtype, seed=length)
+    probe = torch.randn_like(inputs[0], dtype=torch.float32)
+    results = []
+    for fn in (short_scan, ssd_kernel, ssd_reference):
+        args = [t.detach().clone().requires_grad_() for t in inputs]
+        if fn is ssd_reference:
+            args = [t.detach().double().requires_grad_() for t in inputs]
+        x, dt, A, B, C, D, dt_bias = args
+        if fn is short_scan:
+            y = fn(x, dt, A, B, C, None, D=D, dt_bias=dt_bias)
+        else:
+            y = fn(x, dt, A, B, C, D, dt_bias=dt_bias)
+        y.backward(probe.to(y.dtype))
+        results.append([y.detach().double()] + [t.grad.double() for t in args])
+    short, kernel, truth = results
+    names = ("y", "dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias")
+    for name, s, k, t in zip(names, short, kernel, truth):
+        scale = t.norm() + 1e-6
+        short_err, kernel_err = (s - t).norm() / scale, (k - t).norm() / scale
+        print(f"{dtype} l={length} {name}: short {short_err:.2e} mamba_ssm {kernel_err:.2e}")
+        assert short_err <= 2 * kernel_err + 2e-3, (name, short_err.item(), kernel_err.item())
+
+
 def test_gated_rmsnorm_kernel_matches_reference() -> None:
     gen = torch.Generator(device="cuda").manual_seed(0)
     y = torch.randn(7, 33, 1024, device="cuda", generator=gen)

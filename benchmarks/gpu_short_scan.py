@@ -1,0 +1,88 @@
+"""The band axis's scan alone: `short_scan` against mamba_ssm's chunked scan (CUDA).
+
+    python benchmarks/gpu_short_scan.py [--repeats 20]
+
+Paper widths (both directions as 2 groups of 16 heads, headdim 64, d_state 128), bf16
+inputs as under autocast, 62 steps; n = batch x 801 frames of 8 s. Forward alone and
+forward + backward, medians of CUDA-event timings after two warm-up calls, and the
+largest difference of the outputs and gradients between the two, relative to each
+tensor's largest value. One table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+
+import torch
+
+from bsmamba2_plugin.network.short_scan import short_scan
+from bsmamba2_plugin.network.ssd import load_mamba_triton
+
+
+def inputs(n: int, length: int, seed: int = 0):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    heads, groups, headdim, dstate = 32, 2, 64, 128
+
+    def randn(*shape):
+        return torch.randn(*shape, device="cuda", generator=gen)
+
+    x = randn(n, length, heads, headdim).bfloat16()
+    dt = (randn(n, length, heads) - 1).bfloat16()
+    A = -torch.exp(torch.rand(heads, device="cuda", generator=gen) * math.log(16))
+    B = (randn(n, length, groups, dstate) / 4).bfloat16()
+    C = (randn(n, length, groups, dstate) / 4).bfloat16()
+    return [t.requires_grad_() for t in (x, dt, A, B, C, randn(heads), 0.5 * randn(heads))]
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(begin.elapsed_time(end))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    chunked = load_mamba_triton().mamba_chunk_scan_combined
+    scans = {"mamba_ssm chunk 64": lambda *a, **k: chunked(*a[:5], 64, **k),
+             "short_scan": lambda *a, **k: short_scan(*a[:5], None, **k)}
+    print("| n (sequences) | scan | fwd ms | fwd+bwd ms | max rel. diff (y, grads) |")
+    print("|---|---|---|---|---|")
+    for n in (5 * 801, 8 * 801):
+        leaves = inputs(n, 62)
+        x, dt, A, B, C, D, dt_bias = leaves
+        probe = torch.randn_like(x)
+        results = {}
+        for name, scan in scans.items():
+            def fwd():
+                with torch.no_grad():
+                    return scan(x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=True)
+
+            def both():
+                y = scan(x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=True)
+                return y, torch.autograd.grad(y, leaves, probe)
+
+            y, grads = both()
+            results[name] = [y.float(), *(g.float() for g in grads)]
+            diff = ""
+            if len(results) == 2:
+                a, b = results.values()
+                diff = " ".join(f"{((u - v).abs().max() / v.abs().max()).item():.1e}"
+                                for u, v in zip(a, b))
+            print(f"| {n} | {name} | {timed(fwd, args.repeats):.2f} | "
+                  f"{timed(both, args.repeats):.2f} | {diff} |")
+
+
+if __name__ == "__main__":
+    main()

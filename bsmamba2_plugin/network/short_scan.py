@@ -1,0 +1,135 @@
+"""The SSD scan of short sequences (one chunk) in one Triton kernel per pass.
+
+mamba_ssm's chunked scan runs five kernels and materialises float32 chunk states of
+(n, chunks, heads, headdim, d_state) even when a sequence fits one chunk, as the band axis
+does (62 bands): there the states are never needed. `short_scan` computes the same
+function as `ssd_reference` / mamba_ssm's `mamba_chunk_scan_combined` for sequences of at
+most `SHORT_SCAN_MAX_LENGTH` steps directly as the decay-masked quadratic form (kernels in
+`short_scan_triton.py`), forward and backward, with mamba_ssm's argument conventions so
+that it replaces it in `bimamba2_fused` (`short_scan_ops`).
+
+Set BSMAMBA2_SHORT_SCAN=0 to use mamba_ssm's scan for every axis (read at each call, for
+benchmarks that compare the two in one process).
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+import torch
+
+__all__ = ["SHORT_SCAN_MAX_LENGTH", "short_scan", "short_scan_enabled", "short_scan_ops"]
+
+SHORT_SCAN_MAX_LENGTH = 64  # the quadratic form's (l, l) tiles stay in registers up to here
+
+
+def _supported_width(width: int, most: int) -> bool:
+    return 16 <= width <= most and not width & (width - 1)
+
+
+def short_scan_enabled(length: int, headdim: int, d_state: int) -> bool:
+    """Whether `bimamba2_fused` uses `short_scan` for sequences of this length and these
+    widths (powers of two, headdim <= 128, d_state <= 256: the tiles the kernels hold)."""
+    return (length <= SHORT_SCAN_MAX_LENGTH and _supported_width(headdim, 128)
+            and _supported_width(d_state, 256)
+            and os.environ.get("BSMAMBA2_SHORT_SCAN", "1") != "0")
+
+
+def _kernels():
+    from . import short_scan_triton as k  # imports triton
+
+    return k.short_scan_fwd, k.short_scan_bwd
+
+
+def _padded(length: int) -> int:
+    return max(16, 1 << max(0, length - 1).bit_length())
+
+
+def _check(x, dt, A, B, C, D, dt_bias) -> tuple[int, ...]:
+    n, length, nheads, headdim = x.shape
+    ngroups, d_state = B.shape[2], B.shape[3]
+    if length > SHORT_SCAN_MAX_LENGTH:
+        raise ValueError(f"short_scan takes sequences of at most {SHORT_SCAN_MAX_LENGTH} "
+                         f"steps, got {length}; use mamba_ssm's chunked scan")
+    if nheads % ngroups or dt.shape != (n, length, nheads) or C.shape != B.shape \
+            or B.shape[:2] != (n, length) or A.shape != (nheads,) or D is None \
+            or D.shape != (nheads,) or dt_bias is None or dt_bias.shape != (nheads,):
+        raise ValueError(f"short_scan: shapes do not match x {tuple(x.shape)}: dt "
+                         f"{tuple(dt.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, C "
+                         f"{tuple(C.shape)}, D {None if D is None else tuple(D.shape)}, "
+                         f"dt_bias {None if dt_bias is None else tuple(dt_bias.shape)}")
+    for width, most, name in ((headdim, 128, "headdim"), (d_state, 256, "d_state")):
+        if not _supported_width(width, most):
+            raise ValueError(f"short_scan needs a power-of-two {name} from 16 to {most}, "
+                             f"got {width}")
+    return n, length, nheads, headdim, ngroups, d_state
+
+
+def _launch_args(x, B, length, nheads, ngroups, dt_softplus) -> dict:
+    return {"H": nheads, "G": ngroups, "P": x.shape[3], "NS": B.shape[3],
+            "BL": _padded(length), "SOFTPLUS": bool(dt_softplus)}
+
+
+def short_scan_forward(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplus=True):
+    """y (n, l, h, p) for x (n, l, h, p), dt (n, l, h), A (h,), B, C (n, l, g, ns),
+    D, dt_bias (h,): the forward half (no autograd). `chunk_size` is ignored (one chunk)."""
+    del chunk_size
+    n, length, nheads, _, ngroups, _ = _check(x, dt, A, B, C, D, dt_bias)
+    x, dt, B, C = (t.contiguous() for t in (x, dt, B, C))
+    y = torch.empty_like(x)
+    if n and length:
+        _kernels()[0][(n, ngroups)](x, dt, A, B, C, D, dt_bias, y, length,
+                                    **_launch_args(x, B, length, nheads, ngroups, dt_softplus),
+                                    num_warps=4)
+    return y
+
+
+def short_scan_backward(dy, y, x, dt, A, B, C, chunk_size=None, *, D, dt_bias,
+                        dt_softplus=True):
+    """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias) of the scan for the output gradient
+    dy; `y` (unused: everything is recomputed from the inputs) keeps mamba_ssm's
+    signature."""
+    del y, chunk_size
+    n, length, nheads, _, ngroups, _ = _check(x, dt, A, B, C, D, dt_bias)
+    x, dt, B, C, dy = (t.contiguous() for t in (x, dt, B, C, dy))
+    dx, ddt, dB, dC = (torch.empty_like(t) for t in (x, dt, B, C))
+    part = torch.zeros(n, 3, nheads, device=x.device, dtype=torch.float32)
+    if n and length:
+        _kernels()[1][(n, ngroups)](x, dt, A, B, C, D, dt_bias, dy, dx, ddt, dB, dC, part,
+                                    length,
+                                    **_launch_args(x, B, length, nheads, ngroups, dt_softplus),
+                                    num_warps=8)
+    sums = part.sum(0)
+    return (dx, ddt, sums[0].to(A.dtype), dB, dC, sums[1].to(D.dtype),
+            sums[2].to(dt_bias.dtype))
+
+
+class _ShortScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, dt_bias, dt_softplus):
+        ctx.save_for_backward(x, dt, A, B, C, D, dt_bias)
+        ctx.dt_softplus = dt_softplus
+        return short_scan_forward(x, dt, A, B, C, D=D, dt_bias=dt_bias,
+                                  dt_softplus=dt_softplus)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, dt, A, B, C, D, dt_bias = ctx.saved_tensors
+        grads = short_scan_backward(dy, None, x, dt, A, B, C, D=D, dt_bias=dt_bias,
+                                    dt_softplus=ctx.dt_softplus)
+        return (*grads, None)
+
+
+def short_scan(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplus=True):
+    """Differentiable `short_scan_forward`; mamba_ssm's `mamba_chunk_scan_combined`
+    signature (the subset `bimamba2_fused` uses)."""
+    del chunk_size
+    return _ShortScan.apply(x, dt, A, B, C, D, dt_bias, dt_softplus)
+
+
+def short_scan_ops(ops: object) -> types.SimpleNamespace:
+    """`ops` (mamba_ssm's kernels, `ssd.load_mamba_triton`) with the scan replaced by
+    `short_scan`, for a sequence length where `short_scan_enabled` holds."""
+    return types.SimpleNamespace(**{**vars(ops), "mamba_chunk_scan_combined": short_scan,
+                                    "scan_halves": (short_scan_forward, short_scan_backward)})
