@@ -198,11 +198,16 @@ def _paper_block_twins(**changes):
     return block, twin
 
 
-@pytest.mark.parametrize("length", [801, 62, 1])
-def test_fused_block_matches_the_per_direction_kernel_path(length: int) -> None:
+@pytest.mark.parametrize("length, short_scan", [(801, "0"), (62, "0"), (1, "0"), (62, "1"),
+                                                (1, "1")])
+def test_fused_block_matches_the_per_direction_kernel_path(length: int, short_scan: str,
+                                                            monkeypatch) -> None:
     """The fused path against the same kernels run one direction at a time, and both
-    against the reference backend, on the paper's block widths (float32)."""
+    against the reference backend, on the paper's block widths (float32); the band axis's
+    lengths also with BSMAMBA2_SHORT_SCAN=1 (the fused path's scan is then short_scan)."""
     from bsmamba2_plugin.network.mamba2 import BiMamba2
+
+    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", short_scan)
 
     block, reference = _paper_block_twins(backend="reference")
     x = torch.randn(4, length, 256, device="cuda", requires_grad=True)

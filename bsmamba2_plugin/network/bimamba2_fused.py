@@ -22,9 +22,10 @@
 4. The two out_proj products, one flip of the backward output (d_model wide, 4x narrower
    than d_inner), the residuals and the 1x1 fusion projection finish the block.
 
-The SSD chunk length adapts to the sequence: the band axis (62 bands) fits one chunk and
-runs through `short_scan` (the quadratic form, no chunk states: `short_scan.py`), the time
-axis through mamba_ssm's scan in chunks of 128.
+The SSD chunk length adapts to the sequence: the band axis (62 bands) runs in one chunk of
+64 instead of mamba_ssm's 256 (4x less padding), the time axis in chunks of 128. With
+BSMAMBA2_SHORT_SCAN=1 (opt-in, not yet timed on a GPU) the band axis runs through
+`short_scan` instead (the one-chunk quadratic form, no chunk states: `short_scan.py`).
 
 With `gradient_checkpointing: selective` the block runs as one autograd function
 (`_SelectiveRecompute`) that keeps only its input and the scan output for the backward
@@ -363,8 +364,8 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         block: the BiMamba2 whose parameters are used.
         x: (n, l, d).
         ops: provides `mamba_chunk_scan_combined` and `rmsnorm_fn` with mamba_ssm's
-            signatures (default: mamba_ssm's Triton kernels, with `short_scan` for
-            sequences of at most 64 steps), and optionally `scan_halves` (the scan's
+            signatures (default: mamba_ssm's Triton kernels; `short_scan` for
+            sequences of at most 64 steps with BSMAMBA2_SHORT_SCAN=1), and optionally `scan_halves` (the scan's
             forward and backward as two functions); tests pass pure-PyTorch ones.
         split: `split_conv` or `split_conv_reference`.
         recompute: while gradients are taken, keep only x and the scan output for the
