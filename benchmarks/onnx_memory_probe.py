@@ -1,6 +1,6 @@
 """Peak memory of onnxruntime on the exported paper network at a reduced depth (issue 13).
 
-    python benchmarks/onnx_memory_probe.py DEPTH [--no-arena] [--no-mem-pattern]
+    python benchmarks/onnx_memory_probe.py DEPTH [--no-arena] [--no-mem-pattern] [--no-mem-reuse]
         [--order DEFAULT|PRIORITY_BASED] [--no-graph-opt] [--seconds 8]
 
 Exports the paper config with `model.depth = DEPTH` (random weights) with `export_onnx`,
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("depth", type=int)
     parser.add_argument("--no-arena", action="store_true")
     parser.add_argument("--no-mem-pattern", action="store_true")
+    parser.add_argument("--no-mem-reuse", action="store_true")
     parser.add_argument("--no-graph-opt", action="store_true")
     parser.add_argument("--order", default="DEFAULT")
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -51,6 +52,7 @@ def main() -> None:
     options.intra_op_num_threads = 2
     options.enable_cpu_mem_arena = not args.no_arena
     options.enable_mem_pattern = not args.no_mem_pattern
+    options.enable_mem_reuse = not args.no_mem_reuse
     options.execution_order = getattr(ort.ExecutionOrder, args.order)
     if args.no_graph_opt:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -59,7 +61,7 @@ def main() -> None:
         start = time.perf_counter()
         session.run(["masks"], {"features": features.numpy()})
         print(f"depth {args.depth} {features.shape[1]} frames, arena {not args.no_arena}, "
-              f"mem pattern {not args.no_mem_pattern}, order {args.order}, run {run}: "
+              f"mem pattern {not args.no_mem_pattern}, mem reuse {not args.no_mem_reuse}, order {args.order}, run {run}: "
               f"{time.perf_counter() - start:.1f} s, peak {peak_mb():.0f} MB (before the "
               f"session {before:.0f} MB)", flush=True)
 

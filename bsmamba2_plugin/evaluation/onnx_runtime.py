@@ -185,6 +185,11 @@ class OnnxSeparator(nn.Module):
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        # onnxruntime's buffer-reuse plan keeps the buffers it means to hand on to later
+        # tensors; with the graph's symbolic frame counts that kept nearly every
+        # intermediate of a run alive (paper model, 4 s chunk, depth 2: 15.5 GB with reuse,
+        # 3.5 GB without, and 3x faster: benchmarks/results/cpu_onnx_paper_2026-11-30.md)
+        options.enable_mem_reuse = False
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return cls(session, config, stems, rate)
 
