@@ -1,10 +1,12 @@
 """Peak memory of onnxruntime on the exported paper network at a reduced depth (issue 13).
 
     python benchmarks/onnx_memory_probe.py DEPTH [--no-arena] [--no-mem-pattern] [--no-mem-reuse]
-        [--order DEFAULT|PRIORITY_BASED] [--no-graph-opt] [--seconds 8]
+        [--order DEFAULT|PRIORITY_BASED] [--no-graph-opt] [--seconds 8] [--runs 2]
+        [--onnx FILE]
 
 Exports the paper config with `model.depth = DEPTH` (random weights) with `export_onnx`,
-opens it on the CPU (2 threads) with the given session settings and runs one chunk twice,
+opens it on the CPU (2 threads) with the given session settings and runs one chunk
+`--runs` times (the same random input each time),
 printing the time and the process's peak RSS after each run
 (`benchmarks/results/cpu_onnx_paper_2026-11-30.md`).
 """
@@ -37,6 +39,9 @@ def main() -> None:
     parser.add_argument("--no-graph-opt", action="store_true")
     parser.add_argument("--order", default="DEFAULT")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--onnx", type=Path, help="an export of this depth to reuse (written "
+                        "there first if missing)")
     args = parser.parse_args()
     import onnxruntime as ort
 
@@ -45,8 +50,9 @@ def main() -> None:
     model = BSMamba2(config).eval()
     with torch.inference_mode():
         _, features = model.analyse(torch.randn(1, 2, int(args.seconds * 44100)) * 0.1)
-    path = Path(tempfile.mkdtemp(prefix="bsm2_probe_")) / "model.onnx"
-    export_onnx(model, path)
+    path = args.onnx or Path(tempfile.mkdtemp(prefix="bsm2_probe_")) / "model.onnx"
+    if not path.exists():
+        export_onnx(model, path)
     before = peak_mb()
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
@@ -57,7 +63,7 @@ def main() -> None:
     if args.no_graph_opt:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    for run in range(2):
+    for run in range(args.runs):
         start = time.perf_counter()
         session.run(["masks"], {"features": features.numpy()})
         print(f"depth {args.depth} {features.shape[1]} frames, arena {not args.no_arena}, "

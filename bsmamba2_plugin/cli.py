@@ -186,10 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("input", type=Path, help="audio file at the model's sample rate")
     separate.add_argument("out_dir", type=Path, help="folder for <stem>.wav")
     separate.add_argument("--chunk-seconds", type=float, default=8.0,
-                          help="chunk length (default 8, the paper's; with --onnx and the "
-                               "paper model onnxruntime needs far more memory than PyTorch "
-                               "(2 s chunks: 10 GB peak with PyTorch loaded too; 8 s ran "
-                               "out of 24 GB)")
+                          help="chunk length (default 8, the paper's; with --onnx the "
+                               "paper model needs ~4.3 GB for onnxruntime at 8 s)")
     separate.add_argument("--overlap", type=int, default=1,
                           help="1: the paper's non-overlapping chunks; n > 1: overlap-add")
     separate.add_argument("--batch-size", type=int, default=1, help="chunks per call")

@@ -111,6 +111,17 @@ def test_onnxruntime_network_within_1e_4_of_peak(exported, shape) -> None:
 
 
 @needs_onnx
+def test_onnx_sessions_run_without_buffer_reuse(exported) -> None:
+    """onnxruntime's buffer-reuse plan kept nearly every intermediate of the paper model
+    alive (15.5 vs 3.5 GB at depth 2 on 4 s: benchmarks/onnx_memory_probe.py
+    --no-mem-reuse); every session the plugin opens has it off, the thread count kept."""
+    _, _, separator = exported
+    options = separator.session.get_session_options()
+    assert options.enable_mem_reuse is False
+    assert options.intra_op_num_threads == 1
+
+
+@needs_onnx
 def test_onnx_separator_matches_pytorch_waveforms(exported) -> None:
     model, path, separator = exported
     from bsmamba2_plugin.evaluation.onnx_runtime import read_onnx_metadata
