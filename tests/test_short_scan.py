@@ -2,8 +2,8 @@
 
 Its Triton kernels run under Triton's interpreter (TRITON_INTERPRET=1) against
 `ssd_reference` in float64, forward and every gradient; `bimamba2_fused` is checked to
-route sequences of at most 64 steps (and only those) to it when BSMAMBA2_SHORT_SCAN=1. The CUDA check against
-mamba_ssm's scan is in test_kernel_cuda.py.
+route sequences of at most 64 steps (and only those) to it when BSMAMBA2_SHORT_SCAN=1.
+The CUDA check against mamba_ssm's scan is in test_kernel_cuda.py.
 """
 
 from __future__ import annotations

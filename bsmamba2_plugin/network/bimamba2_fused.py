@@ -365,8 +365,9 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         x: (n, l, d).
         ops: provides `mamba_chunk_scan_combined` and `rmsnorm_fn` with mamba_ssm's
             signatures (default: mamba_ssm's Triton kernels; `short_scan` for
-            sequences of at most 64 steps with BSMAMBA2_SHORT_SCAN=1), and optionally `scan_halves` (the scan's
-            forward and backward as two functions); tests pass pure-PyTorch ones.
+            sequences of at most 64 steps with BSMAMBA2_SHORT_SCAN=1), and optionally
+            `scan_halves` (the scan's forward and backward as two functions); tests pass
+            pure-PyTorch ones.
         split: `split_conv` or `split_conv_reference`.
         recompute: while gradients are taken, keep only x and the scan output for the
             backward pass and recompute the rest there (`_SelectiveRecompute`).
