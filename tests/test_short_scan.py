@@ -22,7 +22,6 @@ from bsmamba2_plugin.network import short_scan as short_scan_module
 from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv_reference
 from bsmamba2_plugin.network.mamba2 import BiMamba2
 from bsmamba2_plugin.network.short_scan import (
-    short_scan,
     short_scan_backward,
     short_scan_enabled,
     short_scan_forward,
