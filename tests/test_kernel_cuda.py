@@ -32,9 +32,10 @@ pytestmark = [
 ]
 
 
-def _ssd_inputs(length: int, dtype: torch.dtype, seed: int):
+def _ssd_inputs(length: int, dtype: torch.dtype, seed: int, *, batch: int = 3,
+                heads: int = 4, groups: int = 1, dstate: int = 64, bc_scale: float = 1.0):
     gen = torch.Generator(device="cuda").manual_seed(seed)
-    batch, heads, headdim, dstate = 3, 4, 64, 64
+    headdim = 64
 
     def randn(*shape):
         return torch.randn(*shape, device="cuda", generator=gen)
@@ -42,27 +43,38 @@ def _ssd_inputs(length: int, dtype: torch.dtype, seed: int):
     x = randn(batch, length, heads, headdim).to(dtype)
     dt = (randn(batch, length, heads) - 1).to(dtype)
     A = -torch.exp(torch.rand(heads, device="cuda", generator=gen) * math.log(16))
-    B = randn(batch, length, 1, dstate).to(dtype)
-    C = randn(batch, length, 1, dstate).to(dtype)
+    B = (randn(batch, length, groups, dstate) * bc_scale).to(dtype)
+    C = (randn(batch, length, groups, dstate) * bc_scale).to(dtype)
     D = randn(heads)
     dt_bias = 0.5 * randn(heads)
     return [t.requires_grad_() for t in (x, dt, A, B, C, D, dt_bias)]
 
 
+def _scan_results(scan, inputs, grad_of, *, wide: bool = False) -> list[torch.Tensor]:
+    """[y, dx, ddt, dA, dB, dC, dD, ddt_bias] in float64 of `scan` (ssd_kernel's
+    signature) on fresh copies of `inputs` (float64 ones if `wide`), backward from
+    `grad_of(y)`."""
+    args = [(t.detach().double() if wide else t.detach().clone()).requires_grad_()
+            for t in inputs]
+    y = scan(*args[:6], dt_bias=args[6])
+    y.backward(grad_of(y))
+    return [y.detach().double()] + [t.grad.double() for t in args]
+
+
+_SCAN_NAMES = ("y", "dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias")
+
+
 @pytest.mark.parametrize("length", [1, 62, 63, 256, 801])
 def test_ssd_kernel_matches_reference_forward_and_backward(length: int) -> None:
     inputs = _ssd_inputs(length, torch.float32, seed=length)
-    wide = [t.detach().double().requires_grad_() for t in inputs]
-    results = []
-    for fn, args in ((ssd_kernel, inputs), (ssd_reference, [t.detach().clone().requires_grad_()
-                                                            for t in inputs]), (ssd_reference, wide)):
-        x, dt, A, B, C, D, dt_bias = args
-        y = fn(x, dt, A, B, C, D, dt_bias=dt_bias)
-        y.backward(torch.ones_like(y) / y.numel() ** 0.5)
-        results.append([y.detach().double()] + [t.grad.double() for t in args])
-    kernel, reference, truth = results
-    names = ("y", "dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias")
-    for name, k, r, t in zip(names, kernel, reference, truth):
+
+    def grad_of(y):
+        return torch.ones_like(y) / y.numel() ** 0.5
+
+    kernel, reference, truth = (_scan_results(ssd_kernel, inputs, grad_of),
+                                _scan_results(ssd_reference, inputs, grad_of),
+                                _scan_results(ssd_reference, inputs, grad_of, wide=True))
+    for name, k, r, t in zip(_SCAN_NAMES, kernel, reference, truth):
         # (A gets no gradient at length 1: the state starts at zero.)
         scale = t.norm() + 1e-6
         ref_err, kernel_err = (r - t).norm() / scale, (k - t).norm() / scale
@@ -71,49 +83,31 @@ def test_ssd_kernel_matches_reference_forward_and_backward(length: int) -> None:
         assert kernel_err <= 2 * ref_err + 5e-3, (name, kernel_err.item(), ref_err.item())
 
 
-def _paper_scan_inputs(length: int, dtype: torch.dtype, seed: int):
-    """The band axis's scan at paper widths: both directions as 2 groups of 16 heads."""
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    n, heads, groups, headdim, dstate = 6, 32, 2, 64, 128
-
-    def randn(*shape):
-        return torch.randn(*shape, device="cuda", generator=gen)
-
-    x = randn(n, length, heads, headdim).to(dtype)
-    dt = (randn(n, length, heads) - 1).to(dtype)
-    A = -torch.exp(torch.rand(heads, device="cuda", generator=gen) * math.log(16))
-    B = (randn(n, length, groups, dstate) / 4).to(dtype)
-    C = (randn(n, length, groups, dstate) / 4).to(dtype)
-    return [t.requires_grad_() for t in (x, dt, A, B, C, randn(heads), 0.5 * randn(heads))]
-
-
 @pytest.mark.parametrize("length", [1, 33, 62, 64])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_short_scan_is_as_accurate_as_mamba_ssm_scan(length: int, dtype) -> None:
     """short_scan (the band axis's one-chunk scan) and mamba_ssm's chunked scan, both
-    against the float64 reference: outputs and all gradients, float32 and bfloat16 inputs.
-    The short scan may be at most about twice as far from the truth as mamba_ssm."""
+    against the float64 reference: outputs and all gradients, float32 and bfloat16 inputs,
+    the band axis at paper widths (both directions as 2 groups of 16 heads). The short
+    scan may be at most about twice as far from the truth as mamba_ssm."""
     from bsmamba2_plugin.network.short_scan import short_scan
 
-    inputs = _paper_scan_inputs(length, dtype, seed=length)
+    inputs = _ssd_inputs(length, dtype, seed=length, batch=6, heads=32, groups=2,
+                         dstate=128, bc_scale=0.25)
     probe = torch.randn_like(inputs[0], dtype=torch.float32)
-    results = []
-    for fn in (short_scan, ssd_kernel, ssd_reference):
-        args = [t.detach().clone().requires_grad_() for t in inputs]
-        if fn is ssd_reference:
-            args = [t.detach().double().requires_grad_() for t in inputs]
-        x, dt, A, B, C, D, dt_bias = args
-        if fn is short_scan:
-            y = fn(x, dt, A, B, C, None, D=D, dt_bias=dt_bias)
-        else:
-            y = fn(x, dt, A, B, C, D, dt_bias=dt_bias)
-        y.backward(probe.to(y.dtype))
-        results.append([y.detach().double()] + [t.grad.double() for t in args])
-    short, kernel, truth = results
-    names = ("y", "dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias")
-    for name, s, k, t in zip(names, short, kernel, truth):
+
+    def grad_of(y):
+        return probe.to(y.dtype)
+
+    def short(x, dt, A, B, C, D, dt_bias):
+        return short_scan(x, dt, A, B, C, None, D=D, dt_bias=dt_bias)
+
+    short_res, kernel, truth = (_scan_results(short, inputs, grad_of),
+                                _scan_results(ssd_kernel, inputs, grad_of),
+                                _scan_results(ssd_reference, inputs, grad_of, wide=True))
+    for name, s_, k, t in zip(_SCAN_NAMES, short_res, kernel, truth):
         scale = t.norm() + 1e-6
-        short_err, kernel_err = (s - t).norm() / scale, (k - t).norm() / scale
+        short_err, kernel_err = (s_ - t).norm() / scale, (k - t).norm() / scale
         print(f"{dtype} l={length} {name}: short {short_err:.2e} mamba_ssm {kernel_err:.2e}")
         assert short_err <= 2 * kernel_err + 2e-3, (name, short_err.item(), kernel_err.item())
 

@@ -46,26 +46,40 @@ def _decay(A, h, dt, causal):
 
 
 @triton.jit
-def short_scan_fwd(X, DT, A, Bm, Cm, D, DTB, Y, length,
-                   H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, NS: tl.constexpr,
-                   BL: tl.constexpr, SOFTPLUS: tl.constexpr):
+def _group_tiles(Bm, Cm, length, G: tl.constexpr, NS: tl.constexpr, BL: tl.constexpr):
+    # this program's sequence and group: B, C (BL, NS), C B^T (BL, BL) float32, the mask
     seq = tl.program_id(0).to(tl.int64)
     g = tl.program_id(1)
     t = tl.arange(0, BL)
     tmask = t < length
-    p = tl.arange(0, P)
-    k = tl.arange(0, NS)
-    bc = (seq * length + t[:, None]) * (G * NS) + g * NS + k[None, :]
+    bc = (seq * length + t[:, None]) * (G * NS) + g * NS + tl.arange(0, NS)[None, :]
     Bv = tl.load(Bm + bc, mask=tmask[:, None], other=0.0)
     Cv = tl.load(Cm + bc, mask=tmask[:, None], other=0.0)
-    cb = tl.dot(Cv, tl.trans(Bv))  # (BL, BL) float32
+    cb = tl.dot(Cv, tl.trans(Bv))
     causal = t[:, None] >= t[None, :]
+    return seq, g, t, tmask, bc, Bv, Cv, cb, causal
+
+
+@triton.jit
+def _head_tiles(X, DT, A, DTB, seq, t, tmask, causal, h, length, H: tl.constexpr,
+                P: tl.constexpr, SOFTPLUS: tl.constexpr):
+    # head h: dt and its slope, the decay matrix, A, x's offsets and x (BL, P)
+    dt, slope = _step_sizes(DT, DTB, seq, t, tmask, h, length, H, SOFTPLUS)
+    decay, a = _decay(A, h, dt, causal)
+    xo = (seq * length + t[:, None]) * (H * P) + h * P + tl.arange(0, P)[None, :]
+    xv = tl.load(X + xo, mask=tmask[:, None], other=0.0)
+    return dt, slope, decay, a, xo, xv
+
+
+@triton.jit
+def short_scan_fwd(X, DT, A, Bm, Cm, D, DTB, Y, length,
+                   H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, NS: tl.constexpr,
+                   BL: tl.constexpr, SOFTPLUS: tl.constexpr):
+    seq, g, t, tmask, bc, Bv, Cv, cb, causal = _group_tiles(Bm, Cm, length, G, NS, BL)
     for i in range(H // G):
         h = g * (H // G) + i
-        dt, _ = _step_sizes(DT, DTB, seq, t, tmask, h, length, H, SOFTPLUS)
-        decay, _ = _decay(A, h, dt, causal)
-        xo = (seq * length + t[:, None]) * (H * P) + h * P + p[None, :]
-        xv = tl.load(X + xo, mask=tmask[:, None], other=0.0)
+        dt, _, decay, _, xo, xv = _head_tiles(X, DT, A, DTB, seq, t, tmask, causal, h,
+                                              length, H, P, SOFTPLUS)
         m = (cb * decay * dt[None, :]).to(xv.dtype)
         y = tl.dot(m, xv) + tl.load(D + h).to(tl.float32) * xv.to(tl.float32)
         tl.store(Y + xo, y.to(Y.dtype.element_ty), mask=tmask[:, None])
@@ -76,24 +90,12 @@ def short_scan_bwd(X, DT, A, Bm, Cm, D, DTB, DY, DX, DDT, DB, DC, Part, length,
                    H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, NS: tl.constexpr,
                    BL: tl.constexpr, SOFTPLUS: tl.constexpr):
     # Part (n, 3, h) float32: per-sequence sums of dA, dD and d dt_bias
-    seq = tl.program_id(0).to(tl.int64)
-    g = tl.program_id(1)
-    t = tl.arange(0, BL)
-    tmask = t < length
-    p = tl.arange(0, P)
-    k = tl.arange(0, NS)
-    bc = (seq * length + t[:, None]) * (G * NS) + g * NS + k[None, :]
-    Bv = tl.load(Bm + bc, mask=tmask[:, None], other=0.0)
-    Cv = tl.load(Cm + bc, mask=tmask[:, None], other=0.0)
-    cb = tl.dot(Cv, tl.trans(Bv))
-    causal = t[:, None] >= t[None, :]
+    seq, g, t, tmask, bc, Bv, Cv, cb, causal = _group_tiles(Bm, Cm, length, G, NS, BL)
     dcb = tl.zeros((BL, BL), dtype=tl.float32)
     for i in range(H // G):
         h = g * (H // G) + i
-        dt, slope = _step_sizes(DT, DTB, seq, t, tmask, h, length, H, SOFTPLUS)
-        decay, a = _decay(A, h, dt, causal)
-        xo = (seq * length + t[:, None]) * (H * P) + h * P + p[None, :]
-        xv = tl.load(X + xo, mask=tmask[:, None], other=0.0)
+        dt, slope, decay, a, xo, xv = _head_tiles(X, DT, A, DTB, seq, t, tmask, causal, h,
+                                                  length, H, P, SOFTPLUS)
         dyv = tl.load(DY + xo, mask=tmask[:, None], other=0.0).to(xv.dtype)
         xf = xv.to(tl.float32)
         m = cb * decay  # (t, s)
