@@ -9,7 +9,9 @@ One 8 s stereo chunk at 44.1 kHz (801 frames), float32 in and out, under
 warm-up each, so drifts in machine speed hit all of them; the table gives medians.
 BSMamba2 is the paper config (random weights, or --config/--checkpoint); its variants
 (`bsmamba2_plugin.evaluation.cpu_variants`): fp32 (reference backend), int8 (dynamic
-quantisation of the Linears), bf16 (CPU autocast), onnx-fp32 and onnx-int8 (onnxruntime).
+quantisation of the Linears), int8-compiled (int8 + TorchInductor-compiled blocks; its
+first call compiles, "first call s"), bf16 (CPU autocast), onnx-fp32 and onnx-int8
+(onnxruntime).
 BS-RoFormer 256x6 is msst 0.1.0's BSRoformer with the official baseline widths
 (36,847,516 parameters), fp32.
 
@@ -23,12 +25,25 @@ Quality columns:
 
 Time only on a quiet machine: a loaded 2-core machine reads several times slower, and
 unevenly across models.
+
+"faults/run" counts the minor page faults of one timed run (median): memory that glibc's
+malloc handed back to the kernel and takes again, zero-filled page by page (glibc maps
+blocks above its mmap threshold, at most 32 MB by default, afresh and unmaps them on
+free). With glibc's defaults about half of BS-RoFormer's time goes there (2026-11-30: 7.6 M
+faults per 8 s chunk). The same run with the allocator keeping its memory,
+
+    MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=8000000000 python cpu_speed.py
+
+shows it without that cost (the header prints these variables when set); compare the two
+tables before quoting a speed ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -46,11 +61,15 @@ from cpu_vs_bs_roformer import build_bs_roformer  # the same baseline (run from 
 ROFORMER = "BS-RoFormer 256x6 fp32"
 
 
-def run_once(model: torch.nn.Module, mixture: torch.Tensor) -> tuple[float, torch.Tensor]:
+def run_once(model: torch.nn.Module, mixture: torch.Tensor
+             ) -> tuple[float, torch.Tensor, int]:
+    """Seconds, output and minor page faults of one call."""
     with torch.inference_mode():
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         out = model(mixture)
-        return time.perf_counter() - start, out
+        seconds = time.perf_counter() - start
+        return seconds, out, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
 
 def _read_track(track: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,12 +164,16 @@ def main() -> None:
         setup[f"bsmamba2 {variant}"] = time.perf_counter() - start
 
     outputs: dict[str, torch.Tensor] = {}
-    for name, timed_model in models.items():  # warm-up at full size
-        outputs[name] = run_once(timed_model, mixture)[1]
+    first: dict[str, float] = {}
+    for name, timed_model in models.items():  # warm-up at full size (and compilation)
+        first[name], outputs[name], _ = run_once(timed_model, mixture)
     times: dict[str, list[float]] = {name: [] for name in models}
+    faults: dict[str, list[int]] = {name: [] for name in models}
     for _ in range(args.repeats):
         for name, timed_model in models.items():
-            times[name].append(run_once(timed_model, mixture)[0])
+            seconds, _, count = run_once(timed_model, mixture)
+            times[name].append(seconds)
+            faults[name].append(count)
 
     reference = outputs.get("bsmamba2 fp32")
     guard_rows: dict[str, dict[str, float]] = {}
@@ -172,11 +195,13 @@ def main() -> None:
           f"({torch.backends.cpu.get_cpu_capability()}), {args.threads} threads; "
           f"pick_cpu_variant() -> {pick_cpu_variant(features)}")
     print(f"input: 1 x 2 x {samples} ({args.seconds:g} s), {args.repeats} alternating runs "
-          f"after one warm-up each; guard: {guard_note}\n")
+          f"after one warm-up each; guard: {guard_note}")
+    malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    print(f"allocator: glibc malloc, {malloc or 'default settings'}\n")
     base_time = statistics.median(times[ROFORMER]) if ROFORMER in times else None
     print("| model | median s | min s | speed vs BS-RoFormer | err/peak vs fp32 | "
-          "guard uSDR fp32 | guard dB | setup s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "guard uSDR fp32 | guard dB | faults/run | setup s | first call s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in models:
         med = statistics.median(times[name])
         ratio = f"{base_time / med:.2f}x" if base_time else "-"
@@ -187,7 +212,8 @@ def main() -> None:
         g_ref = f"{row['usdr_reference']:.2f}" if row else "-"
         g_delta = f"{row['usdr_delta_db']:+.3f}" if row else "-"
         print(f"| {name} | {med:.2f} | {min(times[name]):.2f} | {ratio} | {err} | {g_ref} | "
-              f"{g_delta} | {setup.get(name, 0.0):.1f} |")
+              f"{g_delta} | {statistics.median(faults[name]) / 1e3:.0f}k | "
+              f"{setup.get(name, 0.0):.1f} | {first[name]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -36,12 +36,23 @@ def test_cpu_features_reads_cpuinfo_flags() -> None:
 
 def test_pick_follows_the_preference_and_what_the_cpu_has() -> None:
     base = {"avx512_vnni": False, "avx_vnni": False, "avx512_bf16": False, "amx_tile": False,
-            "fbgemm": True, "onnxruntime": False}
+            "fbgemm": True, "onnxruntime": False, "cxx": False}
     assert pick_cpu_variant(base) == "fp32"
     assert pick_cpu_variant({**base, "onnxruntime": True}) == "onnx-fp32"
     assert pick_cpu_variant({**base, "avx512_vnni": True}) == "int8"
+    assert pick_cpu_variant({**base, "avx512_vnni": True, "cxx": True}) == "int8-compiled"
+    assert pick_cpu_variant({**base, "cxx": True}) == "fp32"  # no VNNI: no int8 of any kind
     assert pick_cpu_variant({**base, "avx_vnni": True, "fbgemm": False}) == "fp32"
     assert pick_cpu_variant() in PREFERENCE and set(PREFERENCE) <= set(VARIANTS)
+
+
+def test_compiled_variant_without_a_compiler_says_what_to_install(tiny_config,
+                                                                 monkeypatch) -> None:
+    from bsmamba2_plugin.evaluation import cpu_variants
+
+    monkeypatch.setattr(cpu_variants, "find_cxx", lambda: None)
+    with pytest.raises(RuntimeError, match="apt install g\\+\\+.*'int8' variant"):
+        build_cpu_variant(BSMamba2(tiny_config), "int8-compiled")
 
 
 def test_unknown_variant_lists_the_valid_ones(tiny_config) -> None:
@@ -87,6 +98,8 @@ def trained(tmp_path_factory) -> tuple[BSMamba2, list]:
 
 @pytest.mark.parametrize("variant", [
     "int8", "bf16",
+    pytest.param("int8-compiled", marks=pytest.mark.skipif(
+        not cpu_features()["cxx"], reason="needs a C++ compiler and Python.h")),
     pytest.param("onnx-int8", marks=pytest.mark.skipif(not HAS_ORT, reason="needs onnx extra")),
 ])
 def test_variant_usdr_within_0p1_db_of_fp32(trained, variant, tmp_path) -> None:

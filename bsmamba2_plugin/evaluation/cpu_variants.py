@@ -7,6 +7,10 @@ keeps the model's STFT/iSTFT in float32 torch:
 - `int8`: `torch.ao.quantization.quantize_dynamic` on every `nn.Linear` (in/out
   projections, band split, mask estimators): int8 weights, activations quantised per
   call; fbgemm uses VNNI where the CPU has it. The scan, convs and norms stay float32.
+- `int8-compiled`: `int8`, and every BiMamba2 block's element-wise work (conv, SiLU,
+  the scan's decays, norms) compiled by TorchInductor (`network/cpu_compiled.py`), the
+  scan's matrix products in bfloat16 where the CPU has native bfloat16 (else float32).
+  Needs a C++ compiler; the first call per input shape compiles (seconds to a minute).
 - `bf16`: the model under `torch.autocast("cpu", torch.bfloat16)`: matmuls in bfloat16
   (AVX512-BF16 / AMX when present); the SSD accumulates in float32 (ssd.py).
 - `onnx-fp32`, `onnx-int8`: `onnx_runtime.OnnxSeparator` on the exported network, as
@@ -23,6 +27,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import shutil
+import sysconfig
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,9 +43,9 @@ from .metrics import usdr
 __all__ = ["PREFERENCE", "VARIANTS", "build_cpu_variant", "cpu_features", "pick_cpu_variant",
            "quality_guard"]
 
-VARIANTS = ("fp32", "int8", "bf16", "onnx-fp32", "onnx-int8")
+VARIANTS = ("fp32", "int8", "int8-compiled", "bf16", "onnx-fp32", "onnx-int8")
 # Tried in this order; the first the CPU supports wins (see the module docstring).
-PREFERENCE = ("int8", "onnx-fp32", "fp32")
+PREFERENCE = ("int8-compiled", "int8", "onnx-fp32", "fp32")
 
 
 def cpu_features(cpuinfo: str | None = None) -> dict[str, bool]:
@@ -49,9 +55,10 @@ def cpu_features(cpuinfo: str | None = None) -> dict[str, bool]:
         cpuinfo: text of /proc/cpuinfo (default: read it; empty where there is none).
 
     Returns:
-        {"avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "fbgemm", "onnxruntime"}:
-        the cpuinfo flags, whether torch's int8 engine fbgemm is built in, and whether
-        onnxruntime is installed.
+        {"avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "fbgemm", "onnxruntime",
+        "cxx"}: the cpuinfo flags, whether torch's int8 engine fbgemm is built in, whether
+        onnxruntime is installed and whether TorchInductor can build C++ kernels here (a
+        compiler on the PATH, `find_cxx`, and Python's C headers).
     """
     if cpuinfo is None:
         try:
@@ -66,12 +73,28 @@ def cpu_features(cpuinfo: str | None = None) -> dict[str, bool]:
                                                "amx_tile")}
     found["fbgemm"] = "fbgemm" in torch.backends.quantized.supported_engines
     found["onnxruntime"] = importlib.util.find_spec("onnxruntime") is not None
+    found["cxx"] = find_cxx() is not None and _has_python_headers()
     return found
 
 
+def _has_python_headers() -> bool:
+    """TorchInductor's CPU kernels include Python.h (Debian: the python3-dev package)."""
+    return (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()
+
+
+def find_cxx() -> str | None:
+    """The C++ compiler TorchInductor would use: $CXX if set (and found), else the first of
+    g++, c++, clang++ on the PATH; None if there is none."""
+    if os.environ.get("CXX"):
+        return shutil.which(os.environ["CXX"])
+    return next((path for name in ("g++", "c++", "clang++")
+                 if (path := shutil.which(name)) is not None), None)
+
+
 def _supported(variant: str, features: Mapping[str, bool]) -> bool:
-    if variant == "int8":  # fbgemm's int8 GEMM is only fast with VNNI
-        return features["fbgemm"] and (features["avx512_vnni"] or features["avx_vnni"])
+    if variant in ("int8", "int8-compiled"):  # fbgemm's int8 GEMM is only fast with VNNI
+        return (features["fbgemm"] and (features["avx512_vnni"] or features["avx_vnni"])
+                and (variant == "int8" or features["cxx"]))
     if variant == "bf16":  # without native bf16 the casts cost more than they save
         return features["avx512_bf16"] or features["amx_tile"]
     if variant.startswith("onnx"):
@@ -96,6 +119,31 @@ class _Autocast(nn.Module):
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return self.model(mixture).float()
+
+
+def _int8_compiled(model: BSMamba2) -> nn.Module:
+    if find_cxx() is None:
+        raise RuntimeError(
+            "build_cpu_variant: 'int8-compiled' needs a C++ compiler for TorchInductor and "
+            "none was found (tried $CXX, g++, c++, clang++). Fix: install one (Debian/Ubuntu: "
+            "apt install g++) or use the 'int8' variant.")
+    if not _has_python_headers():
+        raise RuntimeError(
+            f"build_cpu_variant: 'int8-compiled' needs Python's C headers for TorchInductor "
+            f"and {sysconfig.get_paths()['include']}/Python.h does not exist. Fix: install "
+            f"them (Debian/Ubuntu: apt install python3-dev) or use the 'int8' variant.")
+    from ..network.cpu_compiled import CompiledBiMamba2
+
+    features = cpu_features()
+    ssd_dtype = (torch.bfloat16 if features["avx512_bf16"] or features["amx_tile"]
+                 else torch.float32)
+    compiled = copy.deepcopy(model)
+    for pair in compiled.layers:
+        for index, block in enumerate(pair):
+            pair[index] = CompiledBiMamba2(block, ssd_dtype)
+    # also quantises the blocks' projections (plain nn.Linear submodules)
+    quantized = torch.ao.quantization.quantize_dynamic(compiled, {nn.Linear}, dtype=torch.qint8)
+    return quantized.eval()
 
 
 def build_cpu_variant(model: BSMamba2, variant: str, *, workdir: str | os.PathLike | None = None,
@@ -127,6 +175,8 @@ def build_cpu_variant(model: BSMamba2, variant: str, *, workdir: str | os.PathLi
         quantized = torch.ao.quantization.quantize_dynamic(
             copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
         return quantized.eval()
+    if variant == "int8-compiled":
+        return _int8_compiled(model)
     from .onnx_runtime import OnnxSeparator, _require, export_onnx
 
     folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="bsm2-"))

@@ -1,0 +1,225 @@
+"""BiMamba2 for CPU inference with its element-wise work fused by TorchInductor (issue 13).
+
+`CompiledBiMamba2(block)` computes `BiMamba2.forward` (inference only) on the block's
+parameters. On a CPU the reference block spends about half its time in element-wise
+passes over memory (the depthwise conv, SiLU, the SSD's decay matrices, the gated norm,
+fresh buffers for each): PyTorch runs them one op at a time. Here they are pure
+functions compiled once per input shape by `torch.compile` (TorchInductor's C++ code,
+vectorised, one loop over memory where eager PyTorch makes several), while the
+projections stay `nn.Linear` modules run eagerly, so `quantize_dynamic` can make them
+int8 (the `int8-compiled` variant, `evaluation/cpu_variants.py`).
+
+The scan is the reference SSD's math (`ssd.ssd_reference`), restated for compilation:
+- the four matrix products of the scan (C B^T, the intra-chunk product, the chunk
+  states, their read-out) run in `ssd_dtype`: bfloat16 on CPUs with native bfloat16
+  dot products (AVX512-BF16, AMX) doubles their speed; the decays, the sums across
+  chunks and everything else stay float32;
+- decay sums are float32, not float64 (inference: no gradient to protect);
+- the chunk length is chosen per sequence length (`scan_chunk`): a divisor of the
+  length near 64 where there is one (801 frames = 9 x 89), so that no padded copy
+  of the inputs is made; one chunk up to 96 steps (the band axis).
+
+Needs a C++ compiler (TorchInductor builds its kernels with it; the first call per
+shape compiles for seconds, later processes reuse its on-disk cache). Importing this
+module imports no compiler machinery: `torch.compile` runs on the first forward.
+
+Axes: n sequences, l length, d features, c chunks, q steps in a chunk, h heads,
+p head dim, s state.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .mamba2 import BiMamba2
+
+__all__ = ["CompiledBiMamba2", "scan_chunk"]
+
+_MIN_EXPONENT = -60.0  # as in ssd.py: decays below exp(-60) are exp(-60)
+_SINGLE_CHUNK_MAX = 96  # as ssd.reference_chunk_size: short sequences are one block
+
+
+def scan_chunk(length: int) -> int:
+    """Chunk length of the compiled scan for sequences of `length` steps: the whole
+    sequence up to 96 steps, else the divisor of `length` in [48, 128] closest to 64,
+    else 64 (the tail is then padded)."""
+    if length <= _SINGLE_CHUNK_MAX:
+        return length
+    divisors = [q for q in range(48, 129) if length % q == 0]
+    return min(divisors, key=lambda q: abs(q - 64)) if divisors else 64
+
+
+def _pre_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """mamba2.RMSNorm of x. Args: x (n, l, d). Returns (n, l, d)."""
+    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * weight
+
+
+def _pre_norm_reversed(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """`_pre_norm` of x reversed along l (a function of its own: its own compile cache)."""
+    return _pre_norm(x.flip(1), weight, eps)
+
+
+def _mixer_core(zxbcdt: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor,
+                dt_bias: torch.Tensor, A: torch.Tensor, D: torch.Tensor,
+                norm_weight: torch.Tensor, norm_eps: float, d_state: int, nheads: int,
+                chunk: int, ssd_dtype: torch.dtype) -> torch.Tensor:
+    """`Mamba2Mixer.forward` between `in_proj` and `out_proj`.
+
+    Args:
+        zxbcdt: (n, l, 2 d_inner + 2 d_state + h), in_proj's output [z | x | B | C | dt].
+        conv_weight: (K, d_inner + 2 d_state): row j is the conv's tap j (`weight[:, 0, j]`).
+        conv_bias: (d_inner + 2 d_state,).
+        dt_bias, A, D: (h,); A = -exp(A_log).
+        norm_weight: (d_inner,), the gated RMSNorm's weight; norm_eps its eps.
+        d_state, nheads: the mixer's widths.
+        chunk: steps per chunk (`scan_chunk(l)`).
+        ssd_dtype: dtype of the scan's matrix products (float32 or bfloat16).
+
+    Returns:
+        (n, l, d_inner) float32: RMSNorm(SSD(x) * silu(z)) * norm_weight.
+    """
+    n, length, width = zxbcdt.shape
+    d_inner = (width - 2 * d_state - nheads) // 2
+    headdim = d_inner // nheads
+    z, xbc, dt = zxbcdt.split([d_inner, d_inner + 2 * d_state, nheads], dim=-1)
+    # Depthwise causal conv: out_t = bias + sum_j weight[j] * x_{t - (K - 1 - j)}.
+    taps = conv_weight.shape[0]
+    padded = F.pad(xbc, (0, 0, taps - 1, 0))
+    conv = conv_bias + padded[:, taps - 1:] * conv_weight[taps - 1]
+    for j in range(taps - 1):
+        conv = conv + padded[:, j:j + length] * conv_weight[j]
+    xbc = F.silu(conv)
+    dt = F.softplus(dt + dt_bias)  # (n, l, h)
+
+    q = chunk
+    n_chunks = math.ceil(length / q)
+    pad = n_chunks * q - length
+    if pad:  # dt = 0 there: the padded steps touch no real output
+        xbc = F.pad(xbc, (0, 0, 0, pad))
+        dt = F.pad(dt, (0, 0, 0, pad))
+    x, B, C = xbc.split([d_inner, d_state, d_state], dim=-1)
+    xc = x.reshape(n, n_chunks, q, nheads, headdim)
+    Bc = B.reshape(n, n_chunks, q, d_state).to(ssd_dtype)
+    Cc = C.reshape(n, n_chunks, q, d_state).to(ssd_dtype)
+    dtc = dt.reshape(n, n_chunks, q, nheads)
+    a_cum = torch.cumsum(dtc * A, dim=2)  # decay summed from the chunk start, (n, c, q, h)
+    a_heads = a_cum.transpose(-1, -2)  # (n, c, h, q)
+    x_dt = xc * dtc.unsqueeze(-1)  # (n, c, q, h, p)
+
+    # Inside each chunk: y_i = sum_{j <= i} (C_i . B_j) exp(a_i - a_j) dt_j x_j
+    causal = torch.ones(q, q, dtype=torch.bool, device=zxbcdt.device).tril()
+    CB = (Cc @ Bc.transpose(-1, -2)).unsqueeze(2).float()  # (n, c, 1, q, q)
+    decay = torch.exp((a_heads.unsqueeze(-1) - a_heads.unsqueeze(-2)).clamp(_MIN_EXPONENT, 0.0))
+    scores = torch.where(causal, decay * CB, 0.0).to(ssd_dtype)  # (n, c, h, q, q)
+    y = (scores @ x_dt.transpose(2, 3).to(ssd_dtype)).float().transpose(2, 3)  # (n,c,q,h,p)
+
+    if n_chunks > 1:
+        # State each chunk hands on: sum_j exp(a_last - a_j) dt_j x_j B_j^T, (h p x s)
+        to_end = torch.exp((a_cum[:, :, -1:] - a_cum).clamp(min=_MIN_EXPONENT))
+        x_end = (x_dt * to_end.unsqueeze(-1)).reshape(n, n_chunks, q, d_inner)
+        states = (x_end.to(ssd_dtype).transpose(-1, -2) @ Bc).float()  # (n, c, h p, s)
+        states = states.reshape(n, n_chunks, nheads, headdim * d_state)
+        # Across chunks: S_in[c + 1] = exp(a_last[c]) S_in[c] + S[c]
+        chunk_decay = torch.exp(a_cum[:, :, -1].clamp(min=_MIN_EXPONENT)).unsqueeze(-1)
+        carried = [states[:, 0]]
+        for i in range(1, n_chunks - 1):
+            carried.append(carried[-1] * chunk_decay[:, i] + states[:, i])
+        states_in = torch.stack(carried, dim=1).reshape(n, n_chunks - 1, d_inner, d_state)
+        # y_i += exp(a_i) C_i . S_in (nothing enters the first chunk)
+        y_off = (Cc[:, 1:] @ states_in.to(ssd_dtype).transpose(-1, -2)).float()
+        from_start = torch.exp(a_cum[:, 1:].clamp(min=_MIN_EXPONENT)).unsqueeze(-1)
+        y_off = y_off.reshape(n, n_chunks - 1, q, nheads, headdim) * from_start
+        y = torch.cat([y[:, :1], y[:, 1:] + y_off], dim=1)
+
+    y = y.reshape(n, n_chunks * q, nheads, headdim)[:, :length] \
+        + xc.reshape(n, n_chunks * q, nheads, headdim)[:, :length] * D.view(nheads, 1)
+    gated = y.reshape(n, length, d_inner) * F.silu(z)
+    return gated * torch.rsqrt(gated.square().mean(-1, keepdim=True) + norm_eps) * norm_weight
+
+
+def _merge_inputs(x: torch.Tensor, forward: torch.Tensor, backward: torch.Tensor
+                  ) -> torch.Tensor:
+    """[x + forward; x + backward reversed along l]. Args: (n, l, d) each. Returns (n, l, 2 d)."""
+    return torch.cat([x + forward, x + backward.flip(1)], dim=-1)
+
+
+def _add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x + y
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(name: str) -> Callable[..., torch.Tensor]:
+    """The compiled version of one of this module's functions (made on first use).
+
+    One compilation per input shape (`dynamic=False`: the chunking is planned for the
+    length); a model on one chunk length needs three (the time axis, the band axis in
+    groups, the last group). Past torch._dynamo's recompile limit (8 per function) a
+    function runs uncompiled (same result, slower) with a warning from torch."""
+    function = {"pre_norm": _pre_norm, "pre_norm_reversed": _pre_norm_reversed,
+                "mixer_core": _mixer_core, "merge_inputs": _merge_inputs, "add": _add}[name]
+    return torch.compile(function, dynamic=False)
+
+
+class CompiledBiMamba2(nn.Module):
+    """`BiMamba2.forward` for inference on a CPU, element-wise work compiled.
+
+    Shares the block's parameters. `in_proj`/`out_proj` of each direction are the
+    mixers' own `nn.Linear` modules and `linear` is the 1x1 ConvTranspose1d as an
+    `nn.Linear`, so that `torch.ao.quantization.quantize_dynamic` can replace all
+    five with int8 versions.
+
+    Args:
+        block: the `BiMamba2` to run (float32, on the CPU).
+        ssd_dtype: dtype of the scan's matrix products: torch.float32 or torch.bfloat16.
+
+    Raises:
+        ValueError: ssd_dtype is neither.
+    """
+
+    #: Sequences run in groups of about this many tokens (as `BiMamba2` on the CPU).
+    cpu_tokens_per_group = 1024
+
+    def __init__(self, block: BiMamba2, ssd_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if ssd_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"CompiledBiMamba2: ssd_dtype must be torch.float32 or "
+                             f"torch.bfloat16, got {ssd_dtype}.")
+        self.ssd_dtype = ssd_dtype
+        self.norms = nn.ModuleList([block.forward_blocks[0].norm, block.backward_blocks[0].norm])
+        self.mixers = nn.ModuleList([block.forward_blocks[0].mixer,
+                                     block.backward_blocks[0].mixer])
+        weight = block.linear.weight  # (2 d, d, 1): a kernel-1 ConvTranspose1d
+        self.linear = nn.Linear(weight.shape[0], weight.shape[1])
+        with torch.no_grad():
+            self.linear.weight.copy_(weight[:, :, 0].t())
+            self.linear.bias.copy_(block.linear.bias)
+
+    def _direction(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        norm, mixer = self.norms[index], self.mixers[index]
+        u = _compiled("pre_norm_reversed" if index else "pre_norm")(x, norm.weight, norm.eps)
+        taps = mixer.conv1d.weight.shape[-1]
+        y = _compiled("mixer_core")(
+            mixer.in_proj(u), mixer.conv1d.weight.view(-1, taps).t(), mixer.conv1d.bias,
+            mixer.dt_bias, -torch.exp(mixer.A_log.float()), mixer.D, mixer.norm.weight,
+            mixer.norm.eps, mixer.d_state, mixer.nheads, scan_chunk(x.shape[1]),
+            self.ssd_dtype)
+        return mixer.out_proj(y)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        both = _compiled("merge_inputs")(x, self._direction(x, 0), self._direction(x, 1))
+        return _compiled("add")(x, self.linear(both))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (n, l, d) float32 on the CPU. Returns: (n, l, d), without autograd
+        history (inference only)."""
+        group = max(1, self.cpu_tokens_per_group // x.shape[1])
+        if x.shape[0] <= group:
+            return self._forward(x)
+        return torch.cat([self._forward(part) for part in x.split(group)])
