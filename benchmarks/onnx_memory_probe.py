@@ -67,7 +67,8 @@ def main() -> None:
         start = time.perf_counter()
         session.run(["masks"], {"features": features.numpy()})
         print(f"depth {args.depth} {features.shape[1]} frames, arena {not args.no_arena}, "
-              f"mem pattern {not args.no_mem_pattern}, mem reuse {not args.no_mem_reuse}, order {args.order}, run {run}: "
+              f"mem pattern {not args.no_mem_pattern}, mem reuse {not args.no_mem_reuse}, "
+              f"order {args.order}, run {run}: "
               f"{time.perf_counter() - start:.1f} s, peak {peak_mb():.0f} MB (before the "
               f"session {before:.0f} MB)", flush=True)
 

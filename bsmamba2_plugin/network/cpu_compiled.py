@@ -37,7 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .mamba2 import BiMamba2
+from .mamba2 import BiMamba2, rms_norm
+from .ssd import gated_rmsnorm_reference
 
 __all__ = ["CompiledBiMamba2", "scan_chunk"]
 
@@ -55,14 +56,9 @@ def scan_chunk(length: int) -> int:
     return min(divisors, key=lambda q: abs(q - 64)) if divisors else 64
 
 
-def _pre_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """mamba2.RMSNorm of x. Args: x (n, l, d). Returns (n, l, d)."""
-    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * weight
-
-
 def _pre_norm_reversed(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """`_pre_norm` of x reversed along l (a function of its own: its own compile cache)."""
-    return _pre_norm(x.flip(1), weight, eps)
+    """`rms_norm` of x reversed along l (a function of its own: its own compile cache)."""
+    return rms_norm(x.flip(1), weight, eps)
 
 
 def _mixer_core(zxbcdt: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor,
@@ -139,8 +135,7 @@ def _mixer_core(zxbcdt: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torc
 
     y = y.reshape(n, n_chunks * q, nheads, headdim)[:, :length] \
         + xc.reshape(n, n_chunks * q, nheads, headdim)[:, :length] * D.view(nheads, 1)
-    gated = y.reshape(n, length, d_inner) * F.silu(z)
-    return gated * torch.rsqrt(gated.square().mean(-1, keepdim=True) + norm_eps) * norm_weight
+    return gated_rmsnorm_reference(y.reshape(n, length, d_inner), z, norm_weight, norm_eps)
 
 
 def _merge_inputs(x: torch.Tensor, forward: torch.Tensor, backward: torch.Tensor
@@ -161,7 +156,7 @@ def _compiled(name: str) -> Callable[..., torch.Tensor]:
     length); a model on one chunk length needs three (the time axis, the band axis in
     groups, the last group). Past torch._dynamo's recompile limit (8 per function) a
     function runs uncompiled (same result, slower) with a warning from torch."""
-    function = {"pre_norm": _pre_norm, "pre_norm_reversed": _pre_norm_reversed,
+    function = {"pre_norm": rms_norm, "pre_norm_reversed": _pre_norm_reversed,
                 "mixer_core": _mixer_core, "merge_inputs": _merge_inputs, "add": _add}[name]
     return torch.compile(function, dynamic=False)
 

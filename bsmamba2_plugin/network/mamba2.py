@@ -63,8 +63,16 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return out
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x * rsqrt(mean(x^2) + eps) * weight over the last dim, in float32 or wider.
+    Args: x (..., dim); weight (dim,). Returns: (..., dim) in the dtype of x."""
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    out = wide * torch.rsqrt(wide.square().mean(-1, keepdim=True) + eps)
+    return (out * weight.to(wide.dtype)).to(x.dtype)
+
+
 class RMSNorm(nn.Module):
-    """mamba_ssm's RMSNorm: x * rsqrt(mean(x^2) + eps) * weight, in float32 or wider."""
+    """mamba_ssm's RMSNorm (`rms_norm`)."""
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -73,9 +81,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (..., dim). Returns: (..., dim) in the dtype of x."""
-        wide = x.to(torch.promote_types(x.dtype, torch.float32))
-        out = wide * torch.rsqrt(wide.square().mean(-1, keepdim=True) + self.eps)
-        return (out * self.weight.to(wide.dtype)).to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class GatedRMSNorm(nn.Module):
