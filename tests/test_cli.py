@@ -87,21 +87,23 @@ def test_make_dataset_without_seed_uses_the_default_and_prints_it(tmp_path, caps
     assert json.loads((out / "train" / "track_000" / "activity.json").read_text())["seed"] == 0
 
 
-def test_bench_short_scan_variants_turn_the_short_scan_on_only_while_they_run(
+def test_bench_chunked_scan_variants_turn_the_short_scan_off_only_while_they_run(
         monkeypatch) -> None:
-    """`bsmamba2-selective-short-scan` is the paper model with selective recomputation and
-    BSMAMBA2_SHORT_SCAN=1 (the band axis through short_scan); the next variant turns it
-    off again, whatever the environment said before."""
+    """`bsmamba2-selective-chunked-scan` is the paper model with selective recomputation
+    and BSMAMBA2_SHORT_SCAN=0 (the band axis through mamba_ssm's chunked scan); the next
+    variant turns short_scan on again, whatever the environment said before."""
     from bsmamba2_plugin.evaluation.bench import build_variant
 
-    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "1")
+    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "0")
     cpu = torch.device("cpu")
     model, _ = build_variant("bsmamba2", cpu)
-    assert os.environ["BSMAMBA2_SHORT_SCAN"] == "0"
-    assert model.config.gradient_checkpointing is False
-    model, _ = build_variant("bsmamba2-selective-short-scan", cpu)
     assert os.environ["BSMAMBA2_SHORT_SCAN"] == "1"
+    assert model.config.gradient_checkpointing is False
+    model, _ = build_variant("bsmamba2-selective-chunked-scan", cpu)
+    assert os.environ["BSMAMBA2_SHORT_SCAN"] == "0"
     assert model.config.gradient_checkpointing == "selective"
+    model, _ = build_variant("bsmamba2", cpu)
+    assert os.environ["BSMAMBA2_SHORT_SCAN"] == "1"
 
 
 def test_bench_rejects_an_unknown_model_with_the_valid_names(capsys) -> None:

@@ -2,7 +2,7 @@
 
 Its Triton kernels run under Triton's interpreter (TRITON_INTERPRET=1) against
 `ssd_reference` in float64, forward and every gradient; `bimamba2_fused` is checked to
-route sequences of at most 64 steps (and only those) to it when BSMAMBA2_SHORT_SCAN=1.
+route sequences of at most 64 steps (and only those) to it unless BSMAMBA2_SHORT_SCAN=0.
 The CUDA check against mamba_ssm's scan is in test_kernel_cuda.py.
 """
 
@@ -84,7 +84,7 @@ def test_short_scan_kernels_match_the_reference_in_the_interpreter() -> None:
 
 def test_short_scan_is_used_for_short_sequences_and_supported_widths(monkeypatch) -> None:
     monkeypatch.delenv("BSMAMBA2_SHORT_SCAN", raising=False)
-    assert not short_scan_enabled(62, 64, 128)  # opt-in until timed on a GPU
+    assert short_scan_enabled(62, 64, 128)  # on by default
     monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "1")
     assert short_scan_enabled(62, 64, 128)
     assert short_scan_enabled(1, 16, 16)
@@ -94,6 +94,9 @@ def test_short_scan_is_used_for_short_sequences_and_supported_widths(monkeypatch
     assert not short_scan_enabled(62, 256, 128)
     monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "0")
     assert not short_scan_enabled(62, 64, 128)
+    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "yes")
+    with pytest.raises(ValueError, match=r"BSMAMBA2_SHORT_SCAN='yes': expected 1 .* or 0"):
+        short_scan_enabled(62, 64, 128)
 
 
 def test_short_scan_rejects_what_it_cannot_compute() -> None:
@@ -112,10 +115,10 @@ def test_short_scan_rejects_what_it_cannot_compute() -> None:
 @pytest.mark.parametrize("length, expected", [(62, "short"), (64, "short"), (65, "chunked")])
 def test_the_fused_block_routes_one_chunk_sequences_to_short_scan(
         tiny_config, monkeypatch, length, expected) -> None:
-    """With mamba_ssm's kernels (ops=None) and BSMAMBA2_SHORT_SCAN=1, sequences of <= 64
-    steps go through short_scan, longer ones through mamba_ssm's chunked scan; without the
-    switch all go to mamba_ssm. Stand-ins record which scan ran."""
-    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "1")
+    """With mamba_ssm's kernels (ops=None) and the default switch, sequences of <= 64
+    steps go through short_scan, longer ones through mamba_ssm's chunked scan; with
+    BSMAMBA2_SHORT_SCAN=0 all go to mamba_ssm. Stand-ins record which scan ran."""
+    monkeypatch.delenv("BSMAMBA2_SHORT_SCAN", raising=False)
     calls = []
     chunked = reference_ops()
 
@@ -137,6 +140,6 @@ def test_the_fused_block_routes_one_chunk_sequences_to_short_scan(
     x = torch.randn(2, length, config.dim)
     bimamba2_fused(block, x, split=split_conv_reference)
     assert calls == [expected]
-    monkeypatch.delenv("BSMAMBA2_SHORT_SCAN")
+    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "0")
     bimamba2_fused(block, x, split=split_conv_reference)
     assert calls == [expected, "chunked"]

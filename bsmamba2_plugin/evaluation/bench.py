@@ -13,9 +13,9 @@ runs happen on the CPU with batch 1.
 Variants (`--models`): `bsmamba2` (the kernel backend's fused path on CUDA, else the
 reference backend), `bsmamba2-unfused` (kernel backend, one direction after the other),
 `bsmamba2-ckpt` (gradient checkpointing of whole blocks), `bsmamba2-selective`
-(`gradient_checkpointing: selective`), `bsmamba2-short-scan` and
-`bsmamba2-selective-short-scan` (the band axis through `short_scan` instead of mamba_ssm's
-chunked scan: BSMAMBA2_SHORT_SCAN=1, set while they run; 0 for every other variant),
+(`gradient_checkpointing: selective`), `bsmamba2-chunked-scan` and
+`bsmamba2-selective-chunked-scan` (the band axis through mamba_ssm's chunked scan instead
+of `short_scan`: BSMAMBA2_SHORT_SCAN=0, set while they run; 1 for every other variant),
 `bsmamba2-reference` (`-ckpt`: with checkpointing), `bs_roformer_256x6`,
 `bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
 `-noflash` after the name sets `flash_attn: false`),
@@ -41,9 +41,9 @@ DEFAULT_MODELS = ("bsmamba2", "bsmamba2-unfused", "bs_roformer_256x6", "bs_rofor
                   "bs_mamba2")
 #: further variants: full and selective recomputation, the reference backend
 EXTRA_MODELS = ("bsmamba2-ckpt", "bsmamba2-selective", "bsmamba2-reference",
-                "bsmamba2-reference-ckpt", "bsmamba2-short-scan",
-                "bsmamba2-selective-short-scan")
-_SHORT_SCAN = "-short-scan"
+                "bsmamba2-reference-ckpt", "bsmamba2-chunked-scan",
+                "bsmamba2-selective-chunked-scan")
+_CHUNKED_SCAN = "-chunked-scan"
 SAMPLE_RATE = 44100
 
 
@@ -82,8 +82,8 @@ def build_variant(name: str, device) -> tuple[Any, str]:
 
     BiMamba2.use_fused_kernel_path = True
     # read by bimamba2_fused at every call: this variant's setting holds while it runs
-    os.environ["BSMAMBA2_SHORT_SCAN"] = "1" if name.endswith(_SHORT_SCAN) else "0"
-    name = name.removesuffix(_SHORT_SCAN) if name in EXTRA_MODELS else name
+    os.environ["BSMAMBA2_SHORT_SCAN"] = "0" if name.endswith(_CHUNKED_SCAN) else "1"
+    name = name.removesuffix(_CHUNKED_SCAN) if name in EXTRA_MODELS else name
     if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-selective",
                 "bsmamba2-reference", "bsmamba2-reference-ckpt"):
         backend = "reference" if name.startswith("bsmamba2-reference") else "auto"

@@ -23,15 +23,15 @@
    than d_inner), the residuals and the 1x1 fusion projection finish the block.
 
 The SSD chunk length adapts to the sequence: the band axis (62 bands) runs in one chunk of
-64 instead of mamba_ssm's 256 (4x less padding), the time axis in chunks of 128. With
-BSMAMBA2_SHORT_SCAN=1 (opt-in, not yet timed on a GPU) the band axis runs through
-`short_scan` instead (the one-chunk quadratic form, no chunk states: `short_scan.py`).
+64 instead of mamba_ssm's 256 (4x less padding), the time axis in chunks of 128. By
+default the band axis runs through `short_scan` instead (the one-chunk quadratic form, no
+chunk states: `short_scan.py`); BSMAMBA2_SHORT_SCAN=0 keeps mamba_ssm's scan there too.
 
 With `gradient_checkpointing: selective` the block runs as one autograd function
 (`_SelectiveRecompute`) that keeps only its input and the scan output for the backward
 pass; there it recomputes steps 1, 2 and 4 and calls the scan's backward directly, so the
-scan's forward runs once (36.8 instead of 98.7 GiB at the paper's batch on an H200, +10 %
-step time; benchmarks/GPU_NOTES.md, change 4).
+scan's forward runs once (26.8 instead of 86.5 GiB at the paper's batch on an H200, +10 %
+step time; benchmarks/GPU_NOTES.md, changes 4 and 5).
 
 `split_conv_reference` is the pure-PyTorch twin of the Triton op (same arguments and
 outputs), used by the tests; the whole fused block is tested against the per-direction
@@ -365,7 +365,7 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         x: (n, l, d).
         ops: provides `mamba_chunk_scan_combined` and `rmsnorm_fn` with mamba_ssm's
             signatures (default: mamba_ssm's Triton kernels; `short_scan` for
-            sequences of at most 64 steps with BSMAMBA2_SHORT_SCAN=1), and optionally
+            sequences of at most 64 steps unless BSMAMBA2_SHORT_SCAN=0), and optionally
             `scan_halves` (the scan's forward and backward as two functions); tests pass
             pure-PyTorch ones.
         split: `split_conv` or `split_conv_reference`.

@@ -8,12 +8,11 @@ most `SHORT_SCAN_MAX_LENGTH` steps directly as the decay-masked quadratic form (
 `short_scan_triton.py`), forward and backward, with mamba_ssm's argument conventions so
 that it replaces it in `bimamba2_fused` (`short_scan_ops`).
 
-Opt-in for now: set BSMAMBA2_SHORT_SCAN=1 to use it (read at each call, so that a
-benchmark can compare the two in one process). The kernels are checked against the float64
-reference under Triton's interpreter (tests/test_short_scan.py) but have not yet been
-compiled, tested or timed on a GPU (tests/test_kernel_cuda.py and
-benchmarks/gpu_short_scan.py are ready for that run; benchmarks/GPU_NOTES.md, change 5):
-until then mamba_ssm's chunked scan stays the default for every axis.
+On by default for the sequences it takes; BSMAMBA2_SHORT_SCAN=0 turns it off (mamba_ssm's
+chunked scan for every axis). The variable is read at each call, so that a benchmark can
+compare the two in one process. The kernels are checked against the float64 reference
+under Triton's interpreter (tests/test_short_scan.py) and against mamba_ssm's scan on a
+GPU (tests/test_kernel_cuda.py); timings in benchmarks/GPU_NOTES.md, change 5.
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ import types
 
 import torch
 
-__all__ = ["SHORT_SCAN_MAX_LENGTH", "short_scan", "short_scan_enabled", "short_scan_ops"]
+__all__ = ["SHORT_SCAN_MAX_LENGTH", "short_scan", "short_scan_enabled", "short_scan_ops",
+           "short_scan_switch"]
 
 SHORT_SCAN_MAX_LENGTH = 64  # the quadratic form's (l, l) tiles stay in registers up to here
 
@@ -32,13 +32,23 @@ def _supported_width(width: int, most: int) -> bool:
     return 16 <= width <= most and not width & (width - 1)
 
 
+def short_scan_switch() -> bool:
+    """BSMAMBA2_SHORT_SCAN: unset or "1" (default) uses `short_scan` where it applies,
+    "0" never does; anything else is an error that says so."""
+    value = os.environ.get("BSMAMBA2_SHORT_SCAN", "1").strip()
+    if value not in ("0", "1"):
+        raise ValueError(f"BSMAMBA2_SHORT_SCAN={value!r}: expected 1 (the default: the band "
+                         f"axis through short_scan) or 0 (mamba_ssm's chunked scan for "
+                         f"every axis); unset it or set one of those")
+    return value == "1"
+
+
 def short_scan_enabled(length: int, headdim: int, d_state: int) -> bool:
     """Whether `bimamba2_fused` uses `short_scan` for sequences of this length and these
-    widths (powers of two, headdim <= 128, d_state <= 256: the tiles the kernels hold):
-    only with BSMAMBA2_SHORT_SCAN=1 (see the module docstring)."""
+    widths (powers of two, headdim <= 128, d_state <= 256: the tiles the kernels hold),
+    unless BSMAMBA2_SHORT_SCAN=0 (`short_scan_switch`)."""
     return (length <= SHORT_SCAN_MAX_LENGTH and _supported_width(headdim, 128)
-            and _supported_width(d_state, 256)
-            and os.environ.get("BSMAMBA2_SHORT_SCAN", "0") == "1")
+            and _supported_width(d_state, 256) and short_scan_switch())
 
 
 def _kernels():

@@ -110,10 +110,15 @@ def short_scan_bwd(X, DT, A, Bm, Cm, D, DTB, DY, DX, DDT, DB, DC, Part, length,
         dcb += dm * decay
         ds = dm * m
         # m_ts holds exp(A dt_k) for s < k <= t, so the gradient of the increment A dt_k
-        # is the sum of ds_ts over t >= k > s (summed this way, not as row sums minus
-        # column sums of ds, which cancel badly in float32)
-        before = tl.cumsum(ds, axis=1) - ds  # (t, k): sum over s < k of ds_ts
-        da = tl.sum(tl.where(causal, before, 0.0), axis=0)
+        # is the sum of ds_ts over t >= k > s. Summed with no subtraction at all: row
+        # sums minus column sums of ds cancel badly in float32, and cumsum(ds) - ds is
+        # not exact either on a GPU, where the compiler fuses ds = dm * m into the
+        # subtraction (an FMA leaves the product's rounding error: ~1e-6 where the
+        # truth is 0, e.g. at length 1). With R = cumsum(ds) over s, the sum is
+        # q[k - 1] for q[j] = sum over t > j of R_tj, shifted by one by a masked sum.
+        upto = tl.cumsum(ds, axis=1)  # (t, j): sum over s <= j of ds_ts
+        q = tl.sum(tl.where(t[:, None] > t[None, :], upto, 0.0), axis=0)  # (j,)
+        da = tl.sum(tl.where(t[:, None] + 1 == t[None, :], q[:, None], 0.0), axis=0)
         ddt += da * a
         ddt_raw = tl.where(tmask, ddt * slope, 0.0)
         tl.store(DDT + (seq * length + t) * H + h, ddt_raw.to(DDT.dtype.element_ty),
