@@ -30,12 +30,14 @@ unevenly across models.
 malloc handed back to the kernel and takes again, zero-filled page by page (glibc maps
 blocks above its mmap threshold, at most 32 MB by default, afresh and unmaps them on
 free). With glibc's defaults about half of BS-RoFormer's time goes there (2026-11-30: 7.6 M
-faults per 8 s chunk). The same run with the allocator keeping its memory,
+faults per 8 s chunk). The same run with the allocator keeping its memory, `--malloc keep`
+(`cpu_variants.keep_freed_memory`, what `bsmamba2 separate` does by default) or the
+environment variables
 
     MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=8000000000 python cpu_speed.py
 
-shows it without that cost (the header prints these variables when set); compare the two
-tables before quoting a speed ratio.
+shows it without that cost (the header says which); compare the two tables before quoting
+a speed ratio.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from pathlib import Path
 import torch
 
 from bsmamba2_plugin.evaluation.cpu_variants import (VARIANTS, build_cpu_variant, cpu_features,
-                                                     pick_cpu_variant, quality_guard)
+                                                     keep_freed_memory, pick_cpu_variant,
+                                                     quality_guard)
 from bsmamba2_plugin.evaluation.onnx_runtime import load_bsmamba2
 from bsmamba2_plugin.network.config import BSMamba2Config
 from bsmamba2_plugin.network.model import BSMamba2
@@ -131,9 +134,15 @@ def main() -> None:
     parser.add_argument("--guard-data", type=Path, help="folder of track folders with "
                         "mixture.wav and vocals.wav")
     parser.add_argument("--no-roformer", action="store_true")
+    parser.add_argument("--malloc", choices=("default", "keep"), default="default",
+                        help="keep: glibc keeps freed memory (keep_freed_memory), for every "
+                             "model of the run")
     parser.add_argument("--profile", action="store_true",
                         help="print torch.profiler's table for the fp32 model on one chunk")
     args = parser.parse_args()
+    kept = args.malloc == "keep" and keep_freed_memory()
+    if args.malloc == "keep" and not kept:
+        parser.error("--malloc keep: this is not glibc on Linux")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     workdir = Path(tempfile.mkdtemp(prefix="cpu_speed_"))
@@ -197,7 +206,8 @@ def main() -> None:
     print(f"input: 1 x 2 x {samples} ({args.seconds:g} s), {args.repeats} alternating runs "
           f"after one warm-up each; guard: {guard_note}")
     malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
-    print(f"allocator: glibc malloc, {malloc or 'default settings'}\n")
+    print(f"allocator: glibc malloc, {malloc or 'no MALLOC_ variables'}; "
+          f"{'freed memory kept (--malloc keep)' if kept else 'mallopt not called'}\n")
     base_time = statistics.median(times[ROFORMER]) if ROFORMER in times else None
     print("| model | median s | min s | speed vs BS-RoFormer | err/peak vs fp32 | "
           "guard uSDR fp32 | guard dB | faults/run | setup s | first call s |")

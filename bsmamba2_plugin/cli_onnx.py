@@ -32,6 +32,10 @@ def run_onnx_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"separate: no such file: {args.input}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.malloc == "keep":
+        from .evaluation.cpu_variants import keep_freed_memory
+
+        keep_freed_memory()
     if args.onnx is not None:
         if args.variant != "fp32":
             raise ValueError("separate: --variant goes with --checkpoint; an --onnx file runs "

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import platform
+import subprocess
+import sys
+import textwrap
 
+import numpy as np
 import pytest
 import soundfile
 import torch
@@ -58,6 +63,68 @@ def test_compiled_variant_without_a_compiler_says_what_to_install(tiny_config,
 def test_unknown_variant_lists_the_valid_ones(tiny_config) -> None:
     with pytest.raises(ValueError, match="onnx-int8"):
         build_cpu_variant(BSMamba2(tiny_config), "int4")
+
+
+FAULTS_CHECK = """
+import resource, sys, torch
+from bsmamba2_plugin.evaluation.cpu_variants import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):  # 64 MB blocks: above glibc's largest dynamic mmap threshold (32 MB)
+    torch.ones(16 * 2**20)
+start = faults()
+for _ in range(5):
+    torch.ones(16 * 2**20)
+print(faults() - start)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
+                    reason="glibc only")
+def test_kept_memory_is_reused_without_page_faults() -> None:
+    """glibc's defaults map each freed-and-taken-again 64 MB block afresh (16384 page
+    faults per block); after keep_freed_memory the same blocks come back without any."""
+    counts = {}
+    for mode in ("default", "keep"):
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(FAULTS_CHECK), mode],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        counts[mode] = int(result.stdout.split()[-1])
+    assert counts["default"] >= 5 * 16384 * 0.9 and counts["keep"] <= 1000, counts
+
+
+def test_separate_keeps_freed_memory_unless_told_not_to(tiny_config, tmp_path,
+                                                        monkeypatch) -> None:
+    import yaml
+
+    from bsmamba2_plugin.cli import main
+    from bsmamba2_plugin.evaluation import cpu_variants
+
+    calls = []
+    monkeypatch.setattr(cpu_variants, "keep_freed_memory", lambda: calls.append(1) or True)
+    model = BSMamba2(tiny_config).eval()
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "audio": {"sample_rate": RATE},
+        "model": {**model.config.to_dict(), "freqs_per_bands": list(tiny_config.freqs_per_bands)},
+        "training": {"instruments": ["vocals", "other"], "target_instrument": "vocals"},
+    }))
+    checkpoint = tmp_path / "tiny.ckpt"
+    torch.save(model.state_dict(), checkpoint)
+    wav = tmp_path / "mix.wav"
+    soundfile.write(wav, np.random.default_rng(0).standard_normal((3000, 2)).astype(np.float32)
+                    * 0.1, RATE, subtype="FLOAT")
+    run = ["separate", "--checkpoint", str(checkpoint), "--config", str(config_path), str(wav)]
+    assert main([*run, str(tmp_path / "kept"), "--chunk-seconds", "0.25"]) == 0
+    assert calls == [1]
+    assert main([*run, str(tmp_path / "plain"), "--chunk-seconds", "0.25",
+                 "--malloc", "default"]) == 0
+    assert calls == [1]
+    kept, _ = soundfile.read(tmp_path / "kept" / "vocals.wav")
+    plain, _ = soundfile.read(tmp_path / "plain" / "vocals.wav")
+    assert np.array_equal(kept, plain)
 
 
 def _read(track) -> tuple[torch.Tensor, torch.Tensor]:

@@ -137,11 +137,16 @@ def test_onnx_separator_matches_pytorch_waveforms(exported) -> None:
 
 
 @needs_onnx
-def test_cli_export_and_separate_with_onnx_and_checkpoint(tiny_config, tmp_path) -> None:
+def test_cli_export_and_separate_with_onnx_and_checkpoint(tiny_config, tmp_path,
+                                                          monkeypatch) -> None:
     import soundfile
     import yaml
 
     from bsmamba2_plugin.cli import main
+    from bsmamba2_plugin.evaluation import cpu_variants
+
+    # (the allocator setting is process-wide: not in the test process; tested on its own)
+    monkeypatch.setattr(cpu_variants, "keep_freed_memory", lambda: True)
 
     model = BSMamba2(tiny_config).eval()
     config_path = tmp_path / "tiny.yaml"
