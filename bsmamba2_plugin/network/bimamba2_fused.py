@@ -119,7 +119,11 @@ def _kernels():
     return k.conv_fwd, k.conv_bwd_pre, k.conv_bwd_x, k.copy_cols
 
 
-_BL, _BC = 32, 128  # rows x channels per program
+_BL, _BC = 32, 128  # rows x channels per program (forward, copies)
+# the backward's two conv kernels: 64 x 64 (H200, bf16, paper widths, both axes:
+# conv_bwd_pre + conv_bwd_x 7.37 -> 5.79 ms per call on the time axis, 7.25 -> 5.96 on the
+# band axis; benchmarks/gpu_split_conv.py, GPU_NOTES change 6)
+_BL_BWD, _BC_BWD = 64, 64
 
 
 def _copy_cols(src, dst, src_off, dst_off, cols, flip):
@@ -179,8 +183,9 @@ class _SplitConv(torch.autograd.Function):
         lay = _Layout(d_inner, d_state, nheads)
         n, length, _ = P.shape
         taps = w.shape[-1]
-        blocks = (length + _BL - 1) // _BL
-        grid = (n * blocks, (lay.conv + _BC - 1) // _BC, 2)
+        blocks = (length + _BL_BWD - 1) // _BL_BWD
+        grid = (n * blocks, (lay.conv + _BC_BWD - 1) // _BC_BWD, 2)
+
         def grad(g, width):
             return P.new_zeros(n, length, width) if g is None else g.contiguous()
 
@@ -192,10 +197,10 @@ class _SplitConv(torch.autograd.Function):
         fwd, pre, bwd_x, _ = _kernels()
         pre[grid](P, w, b, g_x, g_B, g_C, dpre, partial, length, blocks, P.stride(0),
                   P.stride(1), E=lay.width, XOFF=lay.xbc_offset,
-                  CH=lay.conv, DI=d_inner, NS=d_state, TAPS=taps, BL=_BL, BC=_BC)
+                  CH=lay.conv, DI=d_inner, NS=d_state, TAPS=taps, BL=_BL_BWD, BC=_BC_BWD)
         dP = torch.empty_like(P)
         bwd_x[grid](w, dpre, dP, length, blocks, dP.stride(0), dP.stride(1), E=lay.width,
-                    XOFF=lay.xbc_offset, CH=lay.conv, TAPS=taps, BL=_BL, BC=_BC)
+                    XOFF=lay.xbc_offset, CH=lay.conv, TAPS=taps, BL=_BL_BWD, BC=_BC_BWD)
         sums = partial.sum(0)
         for d in range(2):  # the inverse of the forward copies (a flip is its own inverse)
             _copy_cols(g_z, dP, d * d_inner, d * lay.width, d_inner, d == 1)
