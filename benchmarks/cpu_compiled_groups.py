@@ -5,7 +5,7 @@
 
 `CompiledBiMamba2` runs the sequences of an axis in groups of about
 `cpu_tokens_per_group` tokens (one compiled call and one int8 GEMM per projection per
-group). One process per setting (the compiled kernels depend on the group's shape), glibc
+group; `build_cpu_variant` uses 1024, or `LARGE_GROUP` after `keep_freed_memory()`). One process per setting (the compiled kernels depend on the group's shape), glibc
 keeping freed memory (`keep_freed_memory`), 2 threads, random paper-model weights, one
 warm-up (compilation) and 3 timed runs; interleave settings across processes, the
 machine's speed drifts. Prints the setting, the three times and the peak RSS.
@@ -31,11 +31,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     keep_freed_memory()
-    CompiledBiMamba2.cpu_tokens_per_group = args.tokens
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_cpu_variant(BSMamba2(BSMamba2Config.paper(backend="reference")).eval(),
                               "int8-compiled")
+    for block in model.modules():
+        if isinstance(block, CompiledBiMamba2):
+            block.cpu_tokens_per_group = args.tokens
     chunk = 0.1 * torch.randn(1, 2, 8 * 44100)
     with torch.inference_mode():
         model(chunk)

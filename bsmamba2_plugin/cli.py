@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "auto picks by the CPU's flags (default: fp32)")
     separate.add_argument("--malloc", choices=("keep", "default"), default="keep",
                           help="keep (default): glibc's malloc keeps freed memory for reuse "
-                               "(faster on Linux: no page zero-filling per layer; peak RSS "
+                               "(faster on Linux: less page zero-filling per layer; peak RSS "
                                "about one chunk's working set higher); default: glibc's own "
                                "settings. No effect off glibc")
     return parser

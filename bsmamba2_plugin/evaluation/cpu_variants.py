@@ -82,6 +82,7 @@ def cpu_features(cpuinfo: str | None = None) -> dict[str, bool]:
 
 # mallopt parameters (malloc.h) and the largest value its int argument takes
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _MALLOPT_MOST = -1, -3, 2**31 - 1
+_memory_kept = False  # keep_freed_memory() succeeded in this process
 
 
 def keep_freed_memory() -> bool:
@@ -89,22 +90,29 @@ def keep_freed_memory() -> bool:
     kernel: `mallopt` of M_MMAP_THRESHOLD and M_TRIM_THRESHOLD to 2 GiB, what
     MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ in the environment do.
 
-    CPU inference allocates and frees tensors of tens to hundreds of MB per layer. With
-    glibc's defaults each one above 32 MB is a fresh mapping whose pages the kernel
-    zero-fills on first touch (measured on a 2-core EPYC, `benchmarks/cpu_speed.py`: 7.6 M
-    page faults and about half of BS-RoFormer 256x6's time per 8 s chunk; 0.2 M for
-    BSMamba2's int8 variants). Kept, the blocks are reused (peak RSS grows by about one
-    chunk's working set: 1.25 -> 2.05 GB for BS-RoFormer).
+    CPU inference allocates and frees tensors of megabytes to hundreds of megabytes per
+    layer. With glibc's defaults freed memory above its trim threshold goes back to the
+    kernel (and blocks above its mmap threshold are mappings of their own), and the
+    kernel zero-fills every page again on the next touch (measured on a 2-core EPYC,
+    `benchmarks/cpu_speed.py`: 7.6 M page faults and about half of BS-RoFormer 256x6's
+    time per 8 s chunk; 0.2-0.3 M for BSMamba2's int8 variants). Kept, the memory is
+    reused (peak RSS grows by about one chunk's working set: 1.25 -> 2.05 GB for
+    BS-RoFormer). Blocks of more than ~32 MB may still be mapped afresh (seen with 64 MB
+    blocks on glibc 2.36).
 
     Process-wide and not undone: commands call it (`bsmamba2 separate`), importing this
-    package never does. Returns whether it was applied: False off Linux/glibc (macOS,
-    musl, Windows), where nothing is changed.
+    package never does. After it, `build_cpu_variant("int8-compiled")` runs larger groups
+    of sequences (`CompiledBiMamba2.LARGE_GROUP`), faster only with memory kept. Returns
+    whether it was applied: False off Linux/glibc (macOS, musl, Windows), where nothing is
+    changed.
     """
+    global _memory_kept
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(None)  # the C library this process runs on
-    return all(libc.mallopt(option, ctypes.c_int(_MALLOPT_MOST)) == 1
-               for option in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD))
+    _memory_kept = all(libc.mallopt(option, ctypes.c_int(_MALLOPT_MOST)) == 1
+                       for option in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD))
+    return _memory_kept
 
 
 def _has_python_headers() -> bool:
@@ -171,6 +179,8 @@ def _int8_compiled(model: BSMamba2) -> nn.Module:
     for pair in compiled.layers:
         for index, block in enumerate(pair):
             pair[index] = CompiledBiMamba2(block, ssd_dtype)
+            if _memory_kept:  # (see CompiledBiMamba2.cpu_tokens_per_group)
+                pair[index].cpu_tokens_per_group = CompiledBiMamba2.LARGE_GROUP
     # also quantises the blocks' projections (plain nn.Linear submodules)
     quantized = torch.ao.quantization.quantize_dynamic(compiled, {nn.Linear}, dtype=torch.qint8)
     return quantized.eval()

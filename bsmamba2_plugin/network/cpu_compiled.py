@@ -177,12 +177,14 @@ class CompiledBiMamba2(nn.Module):
         ValueError: ssd_dtype is neither.
     """
 
-    #: Sequences run in groups of about this many tokens. Larger than eager `BiMamba2`'s
-    #: 1024: the compiled kernels keep their passes short anyway, and fewer, larger calls
-    #: cost less in call overhead and int8 GEMM setup (paper model, 8 s chunk, 2-core EPYC,
-    #: 2 interleaved processes each: 1024 -> ~16.0 s, 4096 -> ~15.2 s, 16384 -> ~13.1 s;
-    #: 32768 / 65536 no faster; peak RSS 1.1 -> 2.0 GB; `benchmarks/cpu_compiled_groups.py`).
-    cpu_tokens_per_group = 16384
+    #: Sequences run in groups of about this many tokens (as `BiMamba2` on the CPU).
+    #: Larger groups are faster only where the allocator keeps freed memory: paper model,
+    #: 8 s chunk, 2-core EPYC, glibc keeping it, interleaved processes: 1024 -> 14.6 /
+    #: 15.3 s, 16384 -> 13.1 / 13.0 s (peak RSS 1.1 -> 2.0 GB); with glibc's defaults
+    #: 16384 took 32.1 s (10.4 M page faults: its buffers are above the mmap threshold).
+    #: `build_cpu_variant` sets `LARGE_GROUP` on its blocks after `keep_freed_memory()`.
+    cpu_tokens_per_group = 1024
+    LARGE_GROUP = 16384
 
     def __init__(self, block: BiMamba2, ssd_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
