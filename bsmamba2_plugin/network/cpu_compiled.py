@@ -181,7 +181,8 @@ class CompiledBiMamba2(nn.Module):
     #: Larger groups are faster only where the allocator keeps freed memory: paper model,
     #: 8 s chunk, 2-core EPYC, glibc keeping it, interleaved processes: 1024 -> 14.6 /
     #: 15.3 s, 16384 -> 13.1 / 13.0 s (peak RSS 1.1 -> 2.0 GB); with glibc's defaults
-    #: 16384 took 32.1 s (10.4 M page faults: its buffers are above the mmap threshold).
+    #: 16384 took 32.1 s (10.4 M page faults: its larger buffers go back to the kernel and
+    #: are zero-filled again).
     #: `build_cpu_variant` sets `LARGE_GROUP` on its blocks after `keep_freed_memory()`.
     cpu_tokens_per_group = 1024
     LARGE_GROUP = 16384
