@@ -35,7 +35,7 @@ import time
 import torch
 from torch import nn
 
-from bsmamba2_plugin.evaluation.cpu_variants import cpu_features, keep_freed_memory
+from bsmamba2_plugin.evaluation.cpu_variants import cpu_features, keep_freed_memory, native_bf16
 from bsmamba2_plugin.network.config import BSMamba2Config
 from bsmamba2_plugin.network.model import BSMamba2
 from cpu_vs_bs_roformer import build_bs_roformer  # the same baseline (run from benchmarks/)
@@ -109,8 +109,7 @@ def main() -> None:
     with torch.inference_mode():
         int8_rate = 2 * n * n * n / best_seconds(lambda: square(x))  # multiply-adds/s
     features = cpu_features()
-    ssd_dtype = (torch.bfloat16 if features["avx512_bf16"] or features["amx_tile"]
-                 else torch.float32)
+    ssd_dtype = torch.bfloat16 if native_bf16(features) else torch.float32
     a = torch.randn(n, n, dtype=ssd_dtype)
     matmul_rate = n ** 3 / best_seconds(lambda: a @ a)
     bandwidth = copy_bandwidth()

@@ -13,29 +13,16 @@ the current one (BL 32, BC 128, 4 warps). Prints one table per axis.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 
 from bsmamba2_plugin.network import split_conv_triton as k
+from gpu_short_scan import timed  # CUDA-event medians (run from the repository root)
 
 DI, NS, H, TAPS = 1024, 128, 16, 4
 CH = DI + 2 * NS
 WIDTH = 2 * DI + 2 * NS + H  # one direction's packed projection
 XOFF = DI
-
-
-def timed(fn) -> float:
-    fn()
-    times = []
-    for _ in range(20):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def run(n: int, length: int, bl: int, bc: int, warps: int, P, w, b, grads):
@@ -64,7 +51,7 @@ def run(n: int, length: int, bl: int, bc: int, warps: int, P, w, b, grads):
         k.conv_bwd_x[grid](w, dpre, dP, length, blocks, dP.stride(0), dP.stride(1),
                            E=WIDTH, XOFF=XOFF, **common)
 
-    times = (timed(fwd), timed(pre), timed(bwd_x))
+    times = (timed(fwd, 20), timed(pre, 20), timed(bwd_x, 20))
     fwd()
     sums = pre()
     bwd_x()

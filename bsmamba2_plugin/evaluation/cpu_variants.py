@@ -129,12 +129,17 @@ def find_cxx() -> str | None:
                  if (path := shutil.which(name)) is not None), None)
 
 
+def native_bf16(features: Mapping[str, bool]) -> bool:
+    """Whether `cpu_features()` shows native bfloat16 dot products (AVX512-BF16 or AMX)."""
+    return features["avx512_bf16"] or features["amx_tile"]
+
+
 def _supported(variant: str, features: Mapping[str, bool]) -> bool:
     if variant in ("int8", "int8-compiled"):  # fbgemm's int8 GEMM is only fast with VNNI
         return (features["fbgemm"] and (features["avx512_vnni"] or features["avx_vnni"])
                 and (variant == "int8" or features["cxx"]))
     if variant == "bf16":  # without native bf16 the casts cost more than they save
-        return features["avx512_bf16"] or features["amx_tile"]
+        return native_bf16(features)
     if variant.startswith("onnx"):
         return features["onnxruntime"]
     return variant == "fp32"
@@ -173,8 +178,7 @@ def _int8_compiled(model: BSMamba2) -> nn.Module:
     from ..network.cpu_compiled import CompiledBiMamba2
 
     features = cpu_features()
-    ssd_dtype = (torch.bfloat16 if features["avx512_bf16"] or features["amx_tile"]
-                 else torch.float32)
+    ssd_dtype = torch.bfloat16 if native_bf16(features) else torch.float32
     compiled = copy.deepcopy(model)
     for pair in compiled.layers:
         for index, block in enumerate(pair):
