@@ -10,8 +10,8 @@ warm-up each, so drifts in machine speed hit all of them; the table gives median
 BSMamba2 is the paper config (random weights, or --config/--checkpoint); its variants
 (`bsmamba2_plugin.evaluation.cpu_variants`): fp32 (reference backend), int8 (dynamic
 quantisation of the Linears), int8-compiled (int8 + TorchInductor-compiled blocks; its
-first call compiles, "first call s"), bf16 (CPU autocast), onnx-fp32 and onnx-int8
-(onnxruntime).
+first call compiles, "first call s"), bf16 (CPU autocast), bf16-compiled (the compiled
+blocks with bfloat16 projections), onnx-fp32 and onnx-int8 (onnxruntime).
 BS-RoFormer 256x6 is msst 0.1.0's BSRoformer with the official baseline widths
 (36,847,516 parameters), fp32.
 

@@ -2,9 +2,11 @@
 # One call on the lent GPU machine (no network): install the carried wheels, run the CUDA
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
 #   [tests[ -k EXPR]] [profile] [accuracy] [scan] ["bench MODELS..."] [train-runs]
-#   [compare[BUDGET_S]] (scan: benchmarks/gpu_short_scan.py)
+#   [compare[BUDGET_S]] ["cpu-speed ARGS"] (scan: benchmarks/gpu_short_scan.py)
 #   (default: tests profile bench). train-runs: benchmarks/gpu_train_runs.py (2 GPUs);
 #   compare: recipes/gpu_compare_vs_bs_roformer.yaml (2 GPUs side by side).
+#   cpu-speed: benchmarks/cpu_speed.py on the host's CPU, pinned to cores 0-1, 2 threads
+#   (THREADS=n CORES=0-15 for others), freed memory kept.
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # into the machine's own environment (a throwaway one): msst's console scripts, our entry
@@ -43,6 +45,12 @@ for step in "$@"; do
               cp /tmp/cmp/report/summary.md /tmp/cmp/report/training.md "$OUT/" 2>/dev/null
               tar -czf "$OUT/compare.tar.gz" -C /tmp/cmp --exclude='*.ckpt' --exclude=data \
                   --exclude='*.wav' . ;;
+    cpu-speed*) opts=${step#cpu-speed}; cores=${CORES:-0,1}
+              { lscpu | grep -E "Model name|^CPU\(s\)|L2|L3"; grep -o 'amx_[a-z0-9]*' /proc/cpuinfo \
+                | sort -u | tr '\n' ' '; echo; } | tee "$OUT/cpu_speed.log"
+              (cd benchmarks && timeout ${CPU_TIMEOUT:-560} taskset -c "$cores" python3 cpu_speed.py \
+                --threads ${THREADS:-2} --malloc keep $opts) 2>&1 | grep -v "Warning\|qweight = " \
+                | tee -a "$OUT/cpu_speed.log" ;;
     scan) timeout 200 python3 benchmarks/gpu_short_scan.py 2>&1 | tee "$OUT/short_scan.log" ;;
     accuracy) timeout 200 python3 benchmarks/gpu_kernel_vs_reference.py --skip-timing 2>&1 \
               | tee "$OUT/accuracy.log" ;;

@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--batch-size", type=int, default=1, help="chunks per call")
     separate.add_argument("--threads", type=int, help="CPU threads (default: all)")
     separate.add_argument("--variant", default="fp32",
-                          choices=("auto", "fp32", "int8", "int8-compiled", "bf16", "onnx-fp32",
-                                   "onnx-int8"),
+                          choices=("auto", "fp32", "int8", "int8-compiled", "bf16",
+                                   "bf16-compiled", "onnx-fp32", "onnx-int8"),
                           help="with --checkpoint: CPU variant (evaluation/cpu_variants.py); "
                                "auto picks by the CPU's flags (default: fp32)")
     separate.add_argument("--malloc", choices=("keep", "default"), default="keep",

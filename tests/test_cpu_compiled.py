@@ -66,3 +66,48 @@ def test_runs_without_autograd_history(tiny_config) -> None:
     block = _trained_like_block(tiny_config)
     out = CompiledBiMamba2(block)(torch.randn(2, 7, tiny_config.dim, requires_grad=True))
     assert not out.requires_grad
+
+
+def test_rejects_other_projection_dtypes(tiny_config) -> None:
+    with pytest.raises(ValueError, match="proj_dtype"):
+        CompiledBiMamba2(BSMamba2(tiny_config).layers[0][0], torch.float32, torch.float16)
+
+
+@needs_compiler
+def test_bfloat16_projections_stay_close_and_leave_the_block_alone(tiny_config) -> None:
+    block = _trained_like_block(tiny_config)
+    before = {name: value.clone() for name, value in block.state_dict().items()}
+    compiled = CompiledBiMamba2(block, torch.bfloat16, torch.bfloat16)
+    assert compiled.in_projs[0].weight.dtype == torch.bfloat16
+    assert compiled.linear.weight.dtype == torch.bfloat16
+    assert all(value.dtype == torch.float32 and torch.equal(value, before[name])
+               for name, value in block.state_dict().items())
+    x = torch.randn(3, 131, tiny_config.dim)
+    with torch.inference_mode():
+        expected = block(x)
+        got = compiled(x.bfloat16())  # a bfloat16 input is taken as float32
+    assert got.dtype == torch.float32
+    error = (got - expected).abs().max() / (expected - x).abs().max()
+    assert 0 < error <= 2e-2  # every projection rounded to bfloat16: close, not exact
+
+
+@needs_compiler
+def test_kernels_are_built_for_the_thread_count_they_run_with(tiny_config, tmp_path,
+                                                              monkeypatch) -> None:
+    # torch 2.11's on-disk cache served kernels built for another thread count (see
+    # cpu_compiled._compiled); here a fresh cache sees one count, then another
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    block = _trained_like_block(tiny_config)
+    compiled = CompiledBiMamba2(block)
+    x = torch.randn(2, 29, tiny_config.dim)  # a length no other test compiles
+    threads = torch.get_num_threads()
+    try:
+        with torch.inference_mode():
+            for count in (1, 2):
+                torch.set_num_threads(count)
+                expected, got = block(x), compiled(x)
+                assert (got - expected).abs().max() <= 1e-5 * (expected - x).abs().max()
+    finally:
+        torch.set_num_threads(threads)
+    code = "".join(path.read_text() for path in tmp_path.rglob("*.py"))
+    assert "num_threads(2)" in code  # the 2-thread call did not reuse the serial kernels

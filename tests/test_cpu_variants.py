@@ -46,6 +46,9 @@ def test_pick_follows_the_preference_and_what_the_cpu_has() -> None:
     assert pick_cpu_variant({**base, "onnxruntime": True}) == "onnx-fp32"
     assert pick_cpu_variant({**base, "avx512_vnni": True}) == "int8"
     assert pick_cpu_variant({**base, "avx512_vnni": True, "cxx": True}) == "int8-compiled"
+    # AMX: int8-compiled still (bf16-compiled measured slower there)
+    assert pick_cpu_variant({**base, "avx512_vnni": True, "avx512_bf16": True,
+                             "amx_tile": True, "cxx": True}) == "int8-compiled"
     assert pick_cpu_variant({**base, "cxx": True}) == "fp32"  # no VNNI: no int8 of any kind
     assert pick_cpu_variant({**base, "avx_vnni": True, "fbgemm": False}) == "fp32"
     assert pick_cpu_variant() in PREFERENCE and set(PREFERENCE) <= set(VARIANTS)
@@ -58,6 +61,8 @@ def test_compiled_variant_without_a_compiler_says_what_to_install(tiny_config,
     monkeypatch.setattr(cpu_variants, "find_cxx", lambda: None)
     with pytest.raises(RuntimeError, match="apt install g\\+\\+.*'int8' variant"):
         build_cpu_variant(BSMamba2(tiny_config), "int8-compiled")
+    with pytest.raises(RuntimeError, match="'bf16-compiled' needs a C\\+\\+ compiler.*'bf16' v"):
+        build_cpu_variant(BSMamba2(tiny_config), "bf16-compiled")
 
 
 @pytest.mark.skipif(not cpu_features()["cxx"], reason="needs a C++ compiler and Python.h")
@@ -189,6 +194,8 @@ def trained(tmp_path_factory) -> tuple[BSMamba2, list]:
 @pytest.mark.parametrize("variant", [
     "int8", "bf16",
     pytest.param("int8-compiled", marks=pytest.mark.skipif(
+        not cpu_features()["cxx"], reason="needs a C++ compiler and Python.h")),
+    pytest.param("bf16-compiled", marks=pytest.mark.skipif(
         not cpu_features()["cxx"], reason="needs a C++ compiler and Python.h")),
     pytest.param("onnx-int8", marks=pytest.mark.skipif(not HAS_ORT, reason="needs onnx extra")),
 ])

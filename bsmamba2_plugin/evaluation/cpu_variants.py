@@ -11,6 +11,10 @@ keeps the model's STFT/iSTFT in float32 torch:
   the scan's decays, norms) compiled by TorchInductor (`network/cpu_compiled.py`), the
   scan's matrix products in bfloat16 where the CPU has native bfloat16 (else float32).
   Needs a C++ compiler; the first call per input shape compiles (seconds to a minute).
+- `bf16-compiled`: `int8-compiled`'s compiled blocks with their projections in bfloat16
+  instead of int8 (oneDNN; AMX tiles where the CPU has them) and the rest of the model
+  under bfloat16 autocast. Slower than `int8-compiled` on both CPUs measured, one with
+  AMX (`benchmarks/results/cpu_amx_xeon_2026-11-30.md`), so never picked.
 - `bf16`: the model under `torch.autocast("cpu", torch.bfloat16)`: matmuls in bfloat16
   (AVX512-BF16 / AMX when present); the SSD accumulates in float32 (ssd.py).
 - `onnx-fp32`, `onnx-int8`: `onnx_runtime.OnnxSeparator` on the exported network, as
@@ -46,7 +50,7 @@ from .metrics import usdr
 __all__ = ["PREFERENCE", "VARIANTS", "build_cpu_variant", "cpu_features", "keep_freed_memory",
            "pick_cpu_variant", "quality_guard"]
 
-VARIANTS = ("fp32", "int8", "int8-compiled", "bf16", "onnx-fp32", "onnx-int8")
+VARIANTS = ("fp32", "int8", "int8-compiled", "bf16", "bf16-compiled", "onnx-fp32", "onnx-int8")
 # Tried in this order; the first the CPU supports wins (see the module docstring).
 PREFERENCE = ("int8-compiled", "int8", "onnx-fp32", "fp32")
 
@@ -140,6 +144,8 @@ def _supported(variant: str, features: Mapping[str, bool]) -> bool:
                 and (variant == "int8" or features["cxx"]))
     if variant == "bf16":  # without native bf16 the casts cost more than they save
         return native_bf16(features)
+    if variant == "bf16-compiled":
+        return native_bf16(features) and features["cxx"]
     if variant.startswith("onnx"):
         return features["onnxruntime"]
     return variant == "fp32"
@@ -164,30 +170,32 @@ class _Autocast(nn.Module):
             return self.model(mixture).float()
 
 
-def _int8_compiled(model: BSMamba2) -> nn.Module:
+def _compiled_blocks(model: BSMamba2, variant: str) -> BSMamba2:
+    """A copy of `model` whose BiMamba2 blocks are `CompiledBiMamba2` (the projections in
+    float32 for `int8-compiled`, which quantises them next, or in bfloat16)."""
+    fallback = "int8" if variant == "int8-compiled" else "bf16"
     if find_cxx() is None:
         raise RuntimeError(
-            "build_cpu_variant: 'int8-compiled' needs a C++ compiler for TorchInductor and "
-            "none was found (tried $CXX, g++, c++, clang++). Fix: install one (Debian/Ubuntu: "
-            "apt install g++) or use the 'int8' variant.")
+            f"build_cpu_variant: {variant!r} needs a C++ compiler for TorchInductor and "
+            f"none was found (tried $CXX, g++, c++, clang++). Fix: install one (Debian/Ubuntu: "
+            f"apt install g++) or use the {fallback!r} variant.")
     if not _has_python_headers():
         raise RuntimeError(
-            f"build_cpu_variant: 'int8-compiled' needs Python's C headers for TorchInductor "
+            f"build_cpu_variant: {variant!r} needs Python's C headers for TorchInductor "
             f"and {sysconfig.get_paths()['include']}/Python.h does not exist. Fix: install "
-            f"them (Debian/Ubuntu: apt install python3-dev) or use the 'int8' variant.")
+            f"them (Debian/Ubuntu: apt install python3-dev) or use the {fallback!r} variant.")
     from ..network.cpu_compiled import CompiledBiMamba2
 
-    features = cpu_features()
-    ssd_dtype = torch.bfloat16 if native_bf16(features) else torch.float32
+    bf16 = variant == "bf16-compiled"
+    ssd_dtype = torch.bfloat16 if bf16 or native_bf16(cpu_features()) else torch.float32
     compiled = copy.deepcopy(model)
     for pair in compiled.layers:
         for index, block in enumerate(pair):
-            pair[index] = CompiledBiMamba2(block, ssd_dtype)
+            pair[index] = CompiledBiMamba2(block, ssd_dtype,
+                                           torch.bfloat16 if bf16 else torch.float32)
             if _memory_kept:  # (see CompiledBiMamba2.cpu_tokens_per_group)
                 pair[index].cpu_tokens_per_group = CompiledBiMamba2.LARGE_GROUP
-    # also quantises the blocks' projections (plain nn.Linear submodules)
-    quantized = torch.ao.quantization.quantize_dynamic(compiled, {nn.Linear}, dtype=torch.qint8)
-    return quantized.eval()
+    return compiled
 
 
 def build_cpu_variant(model: BSMamba2, variant: str, *, workdir: str | os.PathLike | None = None,
@@ -219,8 +227,11 @@ def build_cpu_variant(model: BSMamba2, variant: str, *, workdir: str | os.PathLi
         quantized = torch.ao.quantization.quantize_dynamic(
             copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
         return quantized.eval()
-    if variant == "int8-compiled":
-        return _int8_compiled(model)
+    if variant == "int8-compiled":  # also quantises the blocks' projections (nn.Linear)
+        return torch.ao.quantization.quantize_dynamic(
+            _compiled_blocks(model, variant), {nn.Linear}, dtype=torch.qint8).eval()
+    if variant == "bf16-compiled":
+        return _Autocast(_compiled_blocks(model, variant)).eval()
     from .onnx_runtime import OnnxSeparator, _require, export_onnx
 
     folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="bsm2-"))

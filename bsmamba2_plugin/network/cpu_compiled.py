@@ -7,7 +7,11 @@ fresh buffers for each): PyTorch runs them one op at a time. Here they are pure
 functions compiled once per input shape by `torch.compile` (TorchInductor's C++ code,
 vectorised, one loop over memory where eager PyTorch makes several), while the
 projections stay `nn.Linear` modules run eagerly, so `quantize_dynamic` can make them
-int8 (the `int8-compiled` variant, `evaluation/cpu_variants.py`).
+int8 (the `int8-compiled` variant, `evaluation/cpu_variants.py`), or they run in
+bfloat16 (`proj_dtype`, the `bf16-compiled` variant: oneDNN's bfloat16 GEMMs, on AMX
+tiles where the CPU has them); then the compiled functions also hand the projections
+their inputs in bfloat16 and read their outputs from it (half the bytes), while the
+element-wise math in between stays float32.
 
 The scan is the reference SSD's math (`ssd.ssd_reference`), restated for compilation:
 - the four matrix products of the scan (C B^T, the intra-chunk product, the chunk
@@ -29,8 +33,10 @@ p head dim, s state.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
+import types
 from collections.abc import Callable
 
 import torch
@@ -56,19 +62,27 @@ def scan_chunk(length: int) -> int:
     return min(divisors, key=lambda q: abs(q - 64)) if divisors else 64
 
 
-def _pre_norm_reversed(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def _pre_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype: torch.dtype
+              ) -> torch.Tensor:
+    """`rms_norm` of x (float32) in `out_dtype`."""
+    return rms_norm(x, weight, eps).to(out_dtype)
+
+
+def _pre_norm_reversed(x: torch.Tensor, weight: torch.Tensor, eps: float,
+                       out_dtype: torch.dtype) -> torch.Tensor:
     """`rms_norm` of x reversed along l (a function of its own: its own compile cache)."""
-    return rms_norm(x.flip(1), weight, eps)
+    return rms_norm(x.flip(1), weight, eps).to(out_dtype)
 
 
 def _mixer_core(zxbcdt: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor,
                 dt_bias: torch.Tensor, A: torch.Tensor, D: torch.Tensor,
                 norm_weight: torch.Tensor, norm_eps: float, d_state: int, nheads: int,
-                chunk: int, ssd_dtype: torch.dtype) -> torch.Tensor:
+                chunk: int, ssd_dtype: torch.dtype, out_dtype: torch.dtype) -> torch.Tensor:
     """`Mamba2Mixer.forward` between `in_proj` and `out_proj`.
 
     Args:
-        zxbcdt: (n, l, 2 d_inner + 2 d_state + h), in_proj's output [z | x | B | C | dt].
+        zxbcdt: (n, l, 2 d_inner + 2 d_state + h), in_proj's output [z | x | B | C | dt]
+            (float32 or bfloat16; computed on in float32).
         conv_weight: (K, d_inner + 2 d_state): row j is the conv's tap j (`weight[:, 0, j]`).
         conv_bias: (d_inner + 2 d_state,).
         dt_bias, A, D: (h,); A = -exp(A_log).
@@ -76,10 +90,12 @@ def _mixer_core(zxbcdt: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torc
         d_state, nheads: the mixer's widths.
         chunk: steps per chunk (`scan_chunk(l)`).
         ssd_dtype: dtype of the scan's matrix products (float32 or bfloat16).
+        out_dtype: dtype of the result (out_proj's input).
 
     Returns:
-        (n, l, d_inner) float32: RMSNorm(SSD(x) * silu(z)) * norm_weight.
+        (n, l, d_inner) in out_dtype: RMSNorm(SSD(x) * silu(z)) * norm_weight.
     """
+    zxbcdt = zxbcdt.float()
     n, length, width = zxbcdt.shape
     d_inner = (width - 2 * d_state - nheads) // 2
     headdim = d_inner // nheads
@@ -135,46 +151,71 @@ def _mixer_core(zxbcdt: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torc
 
     y = y.reshape(n, n_chunks * q, nheads, headdim)[:, :length] \
         + xc.reshape(n, n_chunks * q, nheads, headdim)[:, :length] * D.view(nheads, 1)
-    return gated_rmsnorm_reference(y.reshape(n, length, d_inner), z, norm_weight, norm_eps)
+    return gated_rmsnorm_reference(y.reshape(n, length, d_inner), z, norm_weight,
+                                   norm_eps).to(out_dtype)
 
 
-def _merge_inputs(x: torch.Tensor, forward: torch.Tensor, backward: torch.Tensor
-                  ) -> torch.Tensor:
-    """[x + forward; x + backward reversed along l]. Args: (n, l, d) each. Returns (n, l, 2 d)."""
-    return torch.cat([x + forward, x + backward.flip(1)], dim=-1)
+def _merge_inputs(x: torch.Tensor, forward: torch.Tensor, backward: torch.Tensor,
+                  out_dtype: torch.dtype) -> torch.Tensor:
+    """[x + forward; x + backward reversed along l] in `out_dtype`, the sums in float32.
+    Args: (n, l, d) each. Returns (n, l, 2 d)."""
+    return torch.cat([x + forward.float(), x + backward.float().flip(1)], dim=-1).to(out_dtype)
 
 
 def _add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return x + y
+    return x + y.float()
 
 
-@functools.lru_cache(maxsize=None)
-def _compiled(name: str) -> Callable[..., torch.Tensor]:
-    """The compiled version of one of this module's functions (made on first use).
+def _compiled(name: str, proj_dtype: torch.dtype = torch.float32) -> Callable[..., torch.Tensor]:
+    """The compiled version of one of this module's functions for this thread count
+    (`torch.get_num_threads()`), made on first use.
 
     One compilation per input shape (`dynamic=False`: the chunking is planned for the
     length); a model on one chunk length needs three (the time axis, the band axis in
-    groups, the last group). Past torch._dynamo's recompile limit (8 per function) a
-    function runs uncompiled (same result, slower) with a warning from torch."""
-    function = {"pre_norm": rms_norm, "pre_norm_reversed": _pre_norm_reversed,
+    groups, the last group). Past torch._dynamo's recompile limit (8 per code object) a
+    function runs uncompiled (same result, slower) with a warning from torch, so each
+    `proj_dtype` and thread count compiles a copy of the function's code of its own: a
+    process that runs both compiled variants (and a second model, as
+    `benchmarks/cpu_speed.py` does) stays within the limit.
+
+    The thread count is TorchInductor's `cpp.threads` option: its C++ kernels are built
+    for one count (`num_threads(N)` in their OpenMP pragmas), and torch 2.11's on-disk
+    cache left an implicit count out of its key, so a later process with another count
+    ran the kernels built for the first (measured on the H200 host's Xeon, int8-compiled,
+    paper model, 8 s chunk: 16 threads on 2-thread kernels 13.3 s instead of 4.4 s; 2
+    threads on 16-thread kernels 24 s instead of 15.5 s). As an option, it is in the key.
+    """
+    return _compiled_for(name, proj_dtype, torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_for(name: str, proj_dtype: torch.dtype, threads: int
+                  ) -> Callable[..., torch.Tensor]:
+    function = {"pre_norm": _pre_norm, "pre_norm_reversed": _pre_norm_reversed,
                 "mixer_core": _mixer_core, "merge_inputs": _merge_inputs, "add": _add}[name]
-    return torch.compile(function, dynamic=False)
+    copy_ = types.FunctionType(function.__code__.replace(), function.__globals__,
+                               f"{function.__name__}_{str(proj_dtype)[6:]}_{threads}",
+                               function.__defaults__, function.__closure__)
+    return torch.compile(copy_, dynamic=False, options={"cpp.threads": threads})
 
 
 class CompiledBiMamba2(nn.Module):
     """`BiMamba2.forward` for inference on a CPU, element-wise work compiled.
 
-    Shares the block's parameters. `in_proj`/`out_proj` of each direction are the
-    mixers' own `nn.Linear` modules and `linear` is the 1x1 ConvTranspose1d as an
-    `nn.Linear`, so that `torch.ao.quantization.quantize_dynamic` can replace all
-    five with int8 versions.
+    With `proj_dtype` float32 it shares the block's parameters: `in_proj`/`out_proj` of
+    each direction are the mixers' own `nn.Linear` modules and `linear` is the 1x1
+    ConvTranspose1d as an `nn.Linear`, so that `torch.ao.quantization.quantize_dynamic`
+    can replace all five with int8 versions. With bfloat16 these five are bfloat16
+    copies of their own (the block is left unchanged).
 
     Args:
         block: the `BiMamba2` to run (float32, on the CPU).
         ssd_dtype: dtype of the scan's matrix products: torch.float32 or torch.bfloat16.
+        proj_dtype: dtype of the five projections' weights, inputs and outputs:
+            torch.float32 or torch.bfloat16.
 
     Raises:
-        ValueError: ssd_dtype is neither.
+        ValueError: ssd_dtype or proj_dtype is neither.
     """
 
     #: Sequences run in groups of about this many tokens (as `BiMamba2` on the CPU).
@@ -187,12 +228,15 @@ class CompiledBiMamba2(nn.Module):
     cpu_tokens_per_group = 1024
     LARGE_GROUP = 16384
 
-    def __init__(self, block: BiMamba2, ssd_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, block: BiMamba2, ssd_dtype: torch.dtype = torch.float32,
+                 proj_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        if ssd_dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"CompiledBiMamba2: ssd_dtype must be torch.float32 or "
-                             f"torch.bfloat16, got {ssd_dtype}.")
+        for name, dtype in (("ssd_dtype", ssd_dtype), ("proj_dtype", proj_dtype)):
+            if dtype not in (torch.float32, torch.bfloat16):
+                raise ValueError(f"CompiledBiMamba2: {name} must be torch.float32 or "
+                                 f"torch.bfloat16, got {dtype}.")
         self.ssd_dtype = ssd_dtype
+        self.proj_dtype = proj_dtype
         self.norms = nn.ModuleList([block.forward_blocks[0].norm, block.backward_blocks[0].norm])
         self.mixers = nn.ModuleList([block.forward_blocks[0].mixer,
                                      block.backward_blocks[0].mixer])
@@ -201,26 +245,38 @@ class CompiledBiMamba2(nn.Module):
         with torch.no_grad():
             self.linear.weight.copy_(weight[:, :, 0].t())
             self.linear.bias.copy_(block.linear.bias)
+        if proj_dtype == torch.bfloat16:
+            self.in_projs = nn.ModuleList(
+                copy.deepcopy(mixer.in_proj).to(proj_dtype) for mixer in self.mixers)
+            self.out_projs = nn.ModuleList(
+                copy.deepcopy(mixer.out_proj).to(proj_dtype) for mixer in self.mixers)
+            self.linear.to(proj_dtype)
 
     def _direction(self, x: torch.Tensor, index: int) -> torch.Tensor:
         norm, mixer = self.norms[index], self.mixers[index]
-        u = _compiled("pre_norm_reversed" if index else "pre_norm")(x, norm.weight, norm.eps)
+        # the mixers' own modules: quantize_dynamic may have replaced them since __init__
+        in_proj, out_proj = ((mixer.in_proj, mixer.out_proj) if self.proj_dtype == torch.float32
+                             else (self.in_projs[index], self.out_projs[index]))
+        u = _compiled("pre_norm_reversed" if index else "pre_norm", self.proj_dtype)(
+            x, norm.weight, norm.eps, self.proj_dtype)
         taps = mixer.conv1d.weight.shape[-1]
-        y = _compiled("mixer_core")(
-            mixer.in_proj(u), mixer.conv1d.weight.view(-1, taps).t(), mixer.conv1d.bias,
+        y = _compiled("mixer_core", self.proj_dtype)(
+            in_proj(u), mixer.conv1d.weight.view(-1, taps).t(), mixer.conv1d.bias,
             mixer.dt_bias, -torch.exp(mixer.A_log.float()), mixer.D, mixer.norm.weight,
             mixer.norm.eps, mixer.d_state, mixer.nheads, scan_chunk(x.shape[1]),
-            self.ssd_dtype)
-        return mixer.out_proj(y)
+            self.ssd_dtype, self.proj_dtype)
+        return out_proj(y)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        both = _compiled("merge_inputs")(x, self._direction(x, 0), self._direction(x, 1))
-        return _compiled("add")(x, self.linear(both))
+        both = _compiled("merge_inputs", self.proj_dtype)(
+            x, self._direction(x, 0), self._direction(x, 1), self.proj_dtype)
+        return _compiled("add", self.proj_dtype)(x, self.linear(both))
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (n, l, d) float32 on the CPU. Returns: (n, l, d), without autograd
-        history (inference only)."""
+        """Args: x (n, l, d) on the CPU (bfloat16 is taken as float32). Returns: (n, l, d)
+        float32, without autograd history (inference only)."""
+        x = x.float()  # (under autocast the band split hands the first block bfloat16)
         group = max(1, self.cpu_tokens_per_group // x.shape[1])
         if x.shape[0] <= group:
             return self._forward(x)
