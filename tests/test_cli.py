@@ -110,3 +110,15 @@ def test_bench_rejects_an_unknown_model_with_the_valid_names(capsys) -> None:
     assert main(["bench", "--models", "bs_roformerr", "--seconds", "0.1", "--repeats", "1"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'bs_roformerr'" in err and "bs_roformer_256x6" in err
+
+
+def test_separate_offers_every_cpu_variant() -> None:
+    """The CLI restates the variant names (importing cpu_variants would put torch into
+    the CLI's import); this keeps the two lists the same."""
+    from bsmamba2_plugin.cli import build_parser
+    from bsmamba2_plugin.evaluation.cpu_variants import VARIANTS
+
+    parser = build_parser()
+    separate = next(action for action in parser._subparsers._group_actions[0].choices[
+        "separate"]._actions if action.dest == "variant")
+    assert tuple(separate.choices) == ("auto", *VARIANTS)
