@@ -10,7 +10,8 @@ keeps the model's STFT/iSTFT in float32 torch:
 - `int8-compiled`: `int8`, and every BiMamba2 block's element-wise work (conv, SiLU,
   the scan's decays, norms) compiled by TorchInductor (`network/cpu_compiled.py`), the
   scan's matrix products in bfloat16 where the CPU has native bfloat16 (else float32).
-  Needs a C++ compiler; the first call per input shape compiles (seconds to a minute).
+  Needs a C++ compiler; the first call per input shape and thread count compiles
+  (seconds to a minute).
 - `bf16-compiled`: `int8-compiled`'s compiled blocks with their projections in bfloat16
   instead of int8 (oneDNN; AMX tiles where the CPU has them) and the rest of the model
   under bfloat16 autocast. Slower than `int8-compiled` on both CPUs measured, one with
@@ -144,8 +145,6 @@ def _supported(variant: str, features: Mapping[str, bool]) -> bool:
                 and (variant == "int8" or features["cxx"]))
     if variant == "bf16":  # without native bf16 the casts cost more than they save
         return native_bf16(features)
-    if variant == "bf16-compiled":
-        return native_bf16(features) and features["cxx"]
     if variant.startswith("onnx"):
         return features["onnxruntime"]
     return variant == "fp32"

@@ -4,10 +4,11 @@
 parameters. On a CPU the reference block spends about half its time in element-wise
 passes over memory (the depthwise conv, SiLU, the SSD's decay matrices, the gated norm,
 fresh buffers for each): PyTorch runs them one op at a time. Here they are pure
-functions compiled once per input shape by `torch.compile` (TorchInductor's C++ code,
-vectorised, one loop over memory where eager PyTorch makes several), while the
-projections stay `nn.Linear` modules run eagerly, so `quantize_dynamic` can make them
-int8 (the `int8-compiled` variant, `evaluation/cpu_variants.py`), or they run in
+functions compiled once per input shape and thread count by `torch.compile`
+(TorchInductor's C++ code, vectorised, one loop over memory where eager PyTorch makes
+several), while the projections stay `nn.Linear` modules run eagerly, so
+`quantize_dynamic` can make them int8 (the `int8-compiled` variant,
+`evaluation/cpu_variants.py`), or they run in
 bfloat16 (`proj_dtype`, the `bf16-compiled` variant: oneDNN's bfloat16 GEMMs, on AMX
 tiles where the CPU has them); then the compiled functions also hand the projections
 their inputs in bfloat16 and read their outputs from it (half the bytes), while the
@@ -24,8 +25,9 @@ The scan is the reference SSD's math (`ssd.ssd_reference`), restated for compila
   of the inputs is made; one chunk up to 96 steps (the band axis).
 
 Needs a C++ compiler (TorchInductor builds its kernels with it; the first call per
-shape compiles for seconds, later processes reuse its on-disk cache). Importing this
-module imports no compiler machinery: `torch.compile` runs on the first forward.
+shape and thread count compiles for seconds, later processes reuse its on-disk cache).
+Importing this module imports no compiler machinery: `torch.compile` runs on the first
+forward.
 
 Axes: n sequences, l length, d features, c chunks, q steps in a chunk, h heads,
 p head dim, s state.
@@ -183,7 +185,8 @@ def _compiled(name: str, proj_dtype: torch.dtype = torch.float32) -> Callable[..
     cache left an implicit count out of its key, so a later process with another count
     ran the kernels built for the first (measured on the H200 host's Xeon, int8-compiled,
     paper model, 8 s chunk: 16 threads on 2-thread kernels 13.3 s instead of 4.4 s; 2
-    threads on 16-thread kernels 24 s instead of 15.5 s). As an option, it is in the key.
+    threads on 16-thread kernels 24 s, on their own 15.5-18.3 s). As an option, the
+    count is in the key.
     """
     return _compiled_for(name, proj_dtype, torch.get_num_threads())
 
