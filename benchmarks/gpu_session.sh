@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (no network): install the carried wheels, run the CUDA
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
-#   [tests[ -k EXPR]] [profile] [accuracy] [scan] ["bench MODELS..."] [train-runs]
-#   [compare[BUDGET_S]] ["cpu-speed ARGS"] (scan: benchmarks/gpu_short_scan.py)
-#   (default: tests profile bench). train-runs: benchmarks/gpu_train_runs.py (2 GPUs);
-#   compare: recipes/gpu_compare_vs_bs_roformer.yaml (2 GPUs side by side).
+#   [tests[ -k EXPR]] [tests-each FILE] [profile] [accuracy] [scan] [sizes[ CASES]]
+#   ["bench MODELS..."] ["split-conv ARGS"] [train-runs] [compare[BUDGET_S]] ["cpu-speed ARGS"]
+#   (default: tests profile bench). tests: every CUDA test file, full log in tests.log;
+#   tests-each: each test of FILE in its own process (a CUDA error poisons its process);
+#   sizes: benchmarks/gpu_kernel_sizes.py; scan: benchmarks/gpu_short_scan.py;
+#   split-conv: benchmarks/gpu_split_conv.py. train-runs: benchmarks/gpu_train_runs.py
+#   (2 GPUs); compare: recipes/gpu_compare_vs_bs_roformer.yaml (2 GPUs side by side).
 #   cpu-speed: benchmarks/cpu_speed.py on the host's CPU, pinned to cores 0-1, 2 threads
 #   (THREADS=n CORES=0-15 for others), freed memory kept.
+#   A step written "old:STEP" runs STEP on the package in .old/ (a copy of an earlier
+#   commit's bsmamba2_plugin, e.g. `mkdir -p .old && git archive HEAD bsmamba2_plugin |
+#   tar -x -C .old`, carried with the call) instead of the checkout's: before/after in one
+#   call; its logs start with "old-".
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # into the machine's own environment (a throwaway one): msst's console scripts, our entry
@@ -14,7 +21,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # first: rm -f .whl/bsmamba2_plugin-*.whl && pip wheel --no-deps -w .whl .
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     .whl/*.whl || exit 1
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
 # Triton's autotuning results: the ~2 min first-step autotuning of a fresh machine is
 # skipped when an earlier call's results are carried in .triton_autotune/ (copy the
 # triton_autotune.tar.gz this script leaves in $OUT there; same GPU kind, same kernels)
@@ -26,20 +33,36 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
 [ $# -gt 0 ] || set -- tests profile bench
+CUDA_TESTS="tests/test_kernel_cuda.py tests/test_bimamba2_fused.py tests/test_short_scan.py
+    tests/test_kernel_sizes_cuda.py tests/test_kernel_limits.py"
 n=0
 for step in "$@"; do
+  # python3 -P: the package comes from PYTHONPATH alone (not from the working directory)
   case $step in
-    tests*) sel=${step#tests}; timeout ${TESTS_TIMEOUT:-300} python3 -m pytest -q tests/test_kernel_cuda.py \
-             tests/test_bimamba2_fused.py ${sel:+-k "$sel"} 2>&1 | tee "$OUT/tests.log" \
-             | tail -15 ;;
-    profile) timeout 150 python3 benchmarks/gpu_profile.py 2>&1 | tee "$OUT/profile.log" ;;
-    bench*) models=${step#bench}; n=$((n + 1)); timeout 330 python3 -m bsmamba2_plugin.cli \
-              bench ${models:+--models $models} --json "$OUT/bench-$n.json" 2>&1 \
-              | tee "$OUT/bench-$n.log" ;;
-    train-runs*) opts=${step#train-runs}; timeout 580 python3 benchmarks/gpu_train_runs.py \
+    old:*) step=${step#old:}; tag=old-; export PYTHONPATH=$PWD/.old:$PWD ;;
+    *) tag=; export PYTHONPATH=$PWD ;;
+  esac
+  case $step in
+    tests-each*) file=${step#tests-each }
+              for id in $(python3 -P -m pytest -q --collect-only "$file" | grep "::"); do
+                timeout ${TESTS_TIMEOUT:-300} python3 -P -m pytest -q -p no:cacheprovider \
+                    "$id" 2>&1 | tail -3 | sed "s|^|$id: |"
+              done 2>&1 | tee "$OUT/${tag}tests_each.log" ;;
+    tests*) sel=${step#tests}; timeout ${TESTS_TIMEOUT:-300} python3 -P -m pytest -q -rA \
+             $CUDA_TESTS ${sel:+-k "$sel"} 2>&1 | tee "$OUT/${tag}tests.log" | tail -15 ;;
+    profile) timeout 150 python3 -P benchmarks/gpu_profile.py 2>&1 \
+              | tee "$OUT/${tag}profile.log" ;;
+    bench*) models=${step#bench}; n=$((n + 1)); timeout 330 python3 -P -m bsmamba2_plugin.cli \
+              bench ${models:+--models $models} --json "$OUT/${tag}bench-$n.json" 2>&1 \
+              | tee "$OUT/${tag}bench-$n.log" ;;
+    sizes*) cases=${step#sizes}; timeout 580 python3 -P benchmarks/gpu_kernel_sizes.py $cases \
+              2>&1 | tee "$OUT/${tag}sizes.log" ;;
+    split-conv*) opts=${step#split-conv}; PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 200 \
+              python3 -P benchmarks/gpu_split_conv.py $opts 2>&1 | tee "$OUT/${tag}split_conv.log" ;;
+    train-runs*) opts=${step#train-runs}; timeout 580 python3 -P benchmarks/gpu_train_runs.py \
               --work /tmp/runs --out "$OUT/train_runs" $opts 2>&1 | tee "$OUT/train_runs.log" \
               | grep -v "it/s\]" ;;
-    compare*) budget=${step#compare}; timeout 565 python3 -m bsmamba2_plugin.cli recipe run \
+    compare*) budget=${step#compare}; timeout 565 python3 -P -m bsmamba2_plugin.cli recipe run \
               gpu_compare_vs_bs_roformer --workdir /tmp/cmp ${budget:+--set budget_seconds=$budget} \
               2>&1 | tee "$OUT/compare.log" | grep -v "it/s\]"
               cp /tmp/cmp/report/summary.md /tmp/cmp/report/training.md "$OUT/" 2>/dev/null
@@ -51,9 +74,9 @@ for step in "$@"; do
               (cd benchmarks && timeout ${CPU_TIMEOUT:-560} taskset -c "$cores" python3 cpu_speed.py \
                 --threads ${THREADS:-2} --malloc keep $opts) 2>&1 | grep -v "Warning\|qweight = " \
                 | tee -a "$OUT/cpu_speed.log" ;;
-    scan) timeout 200 python3 benchmarks/gpu_short_scan.py 2>&1 | tee "$OUT/short_scan.log" ;;
-    accuracy) timeout 200 python3 benchmarks/gpu_kernel_vs_reference.py --skip-timing 2>&1 \
-              | tee "$OUT/accuracy.log" ;;
+    scan) timeout 200 python3 -P benchmarks/gpu_short_scan.py 2>&1 | tee "$OUT/${tag}short_scan.log" ;;
+    accuracy) timeout 200 python3 -P benchmarks/gpu_kernel_vs_reference.py --skip-timing 2>&1 \
+              | tee "$OUT/${tag}accuracy.log" ;;
   esac
 done
 (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | tar -czf "$OUT/triton_autotune.tar.gz" -T -)

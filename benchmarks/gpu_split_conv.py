@@ -1,13 +1,15 @@
 """Tile sizes of the split_conv kernels on the GPU (bimamba2_fused's conv, GPU_NOTES change 6).
 
-    python benchmarks/gpu_split_conv.py [--batch 5]
+    python benchmarks/gpu_split_conv.py [--batch 5] [--only 32x128x4 64x64x4]
 
 For the paper widths (d_inner 1024, d_state 128, 16 heads, taps 4) and both axes of a
 batch of 8 s chunks in bf16 (time: batch x 62 sequences of 801 steps; bands: batch x 801
 sequences of 62), times `conv_fwd`, `conv_bwd_pre` (with the partial-sum reduction that
 follows it) and `conv_bwd_x` for rows x channels per program (BL x BC) and warps, with
 CUDA events (median of 20 after a warm-up), and checks every setting's outputs against
-the current one (BL 32, BC 128, 4 warps). Prints one table per axis.
+the first setting (BL 32, BC 128, 4 warps; the forward's, while the backward's two kernels
+run 64 x 64). Prints one table per axis. `--only` times just the settings named
+(BLxBCxWARPS), e.g. the two in use, to compare kernel versions run for run.
 """
 
 from __future__ import annotations
@@ -61,10 +63,14 @@ def run(n: int, length: int, bl: int, bc: int, warps: int, P, w, b, grads):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=5)
+    parser.add_argument("--only", nargs="+", metavar="BLxBCxWARPS",
+                        help="time only these settings (default: the whole sweep)")
     args = parser.parse_args()
     gen = torch.Generator(device="cuda").manual_seed(0)
     settings = [(bl, bc, warps) for bl in (32, 64, 128) for bc in (64, 128, 256)
                 for warps in (4, 8) if bl * bc <= 16384]
+    if args.only:
+        settings = [tuple(int(v) for v in s.split("x")) for s in args.only]
     for axis, n, length in (("time", args.batch * 62, 801), ("bands", args.batch * 801, 62)):
         P = torch.randn(n, length, 2 * WIDTH, device="cuda", generator=gen).to(torch.bfloat16)
         w = torch.randn(2, CH, TAPS, device="cuda", generator=gen) * 0.3
@@ -81,7 +87,7 @@ def main() -> None:
                            else run(n, length, bl, bc, warps, P, w, b, grads))
             diff = max(((o - r).abs().max() / r.abs().max().clamp_min(1e-12)).item()
                        for o, r in zip(outs, base))
-            mark = " (current)" if (bl, bc, warps) == (32, 128, 4) else ""
+            mark = " (forward's setting)" if (bl, bc, warps) == (32, 128, 4) else ""
             print(f"| {bl} x {bc}, {warps}{mark} | {times[0]:.3f} | {times[1]:.3f} | "
                   f"{times[2]:.3f} | {times[1] + times[2]:.3f} | {diff:.1e} |", flush=True)
         del P, grads

@@ -164,6 +164,29 @@ SPLIT_CONV_CHECK = """
         err = max(max((o - r).abs().max().item() for o, r in zip(outs, refs)),
                   max((g - h).abs().max().item() for g, h in zip(got, want)))
         assert err < 1e-4, (n, length, err)
+    # wider and longer: 176 conv channels (two channel blocks forward, three backward),
+    # lengths 65 and 130 (the backward's 64-row blocks read a halo across each boundary),
+    # bfloat16 P as under autocast, against float64 on the same (rounded) inputs
+    di2, ns2, nh2 = 128, 24, 2
+    e2 = 2 * di2 + 2 * ns2 + nh2
+    for n, length, dtype, bound in ((2, 65, torch.float32, 1e-6),
+                                    (1, 130, torch.bfloat16, 6e-3)):
+        P2 = torch.randn(n, length, 2 * e2).to(dtype).requires_grad_(True)
+        w2 = torch.randn(2, di2 + 2 * ns2, 4, requires_grad=True)
+        b2 = torch.randn(2, di2 + 2 * ns2, requires_grad=True)
+        outs = split_conv(P2, w2, b2, d_inner=di2, d_state=ns2, nheads=nh2)
+        refs = split_conv_reference(P2.double(), w2.double(), b2.double(), d_inner=di2,
+                                    d_state=ns2, nheads=nh2)
+        weights = [torch.randn_like(r) for r in refs]
+        got = torch.autograd.grad(sum((o.double() * g).sum() for o, g in zip(outs, weights)),
+                                  [P2, w2, b2])
+        want = torch.autograd.grad(sum((r * g).sum() for r, g in zip(refs, weights)),
+                                   [P2, w2, b2])
+        for name, a, r in zip(("x", "B", "C", "z", "dt", "dP", "dw", "db"), [*outs, *got],
+                              [*refs, *want]):
+            assert a.dtype == (torch.float32 if name in ("dw", "db") else dtype), name
+            err = ((a.double() - r).norm() / r.norm()).item()
+            assert err < bound, (n, length, dtype, name, err)
     # inside a non-reentrant checkpoint (gradient_checkpointing: true) the backward may
     # read its saved tensors only once
     P = torch.randn(2, 5, 2 * e, requires_grad=True)

@@ -36,8 +36,9 @@ from bsmamba2_plugin.network.short_scan import short_scan, short_scan_backward, 
 
 torch.manual_seed(0)
 worst = 0.0
+# the last: the paper's head dim 64 and d_state 128 on the 62-band axis (2 heads a group)
 for n, l, h, g, p, ns in [(2, 5, 4, 2, 16, 16), (3, 17, 2, 1, 16, 32), (1, 1, 2, 2, 16, 16),
-                          (2, 62, 4, 2, 16, 16), (1, 64, 2, 1, 32, 16)]:
+                          (2, 62, 4, 2, 16, 16), (1, 64, 2, 1, 32, 16), (1, 62, 4, 2, 64, 128)]:
     x = torch.randn(n, l, h, p)
     dt = torch.randn(n, l, h) * 2
     A = -torch.rand(h) * 3 - 0.1

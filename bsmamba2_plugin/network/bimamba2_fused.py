@@ -22,6 +22,10 @@
 4. The two out_proj products, one flip of the backward output (d_model wide, 4x narrower
    than d_inner), the residuals and the 1x1 fusion projection finish the block.
 
+A batch of sequences too large for one call of mamba_ssm's kernels (their offsets are 32-bit
+integers) runs in several calls of whole sequences, which changes no number; one sequence
+too long for a call is refused before anything runs (`kernel_limits.py`).
+
 The SSD chunk length adapts to the sequence: the band axis (62 bands) runs in one chunk of
 64 instead of mamba_ssm's 256 (4x less padding), the time axis in chunks of 128. By
 default the band axis runs through `short_scan` instead (the one-chunk quadratic form, no
@@ -49,7 +53,10 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
-__all__ = ["bimamba2_fused", "kernel_chunk_size", "split_conv", "split_conv_reference"]
+from .kernel_limits import check_length, sequences_per_call, sm_count, split_sizes
+
+__all__ = ["bimamba2_fused", "block_sequences_per_call", "kernel_chunk_size", "split_conv",
+           "split_conv_reference"]
 
 
 def kernel_chunk_size(length: int, requested: int | None = None) -> int:
@@ -365,6 +372,10 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
                    split: object = split_conv, recompute: bool = False) -> torch.Tensor:
     """`block` (a `mamba2.BiMamba2`) applied to x (n, l, d) with the fused kernel path.
 
+    The n sequences run in as many calls as `kernel_limits.sequences_per_call` needs for
+    every offset of mamba_ssm's kernels to stay within 32 bits (one call at the paper's
+    sizes); the results are the same as one call's.
+
     Args:
         block: the BiMamba2 whose parameters are used.
         x: (n, l, d).
@@ -378,6 +389,9 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
             backward pass and recompute the rest there (`_SelectiveRecompute`).
 
     Returns: (n, l, d), the same function as `block._forward(x)`.
+
+    Raises:
+        kernel_limits.KernelSizeError: one sequence is too long for one call.
     """
     fwd, mf = block.forward_blocks[0], block.forward_blocks[0].mixer
     n, length, _ = x.shape
@@ -390,14 +404,41 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
             ops = short_scan_ops(ops)
     dims = _Dims(mf.d_inner, mf.d_state, mf.nheads, mf.headdim,
                  kernel_chunk_size(length, mf.chunk_size), fwd.norm.eps, mf.norm.eps)
+    per_call = block_sequences_per_call(block, length, device=x.device,
+                                        short_scan=_is_short_scan(ops))
+    check_length(per_call, length, "sequences of this BiMamba2 block")
     w = _weights(block)
-    if recompute and torch.is_grad_enabled():
-        if not hasattr(ops, "scan_halves"):
-            ops = types.SimpleNamespace(**vars(ops),
-                                        scan_halves=_autograd_scan(ops.mamba_chunk_scan_combined))
-        return _SelectiveRecompute.apply(x, dims, ops, split, *(w[k] for k in _WEIGHTS))
-    xh, B, C, z, dt = _head(x, w, dims, split)
-    # 3. both directions in one scan (2 groups) and one gated norm (2 groups)
-    args, kwargs = _scan_inputs(xh, dt, B, C, w, dims)
-    y = ops.mamba_chunk_scan_combined(*args, **kwargs)
-    return _tail(y, z, x, w, dims, ops)
+    if recompute and torch.is_grad_enabled() and not hasattr(ops, "scan_halves"):
+        ops = types.SimpleNamespace(**vars(ops),
+                                    scan_halves=_autograd_scan(ops.mamba_chunk_scan_combined))
+
+    def run(part: torch.Tensor) -> torch.Tensor:
+        if recompute and torch.is_grad_enabled():
+            return _SelectiveRecompute.apply(part, dims, ops, split,
+                                             *(w[k] for k in _WEIGHTS))
+        xh, B, C, z, dt = _head(part, w, dims, split)
+        # 3. both directions in one scan (2 groups) and one gated norm (2 groups)
+        args, kwargs = _scan_inputs(xh, dt, B, C, w, dims)
+        y = ops.mamba_chunk_scan_combined(*args, **kwargs)
+        return _tail(y, z, part, w, dims, ops)
+
+    if n <= per_call:
+        return run(x)
+    return torch.cat([run(part) for part in x.split(split_sizes(n, per_call))])
+
+
+def _is_short_scan(ops: object) -> bool:
+    from .short_scan import short_scan
+
+    return getattr(ops, "mamba_chunk_scan_combined", None) is short_scan
+
+
+def block_sequences_per_call(block: torch.nn.Module, length: int, *, device: torch.device,
+                             short_scan: bool) -> int:
+    """`kernel_limits.sequences_per_call` for the fused call of `block` (a BiMamba2):
+    both directions' heads in one scan of 2 groups, one gated norm of 2 x d_inner."""
+    mf = block.forward_blocks[0].mixer
+    return sequences_per_call(length, nheads=2 * mf.nheads, headdim=mf.headdim, ngroups=2,
+                              d_state=mf.d_state,
+                              chunk=kernel_chunk_size(length, mf.chunk_size),
+                              short_scan=short_scan, sm_count=sm_count(device))

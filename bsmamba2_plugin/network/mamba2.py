@@ -219,6 +219,22 @@ class BiMamba2(nn.Module):
         group = max(1, self.cpu_tokens_per_group // length)
         return torch.cat([self._forward(part) for part in x.split(group)])
 
+    def kernel_sequences_per_call(self, length: int, device: torch.device | str
+                                  ) -> int | None:
+        """How many sequences of `length` one call of the kernel path may take on `device`
+        (`kernel_limits.sequences_per_call`; 0: not one), or None off the kernel path."""
+        device = torch.device(device)
+        mixer = self.forward_blocks[0].mixer
+        if device.type != "cuda" or resolve_backend(mixer.backend, device) != "kernel":
+            return None
+        from .bimamba2_fused import block_sequences_per_call
+        from .short_scan import short_scan_enabled
+
+        # the fused call's widths (both directions) bound the per-direction path too
+        return block_sequences_per_call(
+            self, length, device=device,
+            short_scan=short_scan_enabled(length, mixer.headdim, mixer.d_state))
+
     def _recomputed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """`_forward`; with "selective" checkpointing off the fused kernel path, the whole
         block is recomputed in the backward pass (as with gradient_checkpointing: true)."""

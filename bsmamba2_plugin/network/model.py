@@ -38,6 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .bandsplit import BandSplit, MaskEstimator, ScaledL2Norm
 from .config import BSMamba2Config
+from .kernel_limits import KernelSizeError
 from .mamba2 import BiMamba2
 
 __all__ = ["BSMamba2"]
@@ -210,9 +211,36 @@ class BSMamba2(nn.Module):
                           length=padded, **self._stft_args(real, spec.device))
         return out.view(batch, n_stems, channels, padded)[..., :n_samples]
 
+    def _check_kernel_lengths(self, n_frames: int, n_bands: int, device: torch.device
+                              ) -> None:
+        """Refuse, before anything runs, a chunk whose sequences are too long for one call
+        of mamba_ssm's kernels (32-bit offsets; a batch of any size is split instead)."""
+        time_layer, band_layer = self.layers[0]
+        for block, length, axis in ((time_layer, n_frames, "time"), (band_layer, n_bands,
+                                                                       "band")):
+            if block.kernel_sequences_per_call(length, device) != 0:
+                continue
+            low, high = 1, length  # the longest sequence that fits, by bisection
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = ((middle, high) if block.kernel_sequences_per_call(middle, device)
+                             else (low, middle))
+            hop = self.config.stft_hop_length
+            fits = (f"at most {low} frames fit (about {low * hop / 44100:.0f} s)"
+                    if axis == "time" else f"at most {low} bands fit")
+            raise KernelSizeError(
+                f"BSMamba2.forward: a chunk of {n_frames} STFT frames (about "
+                f"{n_frames * hop / 44100:.0f} s at 44.1 kHz) gives {axis}-axis sequences of "
+                f"{length} steps, more than mamba_ssm's Triton kernels compute exactly in "
+                f"one call (their offsets are 32-bit integers, state-spaces/mamba issue "
+                f"1015); {fits}. Fix: shorter chunks (`bsmamba2 separate --chunk-seconds`, "
+                f"msst's inference.chunk_size), or model.backend: reference.")
+
     def _dual_path(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (b, t, k, d). Returns: (b, t, k, d)."""
         batch, n_frames, n_bands, dim = x.shape
+        if x.is_cuda:
+            self._check_kernel_lengths(n_frames, n_bands, x.device)
         # "selective" is each block's own business (BiMamba2.forward)
         recompute = self.config.gradient_checkpointing is True and torch.is_grad_enabled()
 

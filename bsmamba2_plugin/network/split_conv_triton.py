@@ -4,7 +4,10 @@ Depthwise causal conv (kernel K) + SiLU over the xBC columns of both directions 
 packed projection P, the backward direction read backwards in time; its backward pass in
 two kernels (dpre with partial dW/dbias sums, then dx); and a column copy with an
 optional time flip for z and dt. Program grid: (sequences x row blocks, channel blocks,
-directions). Offsets use int64 row indices: P of a batch of 8 x 8 s has ~1.8e9 elements.
+directions). Every offset is formed in 64-bit integers (the program id is widened first, so
+the row indices, the partial-sum rows and all products with strides are int64): P of a
+batch of 8 x 8 s has ~1.8e9 elements, and one long sequence times P's row stride passes
+2**31 at ~460k steps.
 """
 
 import triton
@@ -67,8 +70,8 @@ def conv_fwd(P, W, Bias, Ox, Ob, Oc, length, n_l_blocks, stride_pn, stride_pl,
              E: tl.constexpr, XOFF: tl.constexpr, CH: tl.constexpr,
              DI: tl.constexpr, NS: tl.constexpr, TAPS: tl.constexpr,
              BL: tl.constexpr, BC: tl.constexpr):
-    pid = tl.program_id(0)
-    seq, lb = (pid // n_l_blocks).to(tl.int64), pid % n_l_blocks
+    pid = tl.program_id(0).to(tl.int64)
+    seq, lb = pid // n_l_blocks, pid % n_l_blocks
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     d = tl.program_id(2)
     s = lb * BL + tl.arange(0, BL)
@@ -86,8 +89,8 @@ def conv_bwd_pre(P, W, Bias, Gx, Gb, Gc, Dpre, Partial, length, n_l_blocks, stri
                  CH: tl.constexpr, DI: tl.constexpr, NS: tl.constexpr,
                  TAPS: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr):
     # dpre = dOut * silu'(pre), in processing order; partial sums of dW and dbias
-    pid = tl.program_id(0)
-    seq, lb = (pid // n_l_blocks).to(tl.int64), pid % n_l_blocks
+    pid = tl.program_id(0).to(tl.int64)
+    seq, lb = pid // n_l_blocks, pid % n_l_blocks
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     d = tl.program_id(2)
     s = lb * BL + tl.arange(0, BL)
@@ -117,8 +120,8 @@ def conv_bwd_x(W, Dpre, DP, length, n_l_blocks, stride_dn, stride_dl,
                E: tl.constexpr, XOFF: tl.constexpr, CH: tl.constexpr,
                TAPS: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr):
     # dx[p] = sum_k w_k dpre[s_k(p)], written into dP's xBC columns (time order)
-    pid = tl.program_id(0)
-    seq, lb = (pid // n_l_blocks).to(tl.int64), pid % n_l_blocks
+    pid = tl.program_id(0).to(tl.int64)
+    seq, lb = pid // n_l_blocks, pid % n_l_blocks
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     d = tl.program_id(2)
     p = lb * BL + tl.arange(0, BL)
@@ -140,8 +143,8 @@ def copy_cols(Src, Dst, length, n_l_blocks, stride_sn, stride_sl, stride_dn, str
               src_off, dst_off, FLIP: tl.constexpr, COLS: tl.constexpr,
               BL: tl.constexpr, BC: tl.constexpr):
     # Dst[n, s, dst_off + j] = Src[n, FLIP ? l-1-s : s, src_off + j], j < COLS
-    pid = tl.program_id(0)
-    seq, lb = (pid // n_l_blocks).to(tl.int64), pid % n_l_blocks
+    pid = tl.program_id(0).to(tl.int64)
+    seq, lb = pid // n_l_blocks, pid % n_l_blocks
     j = tl.program_id(1) * BC + tl.arange(0, BC)
     s = lb * BL + tl.arange(0, BL)
     src_row = length - 1 - s if FLIP else s

@@ -46,6 +46,7 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
+from . import kernel_limits
 from .config import BACKENDS
 
 __all__ = [
@@ -386,24 +387,45 @@ def ssd_kernel(
     dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = True,
 ) -> torch.Tensor:
-    """Same contract as `ssd_reference`, computed by mamba_ssm's Triton kernels (CUDA)."""
+    """Same contract as `ssd_reference`, computed by mamba_ssm's Triton kernels (CUDA).
+
+    A batch too large for one call of the kernels (32-bit offsets: `kernel_limits`) runs
+    in several calls, which gives the same numbers.
+
+    Raises:
+        kernel_limits.KernelSizeError: one sequence is too long for one call.
+    """
     _check_ssd_args(x, dt, A, B, C, D, dt_bias, chunk_size)
     ops = load_mamba_triton()
-    return ops.mamba_chunk_scan_combined(
-        x, dt, A.float(), B, C, chunk_size or KERNEL_CHUNK_SIZE, D=D, dt_bias=dt_bias,
-        dt_softplus=dt_softplus,
-    )
+    batch, seqlen, nheads, headdim = x.shape
+    chunk = chunk_size or KERNEL_CHUNK_SIZE
+    per_call = kernel_limits.sequences_per_call(
+        seqlen, nheads=nheads, headdim=headdim, ngroups=B.shape[2], d_state=B.shape[3],
+        chunk=chunk, short_scan=False, sm_count=kernel_limits.sm_count(x.device))
+    kernel_limits.check_length(per_call, seqlen, "sequences given to ssd_kernel")
+
+    def scan(x, dt, B, C):
+        return ops.mamba_chunk_scan_combined(x, dt, A.float(), B, C, chunk, D=D,
+                                             dt_bias=dt_bias, dt_softplus=dt_softplus)
+
+    if batch <= per_call:
+        return scan(x, dt, B, C)
+    sizes = kernel_limits.split_sizes(batch, per_call)
+    return torch.cat([scan(*parts) for parts in zip(*(t.split(sizes) for t in (x, dt, B, C)))])
 
 
 def gated_rmsnorm_kernel(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
                          eps: float = 1e-5, *, inplace: bool = False) -> torch.Tensor:
     """Same contract as `gated_rmsnorm_reference`, by mamba_ssm's Triton kernel (which
-    never overwrites its inputs)."""
+    never overwrites its inputs), in as many calls as its 32-bit offsets need."""
     ops = load_mamba_triton()
     shape = y.shape
-    out = ops.rmsnorm_fn(y.reshape(-1, shape[-1]), weight, None, z=z.reshape(-1, shape[-1]),
-                         eps=eps, group_size=None, norm_before_gate=False)
-    return out.view(shape)
+    y, z = y.reshape(-1, shape[-1]), z.reshape(-1, shape[-1])
+    sizes = kernel_limits.split_sizes(y.shape[0], kernel_limits.rows_per_call(shape[-1]))
+    out = [ops.rmsnorm_fn(y_part, weight, None, z=z_part, eps=eps, group_size=None,
+                          norm_before_gate=False)
+           for y_part, z_part in zip(y.split(sizes), z.split(sizes))]
+    return (out[0] if len(out) == 1 else torch.cat(out)).view(shape)
 
 
 # ----------------------------------------------------------------------- backends
