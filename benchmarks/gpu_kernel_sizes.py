@@ -42,8 +42,9 @@ def run_case(case: str) -> dict:
     import torch
 
     torch.manual_seed(0)
-    kind, size, *rest = case.split("-")
-    if rest == ["chunked"]:
+    kind, _, rest = case.partition("-")
+    size, _, variant = rest.partition("-")
+    if variant == "chunked":
         os.environ["BSMAMBA2_SHORT_SCAN"] = "0"
     batch, seconds = (int(v) for v in size.split("x")) if "x" in size else (1, 180)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16)

@@ -46,9 +46,10 @@ for step in "$@"; do
     tests-each*) file=${step#tests-each }
               for id in $(python3 -P -m pytest -q --collect-only "$file" | grep "::"); do
                 timeout ${TESTS_TIMEOUT:-300} python3 -P -m pytest -q -p no:cacheprovider \
-                    "$id" 2>&1 | tail -3 | sed "s|^|$id: |"
+                    "$id" 2>&1 | grep -E "^E  |passed|failed|error" | tail -4 | cut -c1-300 \
+                    | sed "s|^|${id#*::}: |"
               done 2>&1 | tee "$OUT/${tag}tests_each.log" ;;
-    tests*) sel=${step#tests}; timeout ${TESTS_TIMEOUT:-300} python3 -P -m pytest -q -rA \
+    tests*) sel=${step#tests}; timeout ${TESTS_TIMEOUT:-300} python3 -P -m pytest -q -rA --durations=0 \
              $CUDA_TESTS ${sel:+-k "$sel"} 2>&1 | tee "$OUT/${tag}tests.log" | tail -15 ;;
     profile) timeout 150 python3 -P benchmarks/gpu_profile.py 2>&1 \
               | tee "$OUT/${tag}profile.log" ;;
