@@ -5,7 +5,7 @@
     python cpu_compiled_groups.py --threads 16; python cpu_compiled_groups.py --threads 2
 
 `CompiledBiMamba2` runs the sequences of an axis in groups of about
-`cpu_tokens_per_group` tokens (one compiled call and one int8 GEMM per projection per
+`tokens_per_group` tokens (one compiled call and one int8 GEMM per projection per
 group; `build_cpu_variant` uses 1024, or `LARGE_GROUP` after `keep_freed_memory()`,
 which this script calls; without TOKENS that setting stays). One process per setting
 (the compiled kernels depend on the group's shape and the thread count), random
@@ -39,7 +39,7 @@ from bsmamba2_plugin.network.model import BSMamba2
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tokens", type=int, nargs="?",
-                        help="cpu_tokens_per_group (default: the variant's own)")
+                        help="tokens_per_group (default: the variant's own)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variant", choices=("int8-compiled", "bf16-compiled"),
                         default="int8-compiled")
@@ -52,7 +52,7 @@ def main() -> None:
     blocks = [m for m in model.modules() if isinstance(m, CompiledBiMamba2)]
     if args.tokens is not None:
         for block in blocks:
-            block.cpu_tokens_per_group = args.tokens
+            block.tokens_per_group = args.tokens
     chunk = 0.1 * torch.randn(1, 2, 8 * 44100)
     with torch.inference_mode():
         start = time.perf_counter()
@@ -65,7 +65,7 @@ def main() -> None:
             times.append(time.perf_counter() - start)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(f"{args.variant}, {args.threads} threads, tokens per group "
-          f"{blocks[0].cpu_tokens_per_group}: first call {first:.1f} s, runs "
+          f"{blocks[0].tokens_per_group}: first call {first:.1f} s, runs "
           + ", ".join(f"{t:.2f}" for t in times) + f" s; peak RSS {rss:.2f} GB")
 
 

@@ -5,7 +5,7 @@
 Cases (each in its own child process: a CUDA error poisons its process's context):
 - `model-BxS`: the paper model (kernel backend, eval, bf16 autocast, seed 0) on B chunks of
   S seconds of random stereo x 0.1 in one call, against each chunk alone;
-  `model-BxS-chunked` the same with BSMAMBA2_SHORT_SCAN=0 (band axis through mamba_ssm);
+  `model-BxS-chunked` the same with `short_scan: false` (band axis through mamba_ssm);
 - `block180`: one paper BiMamba2 block on the time axis of one 180 s chunk (62 x 18001 x
   256, input x 0.5) in one call, against two calls of 31 sequences;
 - `bmm-BxS`: the fused block's out_proj product alone (cuBLAS batched bf16, (2, rows, 1024)
@@ -19,7 +19,6 @@ memory and the time of the whole call, or the error the call raised.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -44,15 +43,14 @@ def run_case(case: str) -> dict:
     torch.manual_seed(0)
     kind, _, rest = case.partition("-")
     size, _, variant = rest.partition("-")
-    if variant == "chunked":
-        os.environ["BSMAMBA2_SHORT_SCAN"] = "0"
     batch, seconds = (int(v) for v in size.split("x")) if "x" in size else (1, 180)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16)
     with torch.inference_mode(), autocast:
         if kind == "model":
             from bsmamba2_plugin import BSMamba2, BSMamba2Config
 
-            model = BSMamba2(BSMamba2Config.paper(backend="kernel")).cuda().eval()
+            model = BSMamba2(BSMamba2Config.paper(
+                backend="kernel", short_scan=variant != "chunked")).cuda().eval()
             x = 0.1 * torch.randn(batch, 2, seconds * 44100, device="cuda")
 
             def whole():

@@ -16,7 +16,6 @@ import torch
 
 from bsmamba2_plugin import BSMamba2, BSMamba2Config
 from bsmamba2_plugin.training.losses import PaperLossConfig, build_loss
-from bsmamba2_plugin.network.mamba2 import BiMamba2
 
 CLASSES = (
     ("ssd (mamba_ssm, short_scan)", ("_chunk", "_state_passing", "_bmm_chunk", "ssd",
@@ -44,8 +43,7 @@ def main() -> None:
     parser.add_argument("--unfused", action="store_true")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    BiMamba2.use_fused_kernel_path = not args.unfused
-    model = BSMamba2(BSMamba2Config.paper(backend="kernel")).cuda()
+    model = BSMamba2(BSMamba2Config.paper(backend="kernel", fused_block=not args.unfused)).cuda()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
     loss_fn = build_loss(PaperLossConfig())
     samples = int(args.seconds * 44100)

@@ -168,6 +168,72 @@ def test_only_msst_integration_imports_msst() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def _environment_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, enclosing function) of every `os.environ` / `os.getenv` use in a module."""
+    found = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, (ast.FunctionDef,
+                                                     ast.AsyncFunctionDef)) else function
+            if isinstance(child, ast.Attribute) and child.attr in ("environ", "getenv") \
+                    and isinstance(child.value, ast.Name) and child.value.id == "os":
+                found.append((child.lineno, function))
+            visit(child, inner)
+
+    visit(tree, "<module>")
+    return found
+
+
+# network's one environment read: Triton's own TRITON_CACHE_AUTOTUNING, so that the
+# plugin's default (autotuning cached on disk) leaves a user's explicit setting alone
+NETWORK_ENV_READS = {("network.ssd", "_cache_autotuning")}
+
+
+def test_network_reads_no_environment_variable() -> None:
+    """The code path is the execution plan's choice (network/plan.py), made from config
+    fields and the device; nothing in network/ reads the environment for behaviour."""
+    wrong = []
+    for path in package_files():
+        source = module_name(path)
+        if layer_of(source) != "network":
+            continue
+        short = source.removeprefix(PACKAGE + ".")
+        for line, function in _environment_reads(ast.parse(path.read_text(), str(path))):
+            if (short, function) not in NETWORK_ENV_READS:
+                wrong.append(f"{source}:{line} ({function}) reads the environment")
+    assert not wrong, "\n".join(wrong)
+
+
+def _global_writes(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) of assignments to a class's attribute (`Name.attr = ...` with a
+    capitalised name) and of writes to os.environ."""
+    found = []
+    for node in ast.walk(tree):
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+        for target in targets:
+            base = target.value if isinstance(target, (ast.Attribute, ast.Subscript)) else None
+            if isinstance(target, ast.Attribute) and isinstance(base, ast.Name) \
+                    and base.id[:1].isupper():
+                found.append((node.lineno, f"{base.id}.{target.attr} ="))
+            if isinstance(target, ast.Subscript) and ast.unparse(base) == "os.environ":
+                found.append((node.lineno, "os.environ[...] ="))
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                "os.putenv", "os.environ.setdefault", "os.environ.update", "os.environ.pop",
+                "os.environ.clear", "os.unsetenv"):
+            found.append((node.lineno, ast.unparse(node.func)))
+    return found
+
+
+def test_library_code_writes_no_class_attribute_and_no_environment_variable() -> None:
+    """What runs is chosen by config and plan, not by state one module leaves for another:
+    no package module assigns a class's attribute or changes the environment."""
+    wrong = [f"{module_name(path)}:{line}: {what}" for path in package_files()
+             for line, what in _global_writes(ast.parse(path.read_text(), str(path)))]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_package_has_no_import_cycle() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

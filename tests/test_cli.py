@@ -87,23 +87,23 @@ def test_make_dataset_without_seed_uses_the_default_and_prints_it(tmp_path, caps
     assert json.loads((out / "train" / "track_000" / "activity.json").read_text())["seed"] == 0
 
 
-def test_bench_chunked_scan_variants_turn_the_short_scan_off_only_while_they_run(
-        monkeypatch) -> None:
-    """`bsmamba2-selective-chunked-scan` is the paper model with selective recomputation
-    and BSMAMBA2_SHORT_SCAN=0 (the band axis through mamba_ssm's chunked scan); the next
-    variant turns short_scan on again, whatever the environment said before."""
+def test_bench_variants_are_configs_and_change_no_process_state() -> None:
+    """Each bench variant is a paper config with its own switches (`short_scan: false` for
+    the chunked-scan ones, `fused_block: false` for unfused); building one changes nothing
+    for the next (no environment variable, no class attribute)."""
     from bsmamba2_plugin.evaluation.bench import build_variant
 
-    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "0")
+    environ = dict(os.environ)
     cpu = torch.device("cpu")
-    model, _ = build_variant("bsmamba2", cpu)
-    assert os.environ["BSMAMBA2_SHORT_SCAN"] == "1"
-    assert model.config.gradient_checkpointing is False
-    model, _ = build_variant("bsmamba2-selective-chunked-scan", cpu)
-    assert os.environ["BSMAMBA2_SHORT_SCAN"] == "0"
-    assert model.config.gradient_checkpointing == "selective"
-    model, _ = build_variant("bsmamba2", cpu)
-    assert os.environ["BSMAMBA2_SHORT_SCAN"] == "1"
+    expected = {"bsmamba2": (False, True, True),
+                "bsmamba2-selective-chunked-scan": ("selective", True, False),
+                "bsmamba2-unfused": (False, False, True)}
+    for name, (recompute, fused, short) in [*expected.items(), ("bsmamba2",
+                                                                 expected["bsmamba2"])]:
+        config = build_variant(name, cpu)[0].config
+        assert (config.gradient_checkpointing, config.fused_block, config.short_scan) == (
+            recompute, fused, short), name
+    assert dict(os.environ) == environ
 
 
 def test_bench_rejects_an_unknown_model_with_the_valid_names(capsys) -> None:

@@ -52,7 +52,7 @@ def test_float32_scan_matches_the_reference_block(tiny_config, length) -> None:
 def test_bfloat16_scan_products_stay_close_and_groups_are_joined(tiny_config) -> None:
     block = _trained_like_block(tiny_config)
     compiled = CompiledBiMamba2(block, torch.bfloat16)
-    compiled.cpu_tokens_per_group = 2 * 62  # 5 sequences of 62 -> groups of 2, 2, 1
+    compiled.tokens_per_group = 2 * 62  # 5 sequences of 62 -> groups of 2, 2, 1
     x = torch.randn(5, 62, tiny_config.dim)
     with torch.inference_mode():
         expected = block(x)

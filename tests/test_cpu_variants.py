@@ -76,7 +76,7 @@ def test_compiled_variant_runs_large_groups_only_with_freed_memory_kept(tiny_con
 
     def groups() -> set[int]:
         variant = build_cpu_variant(BSMamba2(tiny_config), "int8-compiled")
-        return {m.cpu_tokens_per_group for m in variant.modules()
+        return {m.tokens_per_group for m in variant.modules()
                 if isinstance(m, CompiledBiMamba2)}
 
     monkeypatch.setattr(cpu_variants, "_memory_kept", False)

@@ -9,6 +9,7 @@ compute float32 dot products in TF32).
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import importlib.util
 import math
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from bsmamba2_plugin import BSMamba2, BSMamba2Config
+from bsmamba2_plugin.network.plan import resolve_plan
 from bsmamba2_plugin.network.ssd import (
     gated_rmsnorm_kernel,
     gated_rmsnorm_reference,
@@ -194,25 +196,20 @@ def _paper_block_twins(**changes):
 
 @pytest.mark.parametrize("length, short_scan", [(801, "0"), (62, "0"), (1, "0"), (62, "1"),
                                                 (1, "1")])
-def test_fused_block_matches_the_per_direction_kernel_path(length: int, short_scan: str,
-                                                            monkeypatch) -> None:
+def test_fused_block_matches_the_per_direction_kernel_path(length: int,
+                                                            short_scan: str) -> None:
     """The fused path against the same kernels run one direction at a time, and both
     against the reference backend, on the paper's block widths (float32); the band axis's
-    lengths also with BSMAMBA2_SHORT_SCAN=1 (the fused path's scan is then short_scan)."""
-    from bsmamba2_plugin.network.mamba2 import BiMamba2
-
-    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", short_scan)
-
+    lengths also with `short_scan: true` (the fused path's scan is then short_scan)."""
     block, reference = _paper_block_twins(backend="reference")
+    plan = resolve_plan(block.config.replace(short_scan=short_scan == "1"), "cuda")
     x = torch.randn(4, length, 256, device="cuda", requires_grad=True)
     results = {}
-    for name, module, fused in (("fused", block, True), ("unfused", block, False),
-                                ("reference", reference, True)):
-        BiMamba2.use_fused_kernel_path = fused
-        try:
-            y = module(x)
-        finally:
-            BiMamba2.use_fused_kernel_path = True
+    for name, module, module_plan in (
+            ("fused", block, plan),
+            ("unfused", block, dataclasses.replace(plan, fused_block=False)),
+            ("reference", reference, None)):
+        y = module(x, module_plan)
         grads = torch.autograd.grad(y.square().mean(), [x, *module.parameters()])
         results[name] = [y.detach(), *grads]
     for other in ("unfused", "reference"):

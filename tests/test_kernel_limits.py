@@ -149,7 +149,7 @@ def test_the_model_refuses_a_chunk_too_long_and_says_how_long_fits(monkeypatch) 
     planner is asked for an H100 through a stand-in for the CUDA-only query."""
     from bsmamba2_plugin import BSMamba2, BSMamba2Config
 
-    def on_h100(self, length, device):
+    def on_h100(self, length, plan, device):
         mixer = self.forward_blocks[0].mixer
         return sequences_per_call(length, nheads=2 * mixer.nheads, headdim=mixer.headdim,
                                   ngroups=2, d_state=mixer.d_state, chunk=128,
@@ -157,9 +157,10 @@ def test_the_model_refuses_a_chunk_too_long_and_says_how_long_fits(monkeypatch) 
 
     monkeypatch.setattr(BiMamba2, "kernel_sequences_per_call", on_h100)
     model = BSMamba2(BSMamba2Config.paper())
-    model._check_kernel_lengths(1_047_000, 62, torch.device("cpu"))  # fits
+    plan = model.plan("cpu")
+    model._check_kernel_lengths(1_047_000, 62, plan, torch.device("cpu"))  # fits
     with pytest.raises(KernelSizeError) as error:
-        model._check_kernel_lengths(1_100_000, 62, torch.device("cpu"))
+        model._check_kernel_lengths(1_100_000, 62, plan, torch.device("cpu"))
     message = str(error.value)
     # 1,100,000 frames x 441 / 44100 = 11000 s. The longest that fits: ceil(l / 128)
     # chunks of 128 x 2048 elements each within 2**31 - 1 - 132 x 128 x 128 -> 8183 chunks,

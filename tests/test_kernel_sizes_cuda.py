@@ -78,16 +78,14 @@ def test_selective_block_backward_at_20_x_8_s_equals_two_half_calls() -> None:
         assert err < TOLERANCE, (name, err)
 
 
-@pytest.mark.parametrize("short_scan", ["1", "0"])
+@pytest.mark.parametrize("short_scan", [True, False])
 @torch.inference_mode()
-def test_model_at_batch_8_x_30_s_equals_one_item_at_a_time(short_scan: str,
-                                                          monkeypatch) -> None:
+def test_model_at_batch_8_x_30_s_equals_one_item_at_a_time(short_scan: bool) -> None:
     """The paper model (eval, bf16 autocast) on 8 chunks of 30 s at once against each
     chunk alone; also with the band axis through mamba_ssm's chunked scan
-    (BSMAMBA2_SHORT_SCAN=0: 24008 band sequences a layer)."""
-    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", short_scan)
+    (`short_scan: false`: 24008 band sequences a layer)."""
     torch.manual_seed(0)
-    model = BSMamba2(BSMamba2Config.paper(backend="kernel")).cuda().eval()
+    model = BSMamba2(BSMamba2Config.paper(backend="kernel", short_scan=short_scan)).cuda().eval()
     mixture = 0.1 * torch.randn(8, 2, 30 * 44100, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         batch = model(mixture)
@@ -108,4 +106,4 @@ def test_a_sequence_too_long_for_one_call_is_refused_before_it_runs() -> None:
         block(x)
     model = BSMamba2(BSMamba2Config.paper(backend="kernel")).cuda()
     with pytest.raises(KernelSizeError, match=r"1100000 STFT frames.*at most 104\d{4} frames"):
-        model._check_kernel_lengths(1_100_000, 62, torch.device("cuda"))
+        model._check_kernel_lengths(1_100_000, 62, model.plan("cuda"), torch.device("cuda"))

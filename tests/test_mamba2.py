@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.nn import functional as F
 
 from bsmamba2_plugin.network.mamba2 import BiMamba2, Mamba2Mixer, causal_conv1d
+from bsmamba2_plugin.network.plan import CPU_TOKENS_PER_GROUP, resolve_plan
 
 
 @pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 37])
@@ -41,14 +44,15 @@ def test_mixer_initialisation_follows_mamba_ssm() -> None:
 def test_bimamba2_grouped_inference_equals_one_batch(tiny_config) -> None:
     block = BiMamba2(tiny_config).eval()
     x = torch.randn(9, 40, 16)
+    plan = resolve_plan(tiny_config, "cpu")
+    assert plan.cpu_tokens_per_group == CPU_TOKENS_PER_GROUP
+    calls = []
+    run = block._forward
+    block._forward = lambda part, backend=None: calls.append(len(part)) or run(part, backend)
     with torch.no_grad():
-        whole = block._forward(x)
-        old = BiMamba2.cpu_tokens_per_group
-        try:
-            BiMamba2.cpu_tokens_per_group = 100  # groups of 2 sequences
-            grouped = block(x)
-        finally:
-            BiMamba2.cpu_tokens_per_group = old
+        whole = run(x)
+        grouped = block(x, dataclasses.replace(plan, cpu_tokens_per_group=100))
+    assert calls == [2, 2, 2, 2, 1]  # groups of 100 // 40 = 2 sequences
     assert torch.allclose(grouped, whole, atol=1e-6)
 
 

@@ -2,7 +2,7 @@
 
 Its Triton kernels run under Triton's interpreter (TRITON_INTERPRET=1) against
 `ssd_reference` in float64, forward and every gradient; `bimamba2_fused` is checked to
-route sequences of at most 64 steps (and only those) to it unless BSMAMBA2_SHORT_SCAN=0.
+route sequences of at most 64 steps (and only those) to it unless `short_scan: false`.
 The CUDA check against mamba_ssm's scan is in test_kernel_cuda.py.
 """
 
@@ -23,7 +23,7 @@ from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv_re
 from bsmamba2_plugin.network.mamba2 import BiMamba2
 from bsmamba2_plugin.network.short_scan import (
     short_scan_backward,
-    short_scan_enabled,
+    short_scan_fits,
     short_scan_forward,
 )
 
@@ -83,21 +83,22 @@ def test_short_scan_kernels_match_the_reference_in_the_interpreter() -> None:
         result.stdout[-2000:] + result.stderr[-3000:])
 
 
-def test_short_scan_is_used_for_short_sequences_and_supported_widths(monkeypatch) -> None:
-    monkeypatch.delenv("BSMAMBA2_SHORT_SCAN", raising=False)
-    assert short_scan_enabled(62, 64, 128)  # on by default
-    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "1")
-    assert short_scan_enabled(62, 64, 128)
-    assert short_scan_enabled(1, 16, 16)
-    assert not short_scan_enabled(65, 64, 128)  # the time axis
-    assert not short_scan_enabled(62, 48, 128)  # headdim not a power of two
-    assert not short_scan_enabled(62, 64, 8)  # d_state below the dot tile
-    assert not short_scan_enabled(62, 256, 128)
-    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "0")
-    assert not short_scan_enabled(62, 64, 128)
-    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "yes")
-    with pytest.raises(ValueError, match=r"BSMAMBA2_SHORT_SCAN='yes': expected 1 .* or 0"):
-        short_scan_enabled(62, 64, 128)
+def test_short_scan_takes_short_sequences_of_supported_widths() -> None:
+    assert short_scan_fits(62, 64, 128)
+    assert short_scan_fits(1, 16, 16)
+    assert not short_scan_fits(65, 64, 128)  # the time axis
+    assert not short_scan_fits(62, 48, 128)  # headdim not a power of two
+    assert not short_scan_fits(62, 64, 8)  # d_state below the dot tile
+    assert not short_scan_fits(62, 256, 128)
+
+
+def test_the_short_scan_switch_is_a_config_key() -> None:
+    from bsmamba2_plugin import BSMamba2Config
+
+    assert BSMamba2Config.paper().short_scan is True  # on by default
+    assert BSMamba2Config.paper(short_scan=False).short_scan is False
+    with pytest.raises(TypeError, match=r"model.short_scan: expected true or false, got 'no'"):
+        BSMamba2Config.paper(short_scan="no")
 
 
 def test_short_scan_rejects_what_it_cannot_compute() -> None:
@@ -118,8 +119,8 @@ def test_the_fused_block_routes_one_chunk_sequences_to_short_scan(
         tiny_config, monkeypatch, length, expected) -> None:
     """With mamba_ssm's kernels (ops=None) and the default switch, sequences of <= 64
     steps go through short_scan, longer ones through mamba_ssm's chunked scan; with
-    BSMAMBA2_SHORT_SCAN=0 all go to mamba_ssm. Stand-ins record which scan ran."""
-    monkeypatch.delenv("BSMAMBA2_SHORT_SCAN", raising=False)
+    short_scan off (the config's `short_scan: false`) all go to mamba_ssm. Stand-ins record
+    which scan ran."""
     calls = []
     chunked = reference_ops()
 
@@ -141,6 +142,5 @@ def test_the_fused_block_routes_one_chunk_sequences_to_short_scan(
     x = torch.randn(2, length, config.dim)
     bimamba2_fused(block, x, split=split_conv_reference)
     assert calls == [expected]
-    monkeypatch.setenv("BSMAMBA2_SHORT_SCAN", "0")
-    bimamba2_fused(block, x, split=split_conv_reference)
+    bimamba2_fused(block, x, split=split_conv_reference, short_scan=False)
     assert calls == [expected, "chunked"]

@@ -133,7 +133,7 @@ def test_gated_rmsnorm_in_place_equals_out_of_place() -> None:
 
 # ----------------------------------------------------------------- backend choice
 def test_auto_picks_reference_on_cpu_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
-    ssd._decisions.clear()
+    ssd._decided.cache_clear()
     with caplog.at_level(logging.INFO, logger="bsmamba2_plugin"):
         assert resolve_backend("auto", "cpu") == "reference"
         assert resolve_backend("auto", torch.device("cpu")) == "reference"

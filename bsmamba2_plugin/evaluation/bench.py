@@ -11,11 +11,11 @@ models with different arithmetic compare fairly. On a machine without CUDA the s
 runs happen on the CPU with batch 1.
 
 Variants (`--models`): `bsmamba2` (the kernel backend's fused path on CUDA, else the
-reference backend), `bsmamba2-unfused` (kernel backend, one direction after the other),
-`bsmamba2-ckpt` (gradient checkpointing of whole blocks), `bsmamba2-selective`
-(`gradient_checkpointing: selective`), `bsmamba2-chunked-scan` and
+reference backend), `bsmamba2-unfused` (kernel backend, one direction after the other:
+`fused_block: false`), `bsmamba2-ckpt` (gradient checkpointing of whole blocks),
+`bsmamba2-selective` (`gradient_checkpointing: selective`), `bsmamba2-chunked-scan` and
 `bsmamba2-selective-chunked-scan` (the band axis through mamba_ssm's chunked scan instead
-of `short_scan`: BSMAMBA2_SHORT_SCAN=0, set while they run; 1 for every other variant),
+of `short_scan`: `short_scan: false`),
 `bsmamba2-reference` (`-ckpt`: with checkpointing), `bs_roformer_256x6`,
 `bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
 `-noflash` after the name sets `flash_attn: false`),
@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -77,21 +76,18 @@ def build_variant(name: str, device) -> tuple[Any, str]:
     """(model, autocast dtype name) for a variant name without '+compile'."""
     from ..msst_integration import baselines
     from ..network.config import BSMamba2Config
-    from ..network.mamba2 import BiMamba2
     from ..network.model import BSMamba2
 
-    BiMamba2.use_fused_kernel_path = True
-    # read by bimamba2_fused at every call: this variant's setting holds while it runs
-    os.environ["BSMAMBA2_SHORT_SCAN"] = "0" if name.endswith(_CHUNKED_SCAN) else "1"
+    short_scan = not name.endswith(_CHUNKED_SCAN)
     name = name.removesuffix(_CHUNKED_SCAN) if name in EXTRA_MODELS else name
     if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-selective",
                 "bsmamba2-reference", "bsmamba2-reference-ckpt"):
         backend = "reference" if name.startswith("bsmamba2-reference") else "auto"
         recompute = {"bsmamba2-ckpt": True, "bsmamba2-reference-ckpt": True,
                      "bsmamba2-selective": "selective"}.get(name, False)
-        config = BSMamba2Config.paper(backend=backend, gradient_checkpointing=recompute)
-        if name == "bsmamba2-unfused":
-            BiMamba2.use_fused_kernel_path = False
+        config = BSMamba2Config.paper(backend=backend, gradient_checkpointing=recompute,
+                                      fused_block=name != "bsmamba2-unfused",
+                                      short_scan=short_scan)
         return BSMamba2(config).to(device), "bfloat16"
     if name.startswith(("bs_roformer_256x6", "bs_roformer_256x11")):
         depth = name.split("-")[0].rsplit("x", 1)[1]

@@ -190,10 +190,10 @@ def _compiled_blocks(model: BSMamba2, variant: str) -> BSMamba2:
     compiled = copy.deepcopy(model)
     for pair in compiled.layers:
         for index, block in enumerate(pair):
-            pair[index] = CompiledBiMamba2(block, ssd_dtype,
-                                           torch.bfloat16 if bf16 else torch.float32)
-            if _memory_kept:  # (see CompiledBiMamba2.cpu_tokens_per_group)
-                pair[index].cpu_tokens_per_group = CompiledBiMamba2.LARGE_GROUP
+            pair[index] = CompiledBiMamba2(
+                block, ssd_dtype, torch.bfloat16 if bf16 else torch.float32,
+                # (see CompiledBiMamba2.LARGE_GROUP)
+                **({"tokens_per_group": CompiledBiMamba2.LARGE_GROUP} if _memory_kept else {}))
     return compiled
 
 

@@ -29,7 +29,8 @@ too long for a call is refused before anything runs (`kernel_limits.py`).
 The SSD chunk length adapts to the sequence: the band axis (62 bands) runs in one chunk of
 64 instead of mamba_ssm's 256 (4x less padding), the time axis in chunks of 128. By
 default the band axis runs through `short_scan` instead (the one-chunk quadratic form, no
-chunk states: `short_scan.py`); BSMAMBA2_SHORT_SCAN=0 keeps mamba_ssm's scan there too.
+chunk states: `short_scan.py`); the config key `short_scan: false` keeps mamba_ssm's scan
+there too.
 
 With `gradient_checkpointing: selective` the block runs as one autograd function
 (`_SelectiveRecompute`) that keeps only its input and the scan output for the backward
@@ -242,13 +243,12 @@ class _Dims(NamedTuple):
 
 
 def _weights(block: torch.nn.Module) -> dict[str, torch.Tensor]:
-    fwd, bwd = block.forward_blocks[0], block.backward_blocks[0]
-    mf, mb = fwd.mixer, bwd.mixer
+    (norm_f, norm_b), (mf, mb), linear = block.view()
     A_log = torch.cat([mf.A_log, mb.A_log])
     return {
         # both pre-norm weights folded into one stacked projection
-        "w_in": torch.cat([mf.in_proj.weight * fwd.norm.weight,
-                           mb.in_proj.weight * bwd.norm.weight]),
+        "w_in": torch.cat([mf.in_proj.weight * norm_f.weight,
+                           mb.in_proj.weight * norm_b.weight]),
         "conv_w": torch.stack([mf.conv1d.weight[:, 0], mb.conv1d.weight[:, 0]]),
         "conv_b": torch.stack([mf.conv1d.bias, mb.conv1d.bias]),
         "A": -torch.exp(A_log.to(torch.promote_types(A_log.dtype, torch.float32))),
@@ -257,8 +257,8 @@ def _weights(block: torch.nn.Module) -> dict[str, torch.Tensor]:
         "norm_w": torch.cat([mf.norm.weight, mb.norm.weight]),
         "w_out": torch.stack([mf.out_proj.weight, mb.out_proj.weight]).transpose(1, 2),
         # a kernel-1 ConvTranspose1d is a matmul with its (2 dim, dim) weight
-        "lin_w": block.linear.weight[:, :, 0].t(),
-        "lin_b": block.linear.bias,
+        "lin_w": linear.weight[:, :, 0].t(),
+        "lin_b": linear.bias,
     }
 
 
@@ -369,7 +369,8 @@ class _SelectiveRecompute(torch.autograd.Function):
 
 
 def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = None,
-                   split: object = split_conv, recompute: bool = False) -> torch.Tensor:
+                   split: object = split_conv, recompute: bool = False,
+                   short_scan: bool = True) -> torch.Tensor:
     """`block` (a `mamba2.BiMamba2`) applied to x (n, l, d) with the fused kernel path.
 
     The n sequences run in as many calls as `kernel_limits.sequences_per_call` needs for
@@ -380,30 +381,31 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         block: the BiMamba2 whose parameters are used.
         x: (n, l, d).
         ops: provides `mamba_chunk_scan_combined` and `rmsnorm_fn` with mamba_ssm's
-            signatures (default: mamba_ssm's Triton kernels; `short_scan` for
-            sequences of at most 64 steps unless BSMAMBA2_SHORT_SCAN=0), and optionally
-            `scan_halves` (the scan's forward and backward as two functions); tests pass
-            pure-PyTorch ones.
+            signatures (default: mamba_ssm's Triton kernels, with `short_scan` for
+            sequences it takes if `short_scan`), and optionally `scan_halves` (the scan's
+            forward and backward as two functions); tests pass pure-PyTorch ones.
         split: `split_conv` or `split_conv_reference`.
         recompute: while gradients are taken, keep only x and the scan output for the
             backward pass and recompute the rest there (`_SelectiveRecompute`).
+        short_scan: with the default ops, run sequences of at most 64 steps through
+            `short_scan` (an `ExecutionPlan`'s `short_scan`).
 
     Returns: (n, l, d), the same function as `block._forward(x)`.
 
     Raises:
         kernel_limits.KernelSizeError: one sequence is too long for one call.
     """
-    fwd, mf = block.forward_blocks[0], block.forward_blocks[0].mixer
+    (norm_f, _), (mf, _), _ = block.view()
     n, length, _ = x.shape
     if ops is None:
-        from .short_scan import short_scan_enabled, short_scan_ops
+        from .short_scan import short_scan_fits, short_scan_ops
         from .ssd import load_mamba_triton
 
         ops = load_mamba_triton()
-        if short_scan_enabled(length, mf.headdim, mf.d_state):
+        if short_scan and short_scan_fits(length, mf.headdim, mf.d_state):
             ops = short_scan_ops(ops)
     dims = _Dims(mf.d_inner, mf.d_state, mf.nheads, mf.headdim,
-                 kernel_chunk_size(length, mf.chunk_size), fwd.norm.eps, mf.norm.eps)
+                 kernel_chunk_size(length, mf.chunk_size), norm_f.eps, mf.norm.eps)
     per_call = block_sequences_per_call(block, length, device=x.device,
                                         short_scan=_is_short_scan(ops))
     check_length(per_call, length, "sequences of this BiMamba2 block")
@@ -437,7 +439,7 @@ def block_sequences_per_call(block: torch.nn.Module, length: int, *, device: tor
                              short_scan: bool) -> int:
     """`kernel_limits.sequences_per_call` for the fused call of `block` (a BiMamba2):
     both directions' heads in one scan of 2 groups, one gated norm of 2 x d_inner."""
-    mf = block.forward_blocks[0].mixer
+    mf = block.view().mixers[0]
     return sequences_per_call(length, nheads=2 * mf.nheads, headdim=mf.headdim, ngroups=2,
                               d_state=mf.d_state,
                               chunk=kernel_chunk_size(length, mf.chunk_size),

@@ -4,7 +4,9 @@
 `model:` section of an msst YAML. They are the keyword names of msst's own
 `bs_mamba2` model (so an msst `bs_mamba2` config switches to `bsmamba2` by
 changing the model type) plus the Mamba2 widths of mamba_ssm (`d_state`,
-`expand`, `headdim`, `d_conv`, `chunk_size`) and our `backend` switch.
+`expand`, `headdim`, `d_conv`, `chunk_size`) and our switches of the code path
+(`backend`, `gradient_checkpointing`, `fused_block`, `short_scan`; `plan.py` turns them
+into an execution plan).
 
 Defaults are the paper's (arXiv 2508.14556, official code EuiYeonKim/BSMamba2):
 dim 256, depth 6, stereo, STFT 2048 / hop 441, the 62 BS-RoFormer bands, Mamba2
@@ -96,6 +98,13 @@ class BSMamba2Config:
             one more forward pass of time); "selective" keeps each block's input and its
             scan output and recomputes only the cheap rest (kernel path; elsewhere it acts
             as true). Only acts while gradients are taken.
+        fused_block: kernel backend: run both directions of each BiMamba2 block in one
+            pass (one projection, one conv kernel, one scan, one gated norm); false runs
+            them one after the other through the same kernels (same numbers, slower; for
+            comparisons).
+        short_scan: fused kernel path: run sequences of at most 64 steps (the band axis)
+            through our one-chunk `short_scan` kernels; false uses mamba_ssm's chunked scan
+            there too (same numbers, slower, more memory).
     """
 
     dim: int = 256
@@ -115,6 +124,8 @@ class BSMamba2Config:
     chunk_size: int | None = None
     backend: str = "auto"
     gradient_checkpointing: bool | str = False
+    fused_block: bool = True
+    short_scan: bool = True
 
     # ----------------------------------------------------------------- checks
     def __post_init__(self) -> None:
@@ -130,7 +141,7 @@ class BSMamba2Config:
                             f"'selective', got {self.gradient_checkpointing!r}. Fix: "
                             f"'selective' on a GPU with the kernel backend saves most of the "
                             f"memory of true at a smaller cost in time.")
-        for name in ("stereo", "stft_normalized"):
+        for name in ("stereo", "stft_normalized", "fused_block", "short_scan"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"model.{name}: expected true or false, got {value!r} "

@@ -46,19 +46,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from .mamba2 import BiMamba2, rms_norm
-from .ssd import gated_rmsnorm_reference
+from .plan import CPU_TOKENS_PER_GROUP
+from .ssd import MIN_EXPONENT, REFERENCE_SINGLE_CHUNK_MAX, gated_rmsnorm_reference
 
 __all__ = ["CompiledBiMamba2", "scan_chunk"]
-
-_MIN_EXPONENT = -60.0  # as in ssd.py: decays below exp(-60) are exp(-60)
-_SINGLE_CHUNK_MAX = 96  # as ssd.reference_chunk_size: short sequences are one block
 
 
 def scan_chunk(length: int) -> int:
     """Chunk length of the compiled scan for sequences of `length` steps: the whole
     sequence up to 96 steps, else the divisor of `length` in [48, 128] closest to 64,
     else 64 (the tail is then padded)."""
-    if length <= _SINGLE_CHUNK_MAX:
+    if length <= REFERENCE_SINGLE_CHUNK_MAX:  # short sequences are one block, as there
         return length
     divisors = [q for q in range(48, 129) if length % q == 0]
     return min(divisors, key=lambda q: abs(q - 64)) if divisors else 64
@@ -129,25 +127,25 @@ def _mixer_core(zxbcdt: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torc
     # Inside each chunk: y_i = sum_{j <= i} (C_i . B_j) exp(a_i - a_j) dt_j x_j
     causal = torch.ones(q, q, dtype=torch.bool, device=zxbcdt.device).tril()
     CB = (Cc @ Bc.transpose(-1, -2)).unsqueeze(2).float()  # (n, c, 1, q, q)
-    decay = torch.exp((a_heads.unsqueeze(-1) - a_heads.unsqueeze(-2)).clamp(_MIN_EXPONENT, 0.0))
+    decay = torch.exp((a_heads.unsqueeze(-1) - a_heads.unsqueeze(-2)).clamp(MIN_EXPONENT, 0.0))
     scores = torch.where(causal, decay * CB, 0.0).to(ssd_dtype)  # (n, c, h, q, q)
     y = (scores @ x_dt.transpose(2, 3).to(ssd_dtype)).float().transpose(2, 3)  # (n,c,q,h,p)
 
     if n_chunks > 1:
         # State each chunk hands on: sum_j exp(a_last - a_j) dt_j x_j B_j^T, (h p x s)
-        to_end = torch.exp((a_cum[:, :, -1:] - a_cum).clamp(min=_MIN_EXPONENT))
+        to_end = torch.exp((a_cum[:, :, -1:] - a_cum).clamp(min=MIN_EXPONENT))
         x_end = (x_dt * to_end.unsqueeze(-1)).reshape(n, n_chunks, q, d_inner)
         states = (x_end.to(ssd_dtype).transpose(-1, -2) @ Bc).float()  # (n, c, h p, s)
         states = states.reshape(n, n_chunks, nheads, headdim * d_state)
         # Across chunks: S_in[c + 1] = exp(a_last[c]) S_in[c] + S[c]
-        chunk_decay = torch.exp(a_cum[:, :, -1].clamp(min=_MIN_EXPONENT)).unsqueeze(-1)
+        chunk_decay = torch.exp(a_cum[:, :, -1].clamp(min=MIN_EXPONENT)).unsqueeze(-1)
         carried = [states[:, 0]]
         for i in range(1, n_chunks - 1):
             carried.append(carried[-1] * chunk_decay[:, i] + states[:, i])
         states_in = torch.stack(carried, dim=1).reshape(n, n_chunks - 1, d_inner, d_state)
         # y_i += exp(a_i) C_i . S_in (nothing enters the first chunk)
         y_off = (Cc[:, 1:] @ states_in.to(ssd_dtype).transpose(-1, -2)).float()
-        from_start = torch.exp(a_cum[:, 1:].clamp(min=_MIN_EXPONENT)).unsqueeze(-1)
+        from_start = torch.exp(a_cum[:, 1:].clamp(min=MIN_EXPONENT)).unsqueeze(-1)
         y_off = y_off.reshape(n, n_chunks - 1, q, nheads, headdim) * from_start
         y = torch.cat([y[:, :1], y[:, 1:] + y_off], dim=1)
 
@@ -221,33 +219,34 @@ class CompiledBiMamba2(nn.Module):
         ValueError: ssd_dtype or proj_dtype is neither.
     """
 
-    #: Sequences run in groups of about this many tokens (as `BiMamba2` on the CPU).
-    #: Larger groups are faster only where the allocator keeps freed memory: paper model,
-    #: 8 s chunk, 2-core EPYC, glibc keeping it, interleaved processes: 1024 -> 14.6 /
-    #: 15.3 s, 16384 -> 13.1 / 13.0 s (peak RSS 1.1 -> 2.0 GB); with glibc's defaults
-    #: 16384 took 32.1 s (10.4 M page faults: its larger buffers go back to the kernel and
-    #: are zero-filled again).
-    #: `build_cpu_variant` sets `LARGE_GROUP` on its blocks after `keep_freed_memory()`.
-    cpu_tokens_per_group = 1024
+    #: Sequences run in groups of about `tokens_per_group` tokens (as `BiMamba2` on the
+    #: CPU: `plan.CPU_TOKENS_PER_GROUP` by default). Larger groups are faster only where the
+    #: allocator keeps freed memory: paper model, 8 s chunk, 2-core EPYC, glibc keeping it,
+    #: interleaved processes: 1024 -> 14.6 / 15.3 s, 16384 -> 13.1 / 13.0 s (peak RSS 1.1
+    #: -> 2.0 GB); with glibc's defaults 16384 took 32.1 s (10.4 M page faults: its larger
+    #: buffers go back to the kernel and are zero-filled again). `build_cpu_variant` asks
+    #: for `LARGE_GROUP` after `keep_freed_memory()`.
     LARGE_GROUP = 16384
 
     def __init__(self, block: BiMamba2, ssd_dtype: torch.dtype = torch.float32,
-                 proj_dtype: torch.dtype = torch.float32) -> None:
+                 proj_dtype: torch.dtype = torch.float32,
+                 tokens_per_group: int = CPU_TOKENS_PER_GROUP) -> None:
         super().__init__()
+        self.tokens_per_group = tokens_per_group
         for name, dtype in (("ssd_dtype", ssd_dtype), ("proj_dtype", proj_dtype)):
             if dtype not in (torch.float32, torch.bfloat16):
                 raise ValueError(f"CompiledBiMamba2: {name} must be torch.float32 or "
                                  f"torch.bfloat16, got {dtype}.")
         self.ssd_dtype = ssd_dtype
         self.proj_dtype = proj_dtype
-        self.norms = nn.ModuleList([block.forward_blocks[0].norm, block.backward_blocks[0].norm])
-        self.mixers = nn.ModuleList([block.forward_blocks[0].mixer,
-                                     block.backward_blocks[0].mixer])
-        weight = block.linear.weight  # (2 d, d, 1): a kernel-1 ConvTranspose1d
+        norms, mixers, linear = block.view()
+        self.norms = nn.ModuleList(norms)
+        self.mixers = nn.ModuleList(mixers)
+        weight = linear.weight  # (2 d, d, 1): a kernel-1 ConvTranspose1d
         self.linear = nn.Linear(weight.shape[0], weight.shape[1])
         with torch.no_grad():
             self.linear.weight.copy_(weight[:, :, 0].t())
-            self.linear.bias.copy_(block.linear.bias)
+            self.linear.bias.copy_(linear.bias)
         if proj_dtype == torch.bfloat16:
             self.in_projs = nn.ModuleList(
                 copy.deepcopy(mixer.in_proj).to(proj_dtype) for mixer in self.mixers)
@@ -276,11 +275,13 @@ class CompiledBiMamba2(nn.Module):
         return _compiled("add", self.proj_dtype)(x, self.linear(both))
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (n, l, d) on the CPU (bfloat16 is taken as float32). Returns: (n, l, d)
-        float32, without autograd history (inference only)."""
+    def forward(self, x: torch.Tensor, plan: object = None) -> torch.Tensor:
+        """Args: x (n, l, d) on the CPU (bfloat16 is taken as float32); plan: the model's
+        `ExecutionPlan`, unused (this block has one path). Returns: (n, l, d) float32,
+        without autograd history (inference only)."""
+        del plan
         x = x.float()  # (under autocast the band split hands the first block bfloat16)
-        group = max(1, self.cpu_tokens_per_group // x.shape[1])
+        group = max(1, self.tokens_per_group // x.shape[1])
         if x.shape[0] <= group:
             return self._forward(x)
         return torch.cat([self._forward(part) for part in x.split(group)])

@@ -18,7 +18,7 @@ Deviations, both invisible in the outputs:
   use causal-conv1d's CUDA build, which takes > 7 minutes to compile). It is the same
   sum as `F.conv1d` but reads the (n, l, channels) layout in place, 5x faster on a CPU.
 - without autograd on a CPU, `BiMamba2` runs its sequences in groups of about
-  `BiMamba2.cpu_tokens_per_group` tokens, so that each group's intermediates stay in
+  `plan.CPU_TOKENS_PER_GROUP` tokens, so that each group's intermediates stay in
   the CPU caches (measured 2-3x faster than one big batch).
 
 Axes: n sequences, l length, d features, h heads, p head dim, s state.
@@ -27,6 +27,7 @@ Axes: n sequences, l length, d features, h heads, p head dim, s state.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -34,9 +35,10 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import BSMamba2Config
+from .plan import ExecutionPlan, resolve_plan
 from .ssd import Backend, get_backend, resolve_backend
 
-__all__ = ["BiMamba2", "GatedRMSNorm", "Mamba2Mixer", "PreNormMixer", "RMSNorm"]
+__all__ = ["BiMamba2", "BlockView", "GatedRMSNorm", "Mamba2Mixer", "PreNormMixer", "RMSNorm"]
 
 
 def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
@@ -137,10 +139,11 @@ class Mamba2Mixer(nn.Module):
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True  # type: ignore[attr-defined]
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """Args: u (n, l, dim). Returns: (n, l, dim)."""
+    def forward(self, u: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+        """Args: u (n, l, dim); backend: the resolved backend name (an `ExecutionPlan`'s),
+        None to resolve `self.backend` for u's device. Returns: (n, l, dim)."""
         n, length, _ = u.shape
-        backend = get_backend(resolve_backend(self.backend, u.device))
+        backend = get_backend(backend or resolve_backend(self.backend, u.device))
         z, xbc, dt = self.in_proj(u).split(
             [self.d_inner, self.d_inner + 2 * self.d_state, self.nheads], dim=-1)
         # Without autograd, fresh intermediates are overwritten in place (fewer passes).
@@ -165,9 +168,18 @@ class PreNormMixer(nn.Module):
         self.norm = RMSNorm(dim)
         self.mixer = mixer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (n, l, dim). Returns: (n, l, dim)."""
-        return self.mixer(self.norm(x))
+    def forward(self, x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+        """Args: x (n, l, dim); backend: as `Mamba2Mixer.forward`. Returns: (n, l, dim)."""
+        return self.mixer(self.norm(x), backend)
+
+
+class BlockView(NamedTuple):
+    """The modules of a BiMamba2 block by role, read-only, for the paths that compute the
+    block's function from its weights (`bimamba2_fused`, `portable`, `cpu_compiled`)."""
+
+    norms: tuple[RMSNorm, RMSNorm]  # the pre-norms, forward direction first
+    mixers: tuple[Mamba2Mixer, Mamba2Mixer]
+    linear: nn.ConvTranspose1d  # the (2 dim -> dim) merge, weight (2 dim, dim, 1)
 
 
 class BiMamba2(nn.Module):
@@ -175,11 +187,13 @@ class BiMamba2(nn.Module):
 
     Names follow the official `MambaBlock`: `forward_blocks.0`, `backward_blocks.0`,
     `linear` (a ConvTranspose1d(2 dim -> dim, kernel 1), weight shape (2 dim, dim, 1)).
+    Which code computes it is an `ExecutionPlan`'s choice (`plan.py`).
     """
 
     def __init__(self, config: BSMamba2Config) -> None:
         super().__init__()
         dim = config.dim
+        self.config = config
 
         def branch() -> PreNormMixer:
             return PreNormMixer(dim, Mamba2Mixer(
@@ -189,62 +203,61 @@ class BiMamba2(nn.Module):
         self.forward_blocks = nn.ModuleList([branch()])
         self.backward_blocks = nn.ModuleList([branch()])
         self.linear = nn.ConvTranspose1d(2 * dim, dim, kernel_size=1)
-        #: gradient_checkpointing "selective": keep only the input and the scan output
-        self.selective_recompute = config.gradient_checkpointing == "selective"
 
-    #: Without autograd on a CPU, sequences run in groups of about this many tokens.
-    cpu_tokens_per_group = 1024
-    #: The kernel backend runs both directions at once (`bimamba2_fused`); False runs the
-    #: two directions one after the other through the same kernels (kept for benchmarks).
-    use_fused_kernel_path = True
+    def view(self) -> BlockView:
+        """This block's modules by role (`BlockView`)."""
+        fwd, bwd = self.forward_blocks[0], self.backward_blocks[0]
+        return BlockView((fwd.norm, bwd.norm), (fwd.mixer, bwd.mixer), self.linear)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (n, l, dim). Returns: (n, l, dim)."""
+    def forward(self, x: torch.Tensor, plan: ExecutionPlan | None = None) -> torch.Tensor:
+        """Args: x (n, l, dim); plan: how to compute it (None: `resolve_plan` of this
+        block's config for x's device). Returns: (n, l, dim)."""
+        if plan is None:
+            plan = resolve_plan(self.config, x.device)
+        if plan.recompute == "block" and torch.is_grad_enabled():
+            return checkpoint(self._run, x, plan, use_reentrant=False)
+        return self._run(x, plan)
+
+    def _run(self, x: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
         n, length, _ = x.shape
-        if x.device.type == "cuda":
+        if plan.backend == "kernel":
             # Triton (ours and mamba_ssm's) launches on the current device, which is not
             # the tensors' one when a model runs on cuda:1 with cuda:0 current (msst-train
             # --device_ids 1 sets no device). Backward runs on autograd's per-device thread.
             with torch.cuda.device(x.device):
-                if self.use_fused_kernel_path and resolve_backend(
-                        self.forward_blocks[0].mixer.backend, x.device) == "kernel":
+                if plan.fused_block:
                     from .bimamba2_fused import bimamba2_fused
 
-                    return bimamba2_fused(self, x, recompute=self.selective_recompute)
-                return self._recomputed_forward(x)
-        if torch.is_grad_enabled():
-            return self._recomputed_forward(x)
-        if x.device.type != "cpu" or n * length <= self.cpu_tokens_per_group:
-            return self._forward(x)
-        group = max(1, self.cpu_tokens_per_group // length)
-        return torch.cat([self._forward(part) for part in x.split(group)])
+                    return bimamba2_fused(self, x, recompute=plan.recompute == "selective",
+                                          short_scan=plan.short_scan)
+                return self._forward(x, plan.backend)
+        group = plan.cpu_tokens_per_group
+        if not group or torch.is_grad_enabled() or n * length <= group:
+            return self._forward(x, plan.backend)
+        per_group = max(1, group // length)
+        return torch.cat([self._forward(part, plan.backend) for part in x.split(per_group)])
 
-    def kernel_sequences_per_call(self, length: int, device: torch.device | str
-                                  ) -> int | None:
+    def kernel_sequences_per_call(self, length: int, plan: ExecutionPlan,
+                                  device: torch.device | str) -> int | None:
         """How many sequences of `length` one call of the kernel path may take on `device`
         (`kernel_limits.sequences_per_call`; 0: not one), or None off the kernel path."""
-        device = torch.device(device)
-        mixer = self.forward_blocks[0].mixer
-        if device.type != "cuda" or resolve_backend(mixer.backend, device) != "kernel":
+        if plan.backend != "kernel":
             return None
         from .bimamba2_fused import block_sequences_per_call
-        from .short_scan import short_scan_enabled
+        from .short_scan import short_scan_fits
 
+        mixer = self.forward_blocks[0].mixer
         # the fused call's widths (both directions) bound the per-direction path too
         return block_sequences_per_call(
             self, length, device=device,
-            short_scan=short_scan_enabled(length, mixer.headdim, mixer.d_state))
+            short_scan=plan.short_scan and short_scan_fits(length, mixer.headdim,
+                                                           mixer.d_state))
 
-    def _recomputed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`_forward`; with "selective" checkpointing off the fused kernel path, the whole
-        block is recomputed in the backward pass (as with gradient_checkpointing: true)."""
-        if self.selective_recompute and torch.is_grad_enabled():
-            return checkpoint(self._forward, x, use_reentrant=False)
-        return self._forward(x)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        forward = x + self.forward_blocks[0](x)
-        backward = x + self.backward_blocks[0](x.flip(1)).flip(1)
+    def _forward(self, x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+        """The block's function, one direction after the other (`backend`: a resolved
+        name, or None for this block's own)."""
+        forward = x + self.forward_blocks[0](x, backend)
+        backward = x + self.backward_blocks[0](x.flip(1), backend).flip(1)
         both = torch.cat([forward, backward], dim=-1)
         # A kernel-1 ConvTranspose1d is a matmul with its (2 dim, dim) weight.
         return x + F.linear(both, self.linear.weight[:, :, 0].t(), self.linear.bias)

@@ -34,12 +34,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from .bandsplit import BandSplit, MaskEstimator, ScaledL2Norm
 from .config import BSMamba2Config
 from .kernel_limits import KernelSizeError
 from .mamba2 import BiMamba2
+from .plan import ExecutionPlan, resolve_plan
 
 __all__ = ["BSMamba2"]
 
@@ -211,19 +211,20 @@ class BSMamba2(nn.Module):
                           length=padded, **self._stft_args(real, spec.device))
         return out.view(batch, n_stems, channels, padded)[..., :n_samples]
 
-    def _check_kernel_lengths(self, n_frames: int, n_bands: int, device: torch.device
-                              ) -> None:
+    def _check_kernel_lengths(self, n_frames: int, n_bands: int, plan: ExecutionPlan,
+                              device: torch.device) -> None:
         """Refuse, before anything runs, a chunk whose sequences are too long for one call
         of mamba_ssm's kernels (32-bit offsets; a batch of any size is split instead)."""
         time_layer, band_layer = self.layers[0]
         for block, length, axis in ((time_layer, n_frames, "time"), (band_layer, n_bands,
                                                                        "band")):
-            if block.kernel_sequences_per_call(length, device) != 0:
+            if block.kernel_sequences_per_call(length, plan, device) != 0:
                 continue
             low, high = 1, length  # the longest sequence that fits, by bisection
             while high - low > 1:
                 middle = (low + high) // 2
-                low, high = ((middle, high) if block.kernel_sequences_per_call(middle, device)
+                low, high = ((middle, high)
+                             if block.kernel_sequences_per_call(middle, plan, device)
                              else (low, middle))
             hop = self.config.stft_hop_length
             fits = (f"at most {low} frames fit (about {low * hop / 44100:.0f} s)"
@@ -236,24 +237,21 @@ class BSMamba2(nn.Module):
                 f"1015); {fits}. Fix: shorter chunks (`bsmamba2 separate --chunk-seconds`, "
                 f"msst's inference.chunk_size), or model.backend: reference.")
 
+    def plan(self, device: torch.device | str) -> ExecutionPlan:
+        """The `ExecutionPlan` this model runs on `device` (`plan.resolve_plan`)."""
+        return resolve_plan(self.config, device)
+
     def _dual_path(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (b, t, k, d). Returns: (b, t, k, d)."""
         batch, n_frames, n_bands, dim = x.shape
-        if x.is_cuda:
-            self._check_kernel_lengths(n_frames, n_bands, x.device)
-        # "selective" is each block's own business (BiMamba2.forward)
-        recompute = self.config.gradient_checkpointing is True and torch.is_grad_enabled()
-
-        def run(block: nn.Module, seqs: torch.Tensor) -> torch.Tensor:
-            if recompute:
-                return checkpoint(block, seqs, use_reentrant=False)
-            return block(seqs)
-
+        plan = self.plan(x.device)
+        if plan.backend == "kernel":
+            self._check_kernel_lengths(n_frames, n_bands, plan, x.device)
         for time_layer, band_layer in self.layers:
             # along time, one sequence per (batch, band)
-            x = run(time_layer, x.transpose(1, 2).reshape(batch * n_bands, n_frames, dim))
+            x = time_layer(x.transpose(1, 2).reshape(batch * n_bands, n_frames, dim), plan)
             # along bands, one sequence per (batch, frame)
             x = x.view(batch, n_bands, n_frames, dim).transpose(1, 2)
-            x = run(band_layer, x.reshape(batch * n_frames, n_bands, dim))
+            x = band_layer(x.reshape(batch * n_frames, n_bands, dim), plan)
             x = x.view(batch, n_frames, n_bands, dim)
         return x

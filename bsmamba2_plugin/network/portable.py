@@ -27,20 +27,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .mamba2 import BiMamba2, Mamba2Mixer, PreNormMixer
+from .mamba2 import BiMamba2, Mamba2Mixer
 from .model import BSMamba2
-from .ssd import _check_ssd_args, _ssd_inputs, gated_rmsnorm_reference
+from .ssd import MIN_EXPONENT, _check_ssd_args, _ssd_inputs, gated_rmsnorm_reference
 
 __all__ = ["PORTABLE_CHUNK_SIZE", "PortableNetwork", "ssd_portable"]
 
 PORTABLE_CHUNK_SIZE = 64
-_MIN_EXPONENT = -60.0  # as in ssd.py: decays below exp(-60) are exp(-60)
 
 
 def _decay(exponent: torch.Tensor) -> torch.Tensor:
     """exp(min(exponent, 0)) clamped at exp(-60); entries with exponent > 0 (masked out by
     the caller) cannot overflow."""
-    return torch.exp(exponent.clamp(_MIN_EXPONENT, 0.0))
+    return torch.exp(exponent.clamp(MIN_EXPONENT, 0.0))
 
 
 def ssd_portable(
@@ -151,16 +150,13 @@ def _mixer(mixer: Mamba2Mixer, u: torch.Tensor) -> torch.Tensor:
     return mixer.out_proj(y)
 
 
-def _pre_norm_mixer(block: PreNormMixer, x: torch.Tensor) -> torch.Tensor:
-    return _mixer(block.mixer, block.norm(x))
-
-
 def _bimamba2(block: BiMamba2, x: torch.Tensor) -> torch.Tensor:
     """`BiMamba2._forward` with `_mixer`. Args: x (n, l, dim). Returns (n, l, dim)."""
-    forward = x + _pre_norm_mixer(block.forward_blocks[0], x)
-    backward = x + _pre_norm_mixer(block.backward_blocks[0], x.flip(1)).flip(1)
+    (norm_f, norm_b), (mixer_f, mixer_b), linear = block.view()
+    forward = x + _mixer(mixer_f, norm_f(x))
+    backward = x + _mixer(mixer_b, norm_b(x.flip(1))).flip(1)
     both = torch.cat([forward, backward], dim=-1)
-    return x + F.linear(both, block.linear.weight[:, :, 0].t(), block.linear.bias)
+    return x + F.linear(both, linear.weight[:, :, 0].t(), linear.bias)
 
 
 class PortableNetwork(nn.Module):

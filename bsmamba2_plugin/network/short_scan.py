@@ -8,22 +8,19 @@ most `SHORT_SCAN_MAX_LENGTH` steps directly as the decay-masked quadratic form (
 `short_scan_triton.py`), forward and backward, with mamba_ssm's argument conventions so
 that it replaces it in `bimamba2_fused` (`short_scan_ops`).
 
-On by default for the sequences it takes; BSMAMBA2_SHORT_SCAN=0 turns it off (mamba_ssm's
-chunked scan for every axis). The variable is read at each call, so that a benchmark can
-compare the two in one process. The kernels are checked against the float64 reference
+On by default for the sequences it takes; the config key `short_scan: false` turns it off
+(mamba_ssm's chunked scan for every axis; `plan.py`). The kernels are checked against the float64 reference
 under Triton's interpreter (tests/test_short_scan.py) and against mamba_ssm's scan on a
 GPU (tests/test_kernel_cuda.py); timings in benchmarks/GPU_NOTES.md, change 5.
 """
 
 from __future__ import annotations
 
-import os
 import types
 
 import torch
 
-__all__ = ["SHORT_SCAN_MAX_LENGTH", "short_scan", "short_scan_enabled", "short_scan_ops",
-           "short_scan_switch"]
+__all__ = ["SHORT_SCAN_MAX_LENGTH", "short_scan", "short_scan_fits", "short_scan_ops"]
 
 SHORT_SCAN_MAX_LENGTH = 64  # the quadratic form's (l, l) tiles stay in registers up to here
 
@@ -32,23 +29,12 @@ def _supported_width(width: int, most: int) -> bool:
     return 16 <= width <= most and not width & (width - 1)
 
 
-def short_scan_switch() -> bool:
-    """BSMAMBA2_SHORT_SCAN: unset or "1" (default) uses `short_scan` where it applies,
-    "0" never does; anything else is an error that says so."""
-    value = os.environ.get("BSMAMBA2_SHORT_SCAN", "1").strip()
-    if value not in ("0", "1"):
-        raise ValueError(f"BSMAMBA2_SHORT_SCAN={value!r}: expected 1 (the default: the band "
-                         f"axis through short_scan) or 0 (mamba_ssm's chunked scan for "
-                         f"every axis); unset it or set one of those")
-    return value == "1"
-
-
-def short_scan_enabled(length: int, headdim: int, d_state: int) -> bool:
-    """Whether `bimamba2_fused` uses `short_scan` for sequences of this length and these
-    widths (powers of two, headdim <= 128, d_state <= 256: the tiles the kernels hold),
-    unless BSMAMBA2_SHORT_SCAN=0 (`short_scan_switch`)."""
+def short_scan_fits(length: int, headdim: int, d_state: int) -> bool:
+    """Whether `short_scan` takes sequences of this length and these widths (at most
+    `SHORT_SCAN_MAX_LENGTH` steps; powers of two, headdim <= 128, d_state <= 256: the tiles
+    the kernels hold). Whether it is used at all is the config's `short_scan`."""
     return (length <= SHORT_SCAN_MAX_LENGTH and _supported_width(headdim, 128)
-            and _supported_width(d_state, 256) and short_scan_switch())
+            and _supported_width(d_state, 256))
 
 
 def _kernels():

@@ -52,6 +52,8 @@ from .config import BACKENDS
 __all__ = [
     "KERNEL_CHUNK_SIZE",
     "MAMBA_INSTALL_HINT",
+    "MIN_EXPONENT",
+    "REFERENCE_SINGLE_CHUNK_MAX",
     "Backend",
     "describe_backend",
     "gated_rmsnorm_kernel",
@@ -68,8 +70,8 @@ logger = logging.getLogger("bsmamba2_plugin")
 
 KERNEL_CHUNK_SIZE = 256  # mamba_ssm's Mamba2 default
 _REFERENCE_CHUNK = 64  # time axis: fastest on CPU
-_REFERENCE_SINGLE_CHUNK_MAX = 96  # up to here (the band axis) one block beats chunking
-_MIN_EXPONENT = -60.0  # decay exponents are clamped here: no denormals, no visible change
+REFERENCE_SINGLE_CHUNK_MAX = 96  # up to here (the band axis) one block beats chunking
+MIN_EXPONENT = -60.0  # decay exponents are clamped here: no denormals, no visible change
 
 MAMBA_INSTALL_HINT = (
     "The 'kernel' backend needs mamba_ssm (>= 2.2) and Triton on a CUDA machine. Install "
@@ -104,7 +106,7 @@ def _ssd_inputs(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
 def reference_chunk_size(seqlen: int) -> int:
     """Chunk length `ssd_reference` uses when none is given: short sequences (the
     62-band axis) are one block, longer ones (the time axis) use chunks of 64."""
-    return seqlen if seqlen <= _REFERENCE_SINGLE_CHUNK_MAX else _REFERENCE_CHUNK
+    return seqlen if seqlen <= REFERENCE_SINGLE_CHUNK_MAX else _REFERENCE_CHUNK
 
 
 def _check_ssd_args(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -206,10 +208,10 @@ def ssd_reference(
     if in_place:  # the difference is formed in float64 and written as float32 in one pass
         exponent = torch.empty(batch, n_chunks, nheads, q, q, dtype=compute, device=x.device)
         torch.sub(a_heads.unsqueeze(-1), a_heads.unsqueeze(-2), out=exponent)
-        scores = exponent.clamp_(_MIN_EXPONENT, 0.0).exp_().mul_(CB)
+        scores = exponent.clamp_(MIN_EXPONENT, 0.0).exp_().mul_(CB)
     else:
         exponent = (a_heads.unsqueeze(-1) - a_heads.unsqueeze(-2)).to(compute)
-        scores = exponent.clamp(_MIN_EXPONENT, 0.0).exp() * CB
+        scores = exponent.clamp(MIN_EXPONENT, 0.0).exp() * CB
     y = scores @ x_dt.transpose(2, 3).contiguous()  # (b, c, h, q, p)
 
     if n_chunks > 1:
@@ -261,7 +263,7 @@ def ssd_reference(
 
 def _decay(exponent: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """exp(exponent) in `dtype` for exponent <= 0, clamped at exp(-60) (no denormals)."""
-    return torch.exp(exponent.clamp(min=_MIN_EXPONENT).to(dtype))
+    return torch.exp(exponent.clamp(min=MIN_EXPONENT).to(dtype))
 
 
 def gated_rmsnorm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
@@ -477,24 +479,23 @@ def describe_backend(requested: str, device: torch.device | str) -> tuple[str, s
     return "kernel", f"CUDA tensors and mamba_ssm {ops.version} imports ({ops.how})"
 
 
-_decisions: dict[tuple[str, str], str] = {}
-
-
 def resolve_backend(requested: str, device: torch.device | str) -> str:
     """Name of the backend to run for `requested` on `device`.
 
-    Decided once per (requested, device type) and process, and logged then.
+    Decided once per (requested, device type) and process, and logged then
+    (`_decided`).
 
     Raises:
         ValueError: 'kernel' requested for a non-CUDA device, or an unknown name.
         ModuleNotFoundError: 'kernel' requested without mamba_ssm (message has the hint).
     """
-    device_type = torch.device(device).type
-    name = _decisions.get((requested, device_type))
-    if name is None:
-        name, reason = describe_backend(requested, device)
-        _decisions[(requested, device_type)] = name
-        logger.info("bsmamba2: using the %s Mamba2 backend (%s).", name, reason)
+    return _decided(requested, torch.device(device).type)
+
+
+@functools.lru_cache(maxsize=None)
+def _decided(requested: str, device_type: str) -> str:
+    name, reason = describe_backend(requested, device_type)
+    logger.info("bsmamba2: using the %s Mamba2 backend (%s).", name, reason)
     return name
 
 
