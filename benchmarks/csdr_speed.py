@@ -6,7 +6,7 @@ The track is seeded white noise with 30 % of its seconds exactly silent (museval
 those frames), the estimate the track plus noise, the mixture the track plus louder noise.
 Each function runs ``--repeats`` times after one warm-up call; the table gives the median
 and the fastest wall time. museval 0.4.1 itself took 10.7 s for cSDR of the same kind of
-track on this project's 2-core VM (EVAL.md 1.3). Time on a quiet machine: a busy 2-core
+track on this project's 2-core VM (docs/evaluation.md). Time on a quiet machine: a busy 2-core
 machine reads several times slower.
 """
 

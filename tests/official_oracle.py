@@ -1,8 +1,8 @@
-"""Test oracle: an independent, deliberately naive implementation of SPEC.md §2 (BSMamba2).
+"""Test oracle: an independent, deliberately naive BSMamba2 (the graph of docs/architecture.md).
 
 This module re-implements the BSMamba2 separation network (the official
 EuiYeonKim/BSMamba2 ``BSModel`` graph, identical to MSST's ``bs_mamba2``) as
-plainly as possible, written from the description in ``SPEC.md`` §2.1-§2.7 only.
+plainly as possible, written from the graph description (``docs/architecture.md``) only.
 It does not import ``bsmamba2_plugin``, ``mamba_ssm`` or ``einops``; the Mamba2
 selective scan is a plain Python loop over time steps. It is slow on purpose:
 its only job is to be obviously right so that tests can compare the plugin

@@ -1,4 +1,4 @@
-"""The package's layering, read from its source with `ast` (README "Architecture").
+"""The package's layering, read from its source with `ast` (docs/architecture.md, "Layers").
 
 Every import statement counts, at module level or inside functions (also those under
 `if TYPE_CHECKING:`), plus `importlib.import_module("constant")` calls. Imports of the

@@ -1,4 +1,4 @@
-"""The model against SPEC.md: parameter count, shapes, official layout, oracle."""
+"""The model against docs/architecture.md: parameter count, shapes, official layout, oracle."""
 
 from __future__ import annotations
 

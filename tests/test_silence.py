@@ -1,4 +1,4 @@
-"""The silence suite (EVAL.md 2.2) tells the five synthetic behaviours of its demo table apart."""
+"""The silence suite (docs/evaluation.md) tells its five synthetic anchor behaviours apart."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ S0, activity labels (:func:`activity_labels`, :class:`ActivityLabels`):
     50 ms hop both lie within one hop of the true boundary. *Active samples* are the
     samples of active frames that lie in no R_sil span. :func:`activity_from_segments`
     builds the same labels from a renderer sidecar's sample-accurate vocal segments.
-    :meth:`SilenceConfig.sensitivity_grid` gives EVAL.md's threshold x min-run grid.
+    :meth:`SilenceConfig.sensitivity_grid` gives the threshold x min-run grid of docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ _POWER_FLOOR = 10 ** (LEVEL_FLOOR_DB / 10)
 
 @dataclasses.dataclass(frozen=True)
 class SilenceConfig:
-    """Fixed thresholds of the suite (EVAL.md 2.2); change them with ``dataclasses.replace``.
+    """Fixed thresholds of the suite (docs/evaluation.md); change them with ``dataclasses.replace``.
 
     Attributes:
         frame_s: activity frame length, s.
@@ -125,7 +125,7 @@ class SilenceConfig:
     def sensitivity_grid(cls, thresholds_dbfs: Sequence[float] = (-50.0, -60.0, -70.0),
                          min_runs_s: Sequence[float] = (0.5, 1.0, 2.0),
                          **overrides: Any) -> tuple[SilenceConfig, ...]:
-        """EVAL.md S0's sensitivity grid: one config per (threshold, min run).
+        """S0's sensitivity grid (docs/evaluation.md): one config per (threshold, min run).
 
         The threshold sets both ``abs_threshold_dbfs`` and ``predicted_silence_dbfs``;
         ``overrides`` are passed to every config.

@@ -14,7 +14,7 @@ plots: quality vs chunk length, SLR and uSDR by vocal-activity bucket, onset SDR
 silence before the onset, and paired per-track differences between two models with
 bootstrap 95 % intervals.
 
-Headline numbers follow the paper (EVAL.md 1.1): uSDR is the mean over tracks, cSDR the
+Headline numbers follow the paper (docs/evaluation.md): uSDR is the mean over tracks, cSDR the
 median over tracks of the per-track cSDR (itself the median over 1 s frames). Every
 aggregate (median, mean, std, n) stays in `summary.json`.
 """

@@ -1,13 +1,13 @@
 """Whole-track separation in chunks: the paper's protocol and overlap-add.
 
-Paper protocol (official `separator.py`, SPEC.md section 4): cut the track into
+Paper protocol (official `separator.py`; docs/architecture.md): cut the track into
 non-overlapping chunks of d seconds, zero-pad the end to a whole number of chunks, run
 the model on every chunk, concatenate and cut back to the track length. Nothing is
 windowed, so every sample comes from exactly one chunk, unchanged.
 
 msst's `num_overlap: 1` is meant to be the same, but its linear fade window is zero at
 both chunk edges, so the first and last sample of every inner chunk come out as 0/0
--> 0 (SPEC.md section 4). `separate(..., overlap=1)` has no such edge.
+-> 0 (docs/architecture.md, Inference protocol). `separate(..., overlap=1)` has no such edge.
 
 Overlap-add (`overlap = n > 1`): hop = chunk / n, a Hann window per chunk, and the
 track padded by chunk - hop zeros at both ends so that every real sample is covered by

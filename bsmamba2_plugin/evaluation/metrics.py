@@ -5,7 +5,7 @@ array is one channel), as numpy arrays or torch tensors, and computes in float64
 estimate is cut or zero-padded at the end to the reference's length, as museval's
 ``pad_or_truncate`` does. Importing this module does not import torch.
 
-Definitions (EVAL.md section 1.1):
+Definitions (docs/evaluation.md):
 
 - ``usdr``: utterance-level SDR, 10 log10((sum s^2 + eps) / (sum (s - s_hat)^2 + eps)) over
   all channels and samples of the track, eps = 1e-8. This is msst 0.1.0's
@@ -41,14 +41,14 @@ Deviations from museval, with reasons:
   sum all zero); here every frame is NaN and ``csdr`` returns NaN, so a batch of tracks
   does not stop at one silent stem;
 - only one source is scored. museval's NaN mask is the union over all sources scored
-  jointly (EVAL.md section 1.1), so scoring vocals together with accompaniment can give
+  jointly (docs/evaluation.md), so scoring vocals together with accompaniment can give
   more NaN frames; score the other stems with their own calls for the same mask rule.
 
 ``usdr`` differs from msst's validation only in length handling: msst cuts both signals to
 the shorter length, here the estimate is padded or cut to the reference length.
 
-``aggregate`` and ``paired_bootstrap_ci`` summarise per-track values over tracks (EVAL.md
-section 2.2, S7).
+``aggregate`` and ``paired_bootstrap_ci`` summarise per-track values over tracks
+(docs/evaluation.md, paired comparison).
 """
 
 from __future__ import annotations
@@ -275,8 +275,8 @@ def paired_bootstrap_ci(a: Any, b: Any, *, n_resamples: int = 10000, confidence:
     """Percentile bootstrap CI of the mean paired difference ``a - b`` over tracks.
 
     Tracks are resampled with replacement (``np.random.default_rng(seed)``); the interval is
-    the (1 - confidence)/2 and (1 + confidence)/2 percentiles of the resampled means (EVAL.md
-    S7: paired per-track differences, e.g. BSMamba2 minus BS-RoFormer).
+    the (1 - confidence)/2 and (1 + confidence)/2 percentiles of the resampled means
+    (docs/evaluation.md: paired per-track differences, e.g. BSMamba2 minus BS-RoFormer).
 
     Args:
         a: ``(n_tracks,)`` metric of system A per track.

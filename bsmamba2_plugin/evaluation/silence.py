@@ -1,8 +1,8 @@
-"""The silence-robustness suite S0-S7 of EVAL.md section 2.2, for one track.
+"""The silence-robustness suite S0-S7 (docs/evaluation.md), for one track.
 
 cSDR (museval) drops frames whose reference is digitally silent and takes a median, so it
 cannot see vocals leaking into gaps ("ghost vocals") or vocals dropped at exact zero
-(EVAL.md 2.1). This module measures those behaviours with fixed thresholds
+(docs/evaluation.md). This module measures those behaviours with fixed thresholds
 (:class:`SilenceConfig`), vectorised numpy, float64, in one pass over the track in
 blocks of whole seconds (:class:`_Pass`): a float32 track is never copied whole.
 
@@ -61,7 +61,7 @@ Keys of :func:`silence_suite` (all floats; NaN where undefined):
   span in seconds (0 without any). ``n_silent_regions``: number of R_sil regions.
   :func:`activity_bucket` and :func:`gap_bucket` give the S7 bucket labels.
 
-Anchor values, from the five behaviours of EVAL.md 2.2's demo table on the synthetic 17-s
+Anchor values, from the five behaviours of docs/evaluation.md (Anchors) on the synthetic 17-s
 track of ``tests/test_silence.py`` (harmonic tone bursts with exact-zero gaps, vocal L_act
 -18.6 dBFS, accompaniment about -21 dBFS; 17 1-s frames):
 
@@ -76,12 +76,12 @@ leak -30 dB everywhere     30.6   32.5   3     -30.0   -32.5   0.00  0.00   32.5
 mixture passthrough        0.6    2.5    3     0.0     -2.5    0.00  0.00   2.5     -0.5
 =========================  =====  =====  ====  ======  ======  ====  =====  ======  =====
 
-Sources: EVAL.md section 2.2 (the suite, SLR after a public research plan it cites);
+Sources: docs/evaluation.md (the suite; SLR after a public research plan);
 Schulze-Forster et al. WASPAA 2019 and their evaluation code for PES/EPS; museval 0.4.1 for
 the 1-s grid (see :mod:`bsmamba2_plugin.evaluation.metrics`). Deviations, with reasons:
 
-- EVAL.md's S1 formula has no epsilon; ``eps`` = 1e-8 (as in the SLR source EVAL.md 2.1
-  quotes, and msst's uSDR) keeps an exact-zero estimate finite; it only matters below
+- The S1 formula as designed has no epsilon; ``eps`` = 1e-8 (as in the SLR source
+  we follow, and msst's uSDR) keeps an exact-zero estimate finite; it only matters below
   about -80 dB. ``ghost_db`` floors the leak power at 1e-20 (-200 dB) for the same reason.
 - S6 pools all onset windows (and all post-offset windows) into one number per track
   rather than averaging per-boundary values, so short and long phrases weigh by duration.

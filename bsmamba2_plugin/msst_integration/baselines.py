@@ -30,7 +30,7 @@ def bs_roformer(config_path: Path, *, flash_attn: bool = True):
 def msst_bs_mamba2(config_path: Path):
     """msst's `bs_mamba2` (the same graph, mamba_ssm's modules) with the widths of
     `config_path`, as its Mamba2 blocks run without CUDA extensions: mamba_ssm's plain
-    path (Triton scan, `F.conv1d`), as measured in GPU.md."""
+    path (Triton scan, `F.conv1d`; docs/performance.md)."""
     import importlib.util
     import sys
     import types

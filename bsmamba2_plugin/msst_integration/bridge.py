@@ -1,6 +1,6 @@
 """Everything the plugin changes inside msst, in one place. Written for msst 0.1.0.
 
-msst 0.1.0 has no plugin mechanism (MSST.md sections 1 and 5). These patches give it
+msst 0.1.0 has no plugin mechanism (docs/msst_integration.md). These patches give it
 one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst:
 
 | module | name | change |

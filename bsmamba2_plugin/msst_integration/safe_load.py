@@ -23,7 +23,7 @@ the process (user code, other libraries, torch itself) is affected.
   `BSMAMBA2_TRUST_PICKLE` holds that file's path (several paths: separated by
   `os.pathsep`). An environment variable and not a flag because msst's stock commands are
   argparse programs the plugin cannot add options to; it is a security opt-in at msst's
-  command-line boundary, not model behaviour (STYLE 3.4), and it names one file, so it
+  command-line boundary, not model behaviour (docs/style.md), and it names one file, so it
   cannot silently widen to others.
 
 `TorchView.save`, when the guard is on, writes `<path>.tmp-<pid>`, flushes it to disk and

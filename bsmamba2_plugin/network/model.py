@@ -2,7 +2,7 @@
 
 Paper: E. Kim, Y.-H. Choi, "Mamba2 Meets Silence: Robust Vocal Source Separation
 for Sparse Regions", arXiv 2508.14556 (2025); official code EuiYeonKim/BSMamba2.
-The graph (SPEC.md section 2):
+The graph (docs/architecture.md):
 
     waveform (b, c, s)
       -> STFT (n_fft 2048, hop 441, Hann, center)            (b, c, f, t) complex

@@ -1,4 +1,4 @@
-"""The paper's data recipe (SPEC.md section 3) and optional on-device batch augmentation.
+"""The paper's data recipe (docs/architecture.md) and optional on-device batch augmentation.
 
 Paper recipe, per training example and per stem, independently:
   1. a random *salient* window of that stem from any track (source-activity detection,

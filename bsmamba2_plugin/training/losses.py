@@ -5,7 +5,7 @@
 
 with w in window_sizes = (4096, 2048, 1024, 512, 256), STFT_w: n_fft = max(w, 2048),
 Hann window of w samples (centred in the n_fft frame), hop 147, centred frames with
-reflect padding, not normalised (SPEC.md section 3, official `pl_model.compute_losses`).
+reflect padding, not normalised (docs/architecture.md, official `pl_model.compute_losses`).
 Resolutions are summed, not averaged; the paper's weights are 10 and 1.
 
 Deviations from the official code, with reasons:
