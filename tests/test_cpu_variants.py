@@ -163,7 +163,11 @@ def _read(track) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[BSMamba2, list]:
-    """A tiny BSMamba2 trained for a few seconds on rendered songs (8 kHz), and the tracks."""
+    """A tiny BSMamba2 trained for a few seconds on rendered songs (8 kHz), and the tracks.
+
+    Trained long enough (200 steps of 0.5 s) to separate: ~6 dB uSDR on these tracks,
+    where a variant's loss of quality shows (after 40 steps, 1.4 dB, a model with every
+    Linear scaled by 0.95 stayed within 0.1 dB)."""
     from bsmamba2_plugin.data.render import render_dataset
 
     out = tmp_path_factory.mktemp("rendered")
@@ -179,16 +183,35 @@ def trained(tmp_path_factory) -> tuple[BSMamba2, list]:
             stft_hop_length=16, stft_win_length=64, d_state=16, expand=2, headdim=16,
             backend="reference"))
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    crop = 2000
-    for _ in range(40):
-        mixture, vocals = tracks[int(torch.randint(2, (1,), generator=generator))]
-        start = int(torch.randint(mixture.shape[1] - crop, (1,), generator=generator))
-        estimate = model(mixture[None, :, start:start + crop])[:, 0]
-        loss = (estimate - vocals[None, :, start:start + crop]).abs().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    crop = 4000
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same model on any machine (the bounds below depend on it)
+    try:
+        for _ in range(200):
+            mixture, vocals = tracks[int(torch.randint(2, (1,), generator=generator))]
+            start = int(torch.randint(mixture.shape[1] - crop, (1,), generator=generator))
+            estimate = model(mixture[None, :, start:start + crop])[:, 0]
+            loss = (estimate - vocals[None, :, start:start + crop]).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     return model.eval(), tracks
+
+
+# Largest |variant - fp32| over fp32's peak on the guard model (5.96 dB): about 3x what each
+# variant measured on this project's CI CPU (AMD EPYC, AVX512-VNNI and AVX512-BF16, 2
+# threads; torch 2.11 and 2.13 alike, onnxruntime 1.32), written next to each bound with its
+# uSDR change. The guard model with every Linear scaled by 0.95 measures 8.4e-2 and -0.124 dB.
+MAX_ERROR_OVER_PEAK = {
+    "int8": 4.5e-2,  # 1.48e-2, +0.0010 dB
+    "bf16": 1.2e-2,  # 4.1e-3, -0.0008 dB
+    "int8-compiled": 7e-2,  # 2.32e-2, +0.0009 dB
+    "bf16-compiled": 1.1e-2,  # 3.62e-3, -0.0009 dB
+    "onnx-int8": 7.5e-2,  # 2.57e-2, -0.0034 dB
+}
+MAX_USDR_CHANGE_DB = 0.02
 
 
 @pytest.mark.parametrize("variant", [
@@ -199,14 +222,15 @@ def trained(tmp_path_factory) -> tuple[BSMamba2, list]:
         not cpu_features()["cxx"], reason="needs a C++ compiler and Python.h")),
     pytest.param("onnx-int8", marks=pytest.mark.skipif(not HAS_ORT, reason="needs onnx extra")),
 ])
-def test_variant_usdr_within_0p1_db_of_fp32(trained, variant, tmp_path) -> None:
+def test_variant_stays_close_to_fp32_on_a_model_that_separates(trained, variant,
+                                                                tmp_path) -> None:
     model, tracks = trained
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = build_cpu_variant(model, variant, workdir=tmp_path, threads=1)
     guard = quality_guard(model, fast, tracks, chunk_samples=RATE)
-    assert guard["usdr_reference"] > 1.0  # the model separates: the guard means something
-    assert abs(guard["usdr_delta_db"]) <= 0.1, guard
-    assert guard["max_error_over_peak"] > 0  # a different computation, not the same model
+    assert guard["usdr_reference"] > 4.0, guard  # the model separates: the guard means something
+    assert abs(guard["usdr_delta_db"]) <= MAX_USDR_CHANGE_DB, guard
+    assert 0 < guard["max_error_over_peak"] <= MAX_ERROR_OVER_PEAK[variant], guard
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

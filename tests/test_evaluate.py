@@ -95,10 +95,22 @@ def test_two_models_on_one_track_say_why_there_is_no_paired_comparison(tmp_path:
 
 
 def test_two_tracks_give_a_paired_comparison_and_no_note(tmp_path: Path) -> None:
-    rows = make_rows("a", [5.0, 6.0], [5.0, 6.0]) + make_rows("b", [4.0, 4.5], [4.0, 4.5])
+    rows = make_rows("a", [5.0, 6.0], [2.0, 9.0]) + make_rows("b", [4.0, 4.5], [1.0, 1.0])
+    for row, slr in zip(rows, [-20.0, -18.0, -21.0, -21.0]):
+        row["slr_db"] = slr
+    # a - b per track, a different pair for each metric: (1, 1.5), (1, 8), (1, 3)
     summary = write_report(rows, tmp_path, order=["a", "b"])
-    assert {p["metric"] for p in summary["paired"]} == {"usdr", "csdr", "slr_db"}
     assert summary.get("paired_note") is None
+    by_metric = {p["metric"]: p for p in summary["paired"]}
+    assert sorted(by_metric) == ["csdr", "slr_db", "usdr"] and len(summary["paired"]) == 3
+    for metric, (first, second) in {"usdr": (1.0, 1.5), "csdr": (1.0, 8.0),
+                                    "slr_db": (1.0, 3.0)}.items():
+        pair = by_metric[metric]
+        assert (pair["a"], pair["b"], pair["chunk_seconds"], pair["n"]) == ("a", "b", 8.0, 2)
+        assert pair["mean_diff"] == pytest.approx((first + second) / 2)
+        # with two tracks a resampled mean is either difference with probability 1/4 each,
+        # so the 2.5 % and 97.5 % points of the bootstrap are the two differences
+        assert (pair["low"], pair["high"]) == pytest.approx((first, second))
 
 
 @pytest.mark.parametrize("argv", [

@@ -44,10 +44,23 @@ def test_paper_loss_equals_a_direct_float64_computation() -> None:
 
 def test_complex_l1_uses_the_modulus() -> None:
     assert time_l1(torch.tensor([3.0]), torch.tensor([0.0])).item() == 3.0
-    est = torch.zeros(1, 4096)
-    est[0, 2048] = 1.0  # an impulse: |STFT| > 0 in frames that cover it
-    value = multi_resolution_complex_stft_l1(est, torch.zeros_like(est), window_sizes=(256,))
-    assert value > 0
+    # A unit impulse: in every frame its spectrum's modulus is the same in every bin, the
+    # window's value where the impulse sits (its real or imaginary part alone, or its
+    # square, would differ bin by bin). So the mean modulus over frames and bins is the mean
+    # over frames of that window value, written out here without an STFT.
+    samples, where, w, n_fft, hop = 4096, 2048, 256, 2048, 32
+    est = torch.zeros(1, samples, dtype=torch.float64)
+    est[0, where] = 1.0
+    value = multi_resolution_complex_stft_l1(est, torch.zeros_like(est), window_sizes=(w,),
+                                             hop_length=hop, min_n_fft=n_fft)
+    frames = 1 + samples // hop  # centred frames (reflect padding of n_fft // 2 each side)
+    left = (n_fft - w) // 2  # torch.stft centres the w-sample window in the n_fft frame
+    heights = []
+    for frame in range(frames):
+        k = where + n_fft // 2 - frame * hop - left  # the impulse's place in the window
+        heights.append(0.5 - 0.5 * math.cos(2 * math.pi * k / w) if 0 <= k < w else 0.0)
+    assert sum(h > 0 for h in heights) >= 2  # the impulse lies inside several frames
+    assert value.item() == pytest.approx(sum(heights) / frames, rel=1e-9)
 
 
 def test_loss_section_is_validated_with_key_names() -> None:

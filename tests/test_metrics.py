@@ -188,13 +188,28 @@ def test_paired_bootstrap_ci_contains_the_true_difference_and_is_seeded() -> Non
 
 
 def test_paired_bootstrap_ci_is_the_percentile_bootstrap_of_the_mean() -> None:
-    a, b = _signal(14, (20,), 1.0), _signal(15, (20,), 1.0)
-    result = paired_bootstrap_ci(a, b, n_resamples=500, confidence=0.9, seed=3)
-    rng = np.random.default_rng(3)
+    """With 4 tracks the bootstrap distribution of the mean difference is exact: the 4**4
+    equally likely resamples. Its percentiles fall on atoms well away from a jump of the
+    distribution (the differences are chosen so), so enough random resamples must give
+    exactly those atoms, whatever generator or order an implementation uses."""
+    import itertools
+
+    b = np.array([3.0, -1.0, 2.0, 0.5])
+    a = b + np.array([3.0, 3.0, 7.0, 10.0])  # skewed differences: percentile != basic CI
     diff = a - b
-    means = [diff[rng.integers(0, 20, size=20)].mean() for _ in range(500)]
-    low, high = np.percentile(means, [5, 95])
-    assert (result["low"], result["high"]) == pytest.approx((low, high), abs=1e-12)
+    means = np.sort([diff[list(idx)].mean() for idx in itertools.product(range(4), repeat=4)])
+    cdf = np.arange(1, means.size + 1) / means.size
+    for confidence in (0.9, 0.95):
+        result = paired_bootstrap_ci(a, b, n_resamples=100_000, confidence=confidence,
+                                     seed=5)
+        expected = []
+        for q in ((1 - confidence) / 2, (1 + confidence) / 2):
+            atom = means[np.searchsorted(cdf, q)]  # the exact q-quantile
+            below = cdf[means < atom].max(initial=0.0)
+            assert below + 0.004 < q < cdf[means <= atom].max() - 0.004  # not near a jump
+            expected.append(atom)
+        assert (result["low"], result["high"]) == pytest.approx(expected, abs=1e-12)
+        assert result["mean_diff"] == pytest.approx(diff.mean()) and result["n"] == 4
 
 
 def test_paired_bootstrap_ci_drops_non_finite_pairs_and_checks_inputs() -> None:

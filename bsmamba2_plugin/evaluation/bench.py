@@ -5,9 +5,9 @@ at `--train-batch` chunks of `--seconds`, its peak memory, and inference at
 `--infer-batch` chunks, timed with CUDA events (medians of `--repeats` after warm-up;
 the first call, which includes compilation or autotuning, is reported on its own).
 Inputs are random and non-zero. Counted forward FLOPs per second of audio
-(`torch.utils.flop_counter`; the SSD counted through the reference backend, whose work
-is the kernel's) give achieved TFLOP/s for training (3x forward) and inference, so that
-models with different arithmetic compare fairly. On a machine without CUDA the same
+(`forward_flop_counts`: matrix products and convolutions only; the SSD counted through
+the reference backend, whose work is the kernel's) give achieved TFLOP/s for training
+(3x forward) and inference, so that models with different arithmetic compare fairly. On a machine without CUDA the same
 runs happen on the CPU with batch 1.
 
 Variants (`--models`): `bsmamba2` (the kernel backend's fused path on CUDA, else the
@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_MODELS", "Result", "run_bench"]
+__all__ = ["DEFAULT_MODELS", "Result", "forward_flop_counts", "run_bench"]
 
 DEFAULT_MODELS = ("bsmamba2", "bsmamba2-unfused", "bs_roformer_256x6", "bs_roformer_256x11",
                   "bs_mamba2")
@@ -140,8 +140,14 @@ def _peak_gib(device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30
 
 
-def _forward_flops(name: str, seconds: float, device) -> float:
-    """Counted forward FLOPs of one `seconds` stereo chunk (SSD via the reference)."""
+def forward_flop_counts(name: str, seconds: float, device) -> dict[str, int]:
+    """Counted forward FLOPs of one `seconds` stereo chunk, per aten op (SSD via the reference).
+
+    `torch.utils.flop_counter` counts matrix products (mm, addmm, bmm, baddbmm: every
+    Linear, the SSD's and attention's products), convolutions and fused attention, at 2
+    FLOPs per multiply-add; element-wise work, normalisations, softmax, the STFT/iSTFT
+    and the loss are not counted. The one counting behind every FLOP figure we report.
+    """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -156,7 +162,11 @@ def _forward_flops(name: str, seconds: float, device) -> float:
     with torch.no_grad(), counter:
         model(mixture)
     del model
-    return float(counter.get_total_flops())
+    return {str(op): int(n) for op, n in counter.get_flop_counts()["Global"].items()}
+
+
+def _forward_flops(name: str, seconds: float, device) -> float:
+    return float(sum(forward_flop_counts(name, seconds, device).values()))
 
 
 def _paper_loss():
