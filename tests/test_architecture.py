@@ -77,7 +77,7 @@ def package_files() -> list[Path]:
 
 
 def layer_of(name: str) -> str | None:
-    """'network' for bsmamba2_plugin.network.ssd; None for cli, __init__, _moved, ..."""
+    """'network' for bsmamba2_plugin.network.ssd; None for cli, cli_onnx and __init__"""
     parts = name.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in ALLOWED_LAYERS else None
 
@@ -136,7 +136,7 @@ def test_every_layer_imports_only_the_layers_it_may() -> None:
             if not target.startswith(PACKAGE):
                 continue
             other = layer_of(target)
-            if other is None:  # the package root, cli, _moved, _msst_hook
+            if other is None:  # the package root, cli, cli_onnx
                 wrong.append(f"{source}:{line} imports {target} (above every layer)")
             elif other != layer and other not in ALLOWED_LAYERS[layer]:
                 allowed = sorted(ALLOWED_LAYERS[layer]) or "no other layer"

@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 
 from bsmamba2_plugin import BSMamba2, build_model
-from bsmamba2_plugin.msst_integration.registry import CAPABILITIES, MODEL_TYPE
 
 
 def test_build_model_from_an_msst_model_section() -> None:
@@ -18,7 +17,3 @@ def test_build_model_errors_name_the_file_and_key() -> None:
     with pytest.raises(KeyError, match=r"my\.yaml: model\.dimm.*Did you mean 'dim'"):
         build_model({"dimm": 16}, path="my.yaml: model")
 
-
-def test_declared_capabilities() -> None:
-    assert MODEL_TYPE == "bsmamba2"
-    assert CAPABILITIES.returns_stems and not CAPABILITIES.computes_own_loss

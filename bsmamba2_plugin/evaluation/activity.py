@@ -224,12 +224,6 @@ def _window_sums(per_sample: np.ndarray, frame: int, hop: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(padded, frame)[::hop].sum(axis=1)
 
 
-def _frame_levels(energy: np.ndarray, n_channels: int, frame: int, hop: int) -> np.ndarray:
-    """``(n_frames,)`` levels in dBFS from the per-sample channel energy ``(t,)``."""
-    return _levels_from_sums(_window_sums(energy, frame, hop), energy.size, n_channels,
-                             frame, hop)
-
-
 def _levels_from_sums(sums: np.ndarray, n_samples: int, n_channels: int, frame: int,
                       hop: int) -> np.ndarray:
     """Frame levels in dBFS from the frames' energy sums (`_window_sums` of the energy)."""

@@ -6,30 +6,15 @@ it, code only sees a `BSMamba2Config`. The model module is imported lazily.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..network.model import BSMamba2
 
-__all__ = ["CAPABILITIES", "MODEL_TYPE", "Capabilities", "build_model", "build_msst_model",
-           "msst_model_loader"]
+__all__ = ["MODEL_TYPE", "build_model", "build_msst_model", "msst_model_loader"]
 
 MODEL_TYPE = "bsmamba2"
-
-
-@dataclasses.dataclass(frozen=True)
-class Capabilities:
-    """What the model declares about itself (read by the msst bridge, never guessed
-    from the model-type name)."""
-
-    returns_stems: bool = True  # forward(mixture) -> (b, stems, c, samples)
-    computes_own_loss: bool = False  # forward never takes a target
-    backends: tuple[str, ...] = ("auto", "reference", "kernel")
-
-
-CAPABILITIES = Capabilities()
 
 
 def build_model(model_cfg: Mapping[str, Any], path: str = "model") -> BSMamba2:

@@ -82,10 +82,6 @@ class BSMamba2(nn.Module):
             for _ in range(config.num_stems)
         )
 
-    @classmethod
-    def from_config(cls, config: BSMamba2Config) -> BSMamba2:
-        return cls(config)
-
     # ------------------------------------------------------------------ STFT
     def _stft_args(self, dtype: torch.dtype, device: torch.device) -> dict:
         cfg = self.config
