@@ -16,7 +16,7 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst.preflight | check | the same weights-only loading for `msst-check` (it imports torch locally) |
 | msst.utils.model_utils, _validation, _inference, _valid_ddp, _train_accelerate | load_start_checkpoint | plugin types: one message for a checkpoint that does not fit the config (valid/inference); a full resume from a `last_<type>.ckpt` with a resume block (training); training refuses to resume from a file of EMA weights (it would train the average as raw weights) and names the raw file |
 | msst._training | train_one_epoch, compute_training_loss, save_last_weights | plugin types: RNG state saved in `last_<type>.ckpt` and restored per epoch; NaN/Inf losses skipped and counted, `training.max_nonfinite_steps` in a row stop training |
-| msst.utils.model_utils, msst._validation, msst._train_accelerate | demix | plugin types: `streaming.demix_streaming`, msst's algorithm without full-length copies |
+| msst.utils.model_utils, msst._validation, msst._train_accelerate | demix | plugin types: `streaming.demix_streaming`, msst's algorithm without full-length copies and without zeroed chunk edges; every model type (but htdemucs) with `inference.num_overlap: 1`: the paper's non-overlapping protocol (msst's fade window wrote 0 at every chunk boundary) |
 | msst.utils.model_utils, msst._inference | bigshifts_wrapper | plugin types, `--bigshifts 1`: straight to the streamed demix (msst copies input and output) |
 | msst._inference | separate_audio | plugin types without TTA or `inference.normalize`: no copies of the input (long files, issue 12) |
 | msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume; write `best_<type>.ckpt` (the validation-selected weights) whenever the metric improves; tell the dataset the epoch |
@@ -30,7 +30,8 @@ patching, each function's parameters are compared with those of msst 0.1.0; a fu
 whose shape changed is left alone with an `MsstCompatibilityWarning` naming it, and
 another msst version is warned about once. Built-in msst model types keep msst's
 behaviour everywhere except the CPU device fix, the step timing (and the time budget
-when a config sets one), and the EMA use they opt into with
+when a config sets one), `num_overlap: 1` without zeroed chunk edges, and the EMA use
+they opt into with
 `training.use_ema_weights: true` (the BS-RoFormer baseline configs do, for a fair
 comparison).
 """
