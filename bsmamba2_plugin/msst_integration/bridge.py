@@ -11,7 +11,8 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst._training, msst._train_accelerate | parse_args_train | remember the user's `--seed` (msst seeds DDP and accelerate runs with seed + time) for the paper recipe's draws |
 | msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
 | msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
-| msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
+| msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: every model type: stem files at another sample rate, of mixed channel counts or cut short are refused at the start, listed; the paper's stem sampling when the config has `augmentations_bsmamba2:` |
+| msst._training | log_epoch_history | plugin types: stems that validation did not score are left out of `training_history.jsonl` (msst averaged their empty lists: RuntimeWarnings and NaN) |
 | msst._training, _validation, _valid_ddp, _inference, _train_accelerate, utils.model_utils | torch | a `safe_load.TorchView`: `torch.load` of checkpoints is weights-only (or .safetensors, or a pickle the user trusts by path) and `torch.save` is atomic and refuses NaN weights, for plugin types (msst's own: with BSMAMBA2_SAFE_CHECKPOINTS_ALL=1) |
 | msst.preflight | check | the same weights-only loading for `msst-check` (it imports torch locally) |
 | msst.utils.model_utils, _validation, _inference, _valid_ddp, _train_accelerate | load_start_checkpoint | plugin types: one message for a checkpoint that does not fit the config (valid/inference); a full resume from a `last_<type>.ckpt` with a resume block (training); training refuses to resume from a file of EMA weights (it would train the average as raw weights) and names the raw file |
@@ -30,8 +31,8 @@ patching, each function's parameters are compared with those of msst 0.1.0; a fu
 whose shape changed is left alone with an `MsstCompatibilityWarning` naming it, and
 another msst version is warned about once. Built-in msst model types keep msst's
 behaviour everywhere except the CPU device fix, the step timing (and the time budget
-when a config sets one), `num_overlap: 1` without zeroed chunk edges, and the EMA use
-they opt into with
+when a config sets one), `num_overlap: 1` without zeroed chunk edges, the check of the
+training files, and the EMA use they opt into with
 `training.use_ema_weights: true` (the BS-RoFormer baseline configs do, for a fair
 comparison).
 """
@@ -298,6 +299,24 @@ def _describe_setup(config: Any, args: Any, device: Any, use_amp: bool, amp_dtyp
     return parts
 
 
+def _make_log_epoch_history(original):
+    """Plugin types: leave the stems validation did not score (those other than
+    `training.target_instrument`: msst lists them with no values) out of the epoch record,
+    instead of numpy's mean of an empty list (five RuntimeWarnings, NaN rows)."""
+    @functools.wraps(original)
+    def log_epoch_history(args, epoch, optimizer, scheduler, best_metric, metrics_avg,
+                          all_metrics, all_losses):
+        if is_plugin_type(args.model_type) and isinstance(all_metrics, dict):
+            all_metrics = {metric: {stem: values for stem, values in stems.items()
+                                    if not hasattr(values, "__len__") or len(values)}
+                           if isinstance(stems, dict) else stems
+                           for metric, stems in all_metrics.items()}
+        return original(args, epoch, optimizer, scheduler, best_metric, metrics_avg,
+                        all_metrics, all_losses)
+
+    return log_epoch_history
+
+
 # --------------------------------------------------------------------- data
 def _make_dataset(original):
     ours = sys.modules.get(DATASET_MODULE)
@@ -350,6 +369,10 @@ PATCHES: tuple[Patch, ...] = (
     Patch("msst._train_accelerate", "compute_training_loss",
           ("model", "config", "args", "data", "device", "device_ids", "multi_loss", "use_amp"),
           _make_compute_training_loss, "by-value copy for the accelerate launcher"),
+    Patch("msst._training", "log_epoch_history",
+          ("args", "epoch", "optimizer", "scheduler", "best_metric", "metrics_avg",
+           "all_metrics", "all_losses"), _make_log_epoch_history,
+          "no empty per-stem lists in training_history.jsonl"),
     Patch("msst.utils.dataset", "MSSDataset", (), _make_dataset, "paper stem sampling"),
     Patch("msst._train_accelerate", "MSSDataset", (), _make_dataset, "by-value copy"),
     Patch("msst._training", "train_one_epoch",
