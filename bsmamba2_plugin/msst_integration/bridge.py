@@ -61,7 +61,8 @@ from .config_checks import MSST_SECTIONS, PLUGIN_SECTIONS, check_config_sections
 from .run_state import make_parse_args_train, training_seed
 
 __all__ = ["MSST_SECTIONS", "MSST_VERSION", "PATCHES", "PLUGIN_SECTIONS",
-           "MsstCompatibilityWarning", "check_config_sections", "doctor_rows", "install",
+           "MsstCompatibilityWarning", "check_config_sections", "doctor_rows", "hook_problem",
+           "install",
            "patch_module", "patch_report", "training_seed"]
 
 
@@ -512,6 +513,34 @@ def patch_report() -> dict[str, str]:
     return {f"{m}.{n}": state for (m, n), state in sorted(_report.items())}
 
 
+def _hook_active() -> bool:
+    return any(type(f).__name__ == "MsstPatchFinder" for f in sys.meta_path)
+
+
+def _hook_disabled() -> bool:
+    import os
+
+    return os.environ.get("BSMAMBA2_MSST_HOOK", "1") == "0"
+
+
+def hook_problem() -> str | None:
+    """Why msst's own commands would not know the plugin's model types here, with the fix;
+    None when the startup hook is active or msst is not installed."""
+    import importlib.util
+
+    if _hook_active() or importlib.util.find_spec("msst") is None:
+        return None
+    effect = ("msst-train, msst-valid and msst-inference started from this environment "
+              "answer 'Unknown model type: bsmamba2'")
+    if _hook_disabled():
+        return (f"the msst startup hook is off because BSMAMBA2_MSST_HOOK=0 is set, so "
+                f"{effect}. Fix: unset BSMAMBA2_MSST_HOOK (from Python, or call "
+                f"bsmamba2_plugin.msst_integration.bridge.install() before using msst).")
+    return (f"the msst startup hook (bsmamba2_plugin_msst.pth in site-packages) was not "
+            f"loaded when Python started, so {effect}. Fix: {sys.executable} -m pip install "
+            f"--force-reinstall --no-deps bsmamba2-plugin (from a checkout: -e .).")
+
+
 def doctor_rows() -> list[tuple[str, str]]:
     """`bsmamba2 doctor`'s msst lines: plugin types, the startup hook, each patch's state.
 
@@ -527,8 +556,9 @@ def doctor_rows() -> list[tuple[str, str]]:
             plugins.get_factory(name)
         except ImportError as error:
             rows.append((f"plugin {name}", f"BROKEN: {error}"))
-    hooked = any(type(f).__name__ == "MsstPatchFinder" for f in sys.meta_path)
+    hooked = _hook_active()
     rows.append(("msst startup hook", "active" if hooked else
+                 "NOT active (disabled by BSMAMBA2_MSST_HOOK=0)" if _hook_disabled() else
                  "NOT active (bsmamba2_plugin_msst.pth not loaded; reinstall the package)"))
     if importlib.util.find_spec("msst") is None:
         return rows
