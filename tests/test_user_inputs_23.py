@@ -165,6 +165,23 @@ def test_evaluate_with_a_checkpoint_of_another_config_is_one_line(model_files, t
     assert not (tmp_path / "report").exists()
 
 
+def test_a_checkpoint_that_needs_unpickling_is_refused_in_one_line(model_files, tmp_path,
+                                                                     monkeypatch,
+                                                                     capsys) -> None:
+    """Our commands load weights only; BSMAMBA2_TRUST_PICKLE (msst's commands have no flag
+    for it) does not widen that, and the message does not offer it."""
+    song(tmp_path / "song.wav")
+    torch.save({"model_state_dict": {}, "hook": print}, tmp_path / "pickled.ckpt")
+    monkeypatch.setenv("BSMAMBA2_TRUST_PICKLE", str(tmp_path / "pickled.ckpt"))
+    assert main(["separate", "--config", str(model_files[0]), "--checkpoint",
+                 str(tmp_path / "pickled.ckpt"), str(tmp_path / "song.wav"),
+                 str(tmp_path / "out")]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "Refused to load checkpoint" in err and "print" in err
+    assert "convert-checkpoint" in err and "BSMAMBA2_TRUST_PICKLE" not in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("command", ["summary", "separate", "convert-checkpoint"])
 def test_broken_yaml_is_one_line_naming_the_file_and_line(model_files, tmp_path, capsys,
                                                           command) -> None:

@@ -83,7 +83,7 @@ def load_bsmamba2(config_path: str | os.PathLike, checkpoint: str | os.PathLike 
     if checkpoint is not None:
         stored = load_weights_only(checkpoint)
         problem = fit_problem(model, stored, path=os.fspath(checkpoint), model_type="bsmamba2",
-                              config_flag="--config", type_flag="--model-type")
+                              config_flag="--config", type_flag=None)
         if problem:
             raise ValueError(problem)
         state = stored

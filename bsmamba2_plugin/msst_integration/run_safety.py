@@ -84,12 +84,13 @@ def check_fit(model: Any, checkpoint: Any, *, path: str, model_type: str) -> Non
 
 
 def fit_problem(model: Any, checkpoint: Any, *, path: str, model_type: str,
-                config_flag: str = "--config_path", type_flag: str = "--model_type"
+                config_flag: str = "--config_path", type_flag: str | None = "--model_type"
                 ) -> str | None:
     """Why `checkpoint` does not load strictly into `model`, in one line, or None.
 
     `config_flag` and `type_flag` name the options of the command that reads it (msst's
-    by default; `bsmamba2 separate` and `evaluate` pass their own).
+    by default; `bsmamba2 separate` and `evaluate` pass their own; None: the command has
+    no model-type option).
     """
     import torch
 
@@ -118,9 +119,9 @@ def fit_problem(model: Any, checkpoint: Any, *, path: str, model_type: str,
             f"{holds}; the config builds model_type {model_type!r} ({type(model).__name__}, "
             f"{len(expected)} tensors): {'; '.join(p for p in parts if p)}. Fix: pass the "
             f"{config_flag} this checkpoint was trained with (same model: section: dim, "
-            f"depth, freqs_per_bands, stft_n_fft, num_stems), or the {type_flag} it was "
-            f"trained as; `bsmamba2 convert-checkpoint` converts official BSMamba2 and msst "
-            f"bs_mamba2 checkpoints.")
+            f"depth, freqs_per_bands, stft_n_fft, num_stems)"
+            f"{f', or the {type_flag} it was trained as' if type_flag else ''}; `bsmamba2 "
+            f"convert-checkpoint` converts official BSMamba2 and msst bs_mamba2 checkpoints.")
 
 
 # -------------------------------------------------------------------- resume

@@ -108,12 +108,15 @@ def _numpy_safe_globals() -> list[Any]:
     return found
 
 
-def _safe_routes(path: str) -> str:
-    return (f"Safe routes: re-save the weights as a plain state dict or .safetensors from "
-            f"a trusted environment (`bsmamba2 convert-checkpoint {path} OUT.ckpt --config "
-            f"YAML --trust-pickle` does this for BSMamba2 weights), or, only if you trust "
-            f"where this exact file comes from, set {TRUST_ENV}={os.path.abspath(path)} to "
-            f"load it with pickle as msst does.")
+def _safe_routes(path: str, trust_env: bool = True) -> str:
+    """`trust_env`: the reader honours TRUST_ENV (msst's commands), so name it."""
+    routes = (f"Safe routes: re-save the weights as a plain state dict or .safetensors from "
+              f"a trusted environment (`bsmamba2 convert-checkpoint {path} OUT.ckpt --config "
+              f"YAML --trust-pickle` does this for BSMamba2 weights)")
+    if not trust_env:
+        return routes + ", then pass the new file."
+    return (f"{routes}, or, only if you trust where this exact file comes from, set "
+            f"{TRUST_ENV}={os.path.abspath(path)} to load it with pickle as msst does.")
 
 
 def _load_safetensors(path: str, map_location: Any) -> dict[str, Any]:
@@ -172,7 +175,7 @@ def _guarded_load(torch_module: Any, path: str, f: Any, args: tuple, kwargs: dic
         raise _checkpoint_error(
             f"Refused to load checkpoint {path}: weights-only loading does not accept it "
             f"({_refusal_reason(str(error))}); unpickling it could run arbitrary code, and "
-            f"nothing in it was executed. {_safe_routes(path)}") from error
+            f"nothing in it was executed. {_safe_routes(path, trust_env)}") from error
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except (RuntimeError, EOFError, OSError) as error:  # OSError: a cut-off zip archive
