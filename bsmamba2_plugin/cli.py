@@ -275,8 +275,9 @@ def _is_user_error(error: BaseException) -> bool:
 
     Missing files and modules are always the user's to fix. Other errors count when they
     were raised on purpose, by this package or msst, with a one-line message; an exception
-    from inside torch, numpy or another library, or a message of several lines, means that
-    a check of ours is missing: it keeps its traceback.
+    raised in the Python code of torch, numpy or another library (torch's load_state_dict
+    dump, a YAML parser error), or a message of several lines, means that a check of ours
+    is missing: it keeps its traceback.
     """
     if isinstance(error, (FileNotFoundError, FileExistsError, ModuleNotFoundError)):
         return True

@@ -198,6 +198,18 @@ def test_broken_yaml_is_one_line_naming_the_file_and_line(model_files, tmp_path,
     assert f"{broken}: not valid YAML" in err and "line 3" in err and "Fix:" in err
 
 
+def test_an_error_from_inside_a_library_keeps_its_traceback(monkeypatch) -> None:
+    """A mistake the commands anticipate is one line; an exception raised inside another
+    library's code is a missing check of ours and must stay debuggable."""
+    import json
+
+    from bsmamba2_plugin import cli
+
+    monkeypatch.setattr(cli, "_summary", lambda args: json.loads("{"))
+    with pytest.raises(json.JSONDecodeError):
+        main(["summary"])
+
+
 def test_summary_refuses_a_misspelt_plugin_section(model_files, tmp_path, capsys) -> None:
     config = yaml.safe_load(model_files[0].read_text())
     config["loss_bsmamba"] = config.pop("loss_bsmamba2")

@@ -98,7 +98,7 @@ def _load_model(spec: ModelSpec, device: str):
     from ..msst_integration.config_checks import load_msst_yaml
     from ..msst_integration.run_safety import fit_problem
 
-    load_msst_yaml(spec.config)  # a broken YAML is one line naming the file and line
+    load_msst_yaml(spec.config, require_model=False)  # broken YAML: one line, file and line
     stored, state, meta = _read_checkpoint_state(spec.checkpoint)
     model_type = spec.model_type or meta.get("model_type")
     if not model_type:

@@ -27,13 +27,14 @@ MSST_SECTIONS = ("audio", "model", "training", "augmentations", "inference", "op
 PLUGIN_SECTIONS = ("loss_bsmamba2", "augmentations_bsmamba2")
 
 
-def load_msst_yaml(path: str | os.PathLike, flag: str = "--config") -> dict:
+def load_msst_yaml(path: str | os.PathLike, flag: str = "--config", *,
+                   require_model: bool = True) -> dict:
     """An msst YAML as a dict, read as msst reads it (FullLoader: `!!python/tuple` allowed).
 
     Raises:
         FileNotFoundError: no such file (the message names `flag`).
-        ValueError: not valid YAML (the line and column), or not a mapping with a `model:`
-            mapping.
+        ValueError: not valid YAML (the line and column), or not a mapping (with a `model:`
+            mapping unless `require_model` is false: msst's htdemucs configs have none).
     """
     import yaml
 
@@ -52,7 +53,8 @@ def load_msst_yaml(path: str | os.PathLike, flag: str = "--config") -> dict:
     except UnicodeDecodeError as error:
         raise ValueError(f"{os.fspath(path)}: not a text file ({error.reason}). Fix: pass the "
                          f"msst YAML config, e.g. configs/config_tiny_bsmamba2.yaml.") from error
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+    if not isinstance(config, dict) or (require_model and not isinstance(config.get("model"),
+                                                                          dict)):
         raise ValueError(f"{os.fspath(path)}: expected an msst config with a 'model:' mapping. "
                          f"Fix: point {flag} at a YAML such as configs/config_tiny_bsmamba2.yaml.")
     return config
