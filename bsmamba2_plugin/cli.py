@@ -17,23 +17,26 @@
     bsmamba2 evaluate --config C --checkpoint K [...] --data DIR --out REPORT
                                       uSDR, cSDR, silence suite, chunk lengths, plots
     bsmamba2 training-summary RESULTS... --out FILE.md [--labels ...] [--loss-scale L=K]
+                              [--overwrite]
                                       steps, audio seen, step time and loss curves of msst
                                       training runs (any model type)
     bsmamba2 bench [--models NAME ...] [--json FILE]
                                       training/inference speed, memory and TFLOP/s next
                                       to msst's BS-RoFormer
-    bsmamba2 export-onnx CONFIG CHECKPOINT OUT.onnx
+    bsmamba2 export-onnx CONFIG CHECKPOINT OUT.onnx [--overwrite]
                                       the network between STFT and iSTFT as ONNX
-    bsmamba2 separate (--onnx FILE | --config C --checkpoint K) IN.wav OUT_DIR
-                                      separate a file with onnxruntime or PyTorch
+    bsmamba2 separate (--onnx FILE | --config C --checkpoint K) IN OUT_DIR [--overwrite]
+                                      separate a file with onnxruntime or PyTorch into
+                                      OUT_DIR/<stem>.wav and instrumental.wav
+
+A mistake in the files or flags given is one line on stderr and exit code 2; Ctrl-C is one
+line saying what was kept, and exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.util
-import platform
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -155,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--loss-scale", action="append", default=[], metavar="LABEL=K",
                          help="multiply a run's losses by K (e.g. bs_roformer=10: msst's "
                               "BS-RoFormer loss is the paper loss / 10)")
+    summary.add_argument("--overwrite", action="store_true",
+                         help="replace FILE.md (and its .json and _loss.png) if they exist")
 
     bench = sub.add_parser("bench", help="time training and inference of BSMamba2 next to "
                                          "msst's BS-RoFormer (GPU; CPU without one)")
@@ -168,12 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--infer-batch", type=int, default=8)
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
+    bench.add_argument("--overwrite", action="store_true", help="replace --json FILE if it exists")
 
     export = sub.add_parser("export-onnx", help="export the network between the STFT and the "
                                                 "iSTFT to ONNX (needs the onnx extra)")
     export.add_argument("config", type=Path, help="msst YAML with the model: section")
     export.add_argument("checkpoint", type=Path, help="checkpoint (state dict) to export")
     export.add_argument("out", type=Path, help="the .onnx file to write")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
     separate = sub.add_parser("separate", help="separate an audio file into stem WAVs")
     engine = separate.add_mutually_exclusive_group(required=True)
@@ -183,13 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a checkpoint run by PyTorch (needs --config)")
     separate.add_argument("--config", type=Path, metavar="YAML",
                           help="msst YAML for --checkpoint")
-    separate.add_argument("input", type=Path, help="audio file at the model's sample rate")
-    separate.add_argument("out_dir", type=Path, help="folder for <stem>.wav")
-    separate.add_argument("--chunk-seconds", type=float, default=8.0,
-                          help="chunk length (default 8, the paper's; with --onnx the "
-                               "paper model needs ~4.3 GB for onnxruntime at 8 s)")
-    separate.add_argument("--overlap", type=int, default=1,
-                          help="1: the paper's non-overlapping chunks; n > 1: overlap-add")
+    separate.add_argument("input", type=Path,
+                          help="audio file (what msst-inference reads; another sample rate "
+                               "is resampled to the model's)")
+    separate.add_argument("out_dir", type=Path,
+                          help="folder for <stem>.wav and instrumental.wav")
+    separate.add_argument("--chunk-seconds", type=float,
+                          help="chunk length (default: the config's inference.chunk_size, as "
+                               "msst-inference; with --onnx 8, the paper's: the paper model "
+                               "needs ~4.3 GB for onnxruntime at 8 s)")
+    separate.add_argument("--overlap", type=int,
+                          help="1: the paper's non-overlapping chunks; n > 1: overlap-add "
+                               "(default: the config's inference.num_overlap; with --onnx 1)")
+    separate.add_argument("--overwrite", action="store_true",
+                          help="replace existing <stem>.wav files in OUT_DIR")
     separate.add_argument("--batch-size", type=int, default=1, help="chunks per call")
     separate.add_argument("--threads", type=int, help="CPU threads (default: all)")
     separate.add_argument("--variant", default="fp32",
@@ -205,43 +219,108 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: what an interrupted command leaves, and how to go on (Ctrl-C)
+INTERRUPTED = {
+    "doctor": "Nothing is lost: doctor only reads. Run it again.",
+    "summary": "Nothing is lost: summary writes nothing. Run it again.",
+    "convert-checkpoint": "Nothing is lost: OUT is written only when complete. Run the same "
+                          "command again.",
+    "make-dataset": "Nothing is lost: every file written is complete (renamed into place "
+                    "when done). Run the same command with --overwrite to finish the dataset.",
+    "recipe": "Nothing is lost: finished stages are marked and kept. Run the same command "
+              "again; it resumes at the stage that was running.",
+    "demo": "Nothing is lost: finished stages are marked and kept. Run the same command "
+            "with --workdir <the folder it printed>; it resumes at the stage that was running.",
+    "evaluate": "Nothing is lost: every scored row is in results.jsonl. Run the same command "
+                "again; it resumes there.",
+    "training-summary": "Nothing is lost: the report is written only when complete. Run the "
+                        "same command again.",
+    "bench": "Nothing is lost: bench writes only its --json file, at the end. Run it again.",
+    "export-onnx": "Nothing is lost: OUT is written only when complete. Run the same command "
+                   "again.",
+    "separate": "Nothing is lost: the stems are written only when all are complete, and "
+                "nothing was. Run the same command again.",
+}
+#: exit status after Ctrl-C (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "doctor":
-            return _doctor()
-        if args.command == "convert-checkpoint":
-            return _convert(args)
-        if args.command == "make-dataset":
-            return _make_dataset(args)
-        if args.command == "recipe":
-            return _recipe(args)
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
-        if args.command == "training-summary":
-            return _training_summary(args)
-        if args.command in ("export-onnx", "separate"):
-            from .cli_onnx import run_onnx_command
-
-            return run_onnx_command(args)
-        if args.command == "bench":
-            from .evaluation.bench import DEFAULT_MODELS, run_bench
-
-            run_bench(args.models or list(DEFAULT_MODELS), seconds=args.seconds,
-                      train_batch=args.train_batch, infer_batch=args.infer_batch,
-                      repeats=args.repeats, json_path=args.json)
-            return 0
-        return _summary(args)
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"bsmamba2 {args.command}: interrupted (Ctrl-C). {INTERRUPTED[args.command]}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError,
             ModuleNotFoundError, RuntimeError, NotImplementedError) as error:
+        if not _is_user_error(error):
+            raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"bsmamba2 {args.command}: error: {message}", file=sys.stderr)
         return 2
     except OSError as error:  # disk full, permissions, a vanished mount
         print(f"bsmamba2 {args.command}: error: {_os_error_message(error)}", file=sys.stderr)
         return 2
+
+
+# where errors meant for the user are raised: our package and msst (its messages are for
+# users too); the same exception types raised anywhere else are a missing check of ours
+_USER_ERROR_SOURCES = (str(Path(__file__).resolve().parent), f"{os.sep}msst{os.sep}")
+
+
+def _is_user_error(error: BaseException) -> bool:
+    """An error to print in one line (True), or a bug to show with its traceback (False).
+
+    Missing files and modules are always the user's to fix. Other errors count when they
+    were raised on purpose, by this package or msst, with a one-line message; an exception
+    raised in the Python code of torch, numpy or another library (torch's load_state_dict
+    dump, a YAML parser error), or a message of several lines, means that a check of ours
+    is missing: it keeps its traceback.
+    """
+    if isinstance(error, (FileNotFoundError, FileExistsError, ModuleNotFoundError)):
+        return True
+    if len(str(error).strip().splitlines()) > 1:
+        return False
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = frame.tb_frame.f_code.co_filename if frame is not None else ""
+    return any(source in where for source in _USER_ERROR_SOURCES)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Dispatch to the command; errors propagate to `main`."""
+    if args.command == "doctor":
+        return _doctor()
+    if args.command == "convert-checkpoint":
+        return _convert(args)
+    if args.command == "make-dataset":
+        return _make_dataset(args)
+    if args.command == "recipe":
+        return _recipe(args)
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "training-summary":
+        return _training_summary(args)
+    if args.command in ("export-onnx", "separate"):
+        from .cli_onnx import run_onnx_command
+
+        return run_onnx_command(args)
+    if args.command == "bench":
+        from .data.outputs import refuse_existing
+        from .evaluation.bench import DEFAULT_MODELS, run_bench
+
+        refuse_existing([args.json] if args.json else [], overwrite=args.overwrite,
+                        instead="another --json FILE")
+        run_bench(args.models or list(DEFAULT_MODELS), seconds=args.seconds,
+                  train_batch=args.train_batch, infer_batch=args.infer_batch,
+                  repeats=args.repeats, json_path=args.json)
+        return 0
+    return _summary(args)
 
 
 def _os_error_message(error: OSError) -> str:
@@ -258,103 +337,10 @@ def _os_error_message(error: OSError) -> str:
 
 
 # ------------------------------------------------------------------- doctor
-def _dist_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _doctor() -> int:
-    import torch
+    from .cli_doctor import doctor
 
-    from .msst_integration.bridge import doctor_rows
-    from .network.ssd import describe_backend
-
-    rows = [
-        ("bsmamba2-plugin", __version__),
-        ("python", f"{platform.python_version()} ({sys.platform}, {platform.machine()})"),
-        ("torch", f"{torch.__version__} (CPU threads: {torch.get_num_threads()})"),
-        ("msst", _dist_version("msst")),
-        ("mamba_ssm", _dist_version("mamba_ssm")),
-        ("triton", _dist_version("triton")),
-    ]
-    devices = [torch.device("cpu")]
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            rows.append((f"cuda:{i}", torch.cuda.get_device_name(i)))
-            devices.append(torch.device("cuda", i))
-    else:
-        rows.append(("CUDA", "not available"))
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        rows.append(("mps", "available"))
-        devices.append(torch.device("mps"))
-    for device in devices:
-        name, reason = describe_backend("auto", device)
-        rows.append((f"backend on {device}", f"{name}: {reason}"))
-    torchaudio_row, fix = _torchaudio_check(torch.__version__)
-    rows.append(torchaudio_row)
-    rows.extend(doctor_rows())
-    width = max(len(key) for key, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
-    if fix:
-        print(f"\nProblem: {fix}")
-        return 1
-    return 0
-
-
-# msst's training code imports torchaudio.transforms (through its losses), which loads
-# torchaudio's compiled library; that fails unless torchaudio was built for this torch.
-_TORCHAUDIO_PROBE = "import torchaudio, torchaudio.transforms; print(torchaudio.__version__)"
-
-
-def _torchaudio_check(torch_version: str) -> tuple[tuple[str, str], str | None]:
-    """Load torchaudio in a child process (a crash there cannot take doctor down).
-
-    Returns: the report row and, when torchaudio cannot load, the problem with its fix.
-    """
-    import os
-    import subprocess
-
-    if importlib.util.find_spec("torchaudio") is None:
-        if importlib.util.find_spec("msst") is None:
-            return ("torchaudio", "not installed (only msst's training needs it)"), None
-        return ("torchaudio", "NOT INSTALLED"), (
-            f"msst is installed but torchaudio is not; msst-train, msst-valid and "
-            f"msst-inference import it. Fix: {_torchaudio_fix(torch_version)}")
-    env = dict(os.environ, BSMAMBA2_MSST_HOOK="0")
-    try:
-        probe = subprocess.run([sys.executable, "-c", _TORCHAUDIO_PROBE], capture_output=True,
-                               text=True, timeout=300, env=env)
-    except subprocess.TimeoutExpired:
-        return ("torchaudio", "import did not finish in 300 s"), None
-    if probe.returncode == 0:
-        return ("torchaudio", f"{probe.stdout.strip()} (loads)"), None
-    lines = [line for line in (probe.stderr or probe.stdout).strip().splitlines() if line]
-    reason = lines[-1] if lines else f"exit code {probe.returncode}"
-    version = _dist_version("torchaudio")
-    return ("torchaudio", f"{version} CANNOT LOAD: {reason}"), (
-        f"torchaudio {version} cannot load beside torch {torch_version} ({reason}), so "
-        f"msst-train, msst-valid and msst-inference fail for every model type. torchaudio "
-        f"must be built for the installed torch. Fix: {_torchaudio_fix(torch_version)}")
-
-
-def _torchaudio_fix(torch_version: str) -> str:
-    """The command that gives a torchaudio that loads beside `torch_version`."""
-    base = torch_version.split("+")[0]
-    major, minor = (int(p) if p.isdigit() else 0 for p in (base.split(".") + ["0", "0"])[:2])
-    pip = f"{sys.executable} -m pip install"
-    if (major, minor) <= (2, 11):
-        # since torch 2.1, each torch release has a torchaudio release of the same number
-        return f"{pip} 'torchaudio=={base}'"
-    # PyPI has no torchaudio for torch >= 2.12; msst uses only torchaudio's Python parts
-    spec = importlib.util.find_spec("torchaudio")
-    folder = Path(spec.origin).parent if spec is not None and spec.origin else Path("torchaudio")
-    return (f"{pip} 'torch==2.11.0' 'torchaudio==2.11.0' (the pair msst 0.1.0 is tested "
-            f"with), or keep torch {torch_version} and delete torchaudio's compiled parts, "
-            f"which msst does not use: rm -f {folder}/lib/*.so")
+    return doctor()
 
 
 # ------------------------------------------------------------------ convert
@@ -414,8 +400,10 @@ def _recipe(args: argparse.Namespace) -> int:
     return 0
 
 
-# Variables of demo_cpu.yaml for --quick: seconds, not minutes (CI runs this).
-QUICK_DEMO = {"tracks": "2", "valid_tracks": "1", "seconds": "6", "epochs": "1", "steps": "2",
+# Variables of demo_cpu.yaml for --quick: seconds, not minutes (CI runs this). Two
+# validation tracks: the report's paired comparison needs two (with one, the report told
+# the user to point --data at more tracks, which the demo chooses itself).
+QUICK_DEMO = {"tracks": "2", "valid_tracks": "2", "seconds": "6", "epochs": "1", "steps": "2",
               "chunks": "1 2"}
 
 
@@ -445,8 +433,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from .cli_onnx import check_numbers
     from .evaluation.evaluate import ModelSpec, evaluate
 
+    check_numbers(args, "evaluate")
     if len(args.config) != len(args.checkpoint):
         raise ValueError(f"evaluate: {len(args.config)} --config but {len(args.checkpoint)} "
                          f"--checkpoint; give one of each per model, in the same order.")
@@ -472,6 +462,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _training_summary(args: argparse.Namespace) -> int:
+    from .data.outputs import refuse_existing
     from .evaluation.training_summary import write_training_summary
 
     scales = {}
@@ -484,24 +475,19 @@ def _training_summary(args: argparse.Namespace) -> int:
         if not sep or not label or scales[label] != scales[label]:
             raise ValueError(f"--loss-scale: expected LABEL=NUMBER (e.g. bs_roformer=10), got "
                              f"{item!r}.")
-    write_training_summary(args.results, args.out, labels=args.labels, loss_scales=scales)
+    out = args.out
+    refuse_existing([out, out.with_suffix(".json"), out.with_name(f"{out.stem}_loss.png")],
+                    overwrite=args.overwrite, instead="another --out FILE.md")
+    write_training_summary(args.results, out, labels=args.labels, loss_scales=scales)
     print(args.out.read_text())
     return 0
 
 
 # ------------------------------------------------------------------ summary
 def _load_yaml(path: Path) -> dict:
-    import yaml
+    from .msst_integration.config_checks import load_msst_yaml
 
-    if not path.is_file():
-        raise FileNotFoundError(f"--config: no such file: {path}")
-    with path.open() as handle:
-        # msst reads configs with FullLoader (its YAMLs may hold !!python/tuple).
-        config = yaml.load(handle, Loader=yaml.FullLoader)
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise ValueError(f"{path}: expected an msst config with a 'model:' mapping. Fix: "
-                         f"point --config at a YAML such as configs/config_tiny_bsmamba2.yaml.")
-    return config
+    return load_msst_yaml(path)
 
 
 def generated_mixture(seconds: float, channels: int, sample_rate: int = 44100) -> Any:
@@ -524,11 +510,16 @@ def generated_mixture(seconds: float, channels: int, sample_rate: int = 44100) -
 
 
 def _check_plugin_sections(raw: dict, path: Path) -> None:
-    """Parse the plugin's training sections too, so that `summary --config` finds their
-    errors now rather than at msst-train's first step."""
+    """Check the sections as msst-train does for bsmamba2 (a misspelt section name) and
+    parse the plugin's training sections, so that `summary --config` finds their errors now
+    rather than at msst-train's start or first step."""
+    from .msst_integration.config_checks import unknown_section
     from .training.augment import AugmentConfig
     from .training.losses import PaperLossConfig
 
+    problem = unknown_section(raw, "bsmamba2", str(path))
+    if problem:
+        raise ValueError(problem)
     for section, parse in (("loss_bsmamba2", PaperLossConfig.from_mapping),
                            ("augmentations_bsmamba2", AugmentConfig.from_mapping)):
         if section in raw:

@@ -167,8 +167,8 @@ def test_make_dataset_interrupted_then_rerun_with_overwrite_completes(tmp_path, 
     monkeypatch.setattr("bsmamba2_plugin.data.render.tracks._write_track", interrupted)
     out = tmp_path / "data"
     argv = ["make-dataset", str(out), "--tracks", "2", "--valid-tracks", "1", "--seconds", "2"]
-    with pytest.raises(KeyboardInterrupt):
-        main(argv)
+    assert main(argv) == 130  # Ctrl-C: one line, no traceback (issue 23)
+    assert "--overwrite to finish" in capsys.readouterr().err
     monkeypatch.undo()
     assert main(argv) == 2
     assert "completes an interrupted run" in capsys.readouterr().err
@@ -282,7 +282,7 @@ def test_empty_audio_is_refused_one_sample_and_silence_work(tiny_model) -> None:
 def test_evaluate_refuses_nan_empty_and_corrupt_audio(tmp_path) -> None:
     import soundfile as sf
 
-    from bsmamba2_plugin.evaluation.evaluate import _read
+    from bsmamba2_plugin.evaluation.audio_io import read_track_file as _read
 
     nan = np.zeros((100, 2), np.float32)
     nan[7, 0] = np.nan

@@ -58,15 +58,16 @@ class ModelSpec:
     model_type: str | None = None
 
 
-def _read_checkpoint_state(path: Path) -> tuple[dict, dict]:
-    import torch
+def _read_checkpoint_state(path: Path) -> tuple[Any, dict, dict]:
+    """(what the file holds, its state dict, its meta); weights-only."""
+    from ..msst_integration.safe_load import load_weights_only
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_weights_only(path)
     meta = checkpoint.get("meta", {}) if isinstance(checkpoint, dict) else {}
     for key in ("model_state_dict", "state_dict", "state"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
-            return checkpoint[key], meta
-    return checkpoint, meta
+            return checkpoint, checkpoint[key], meta
+    return checkpoint, checkpoint, meta
 
 
 def _autocast_dtype(config: Any, device: str) -> Any:
@@ -94,12 +95,20 @@ def _load_model(spec: ModelSpec, device: str):
             f"evaluate builds models from msst configs and needs msst ({error.name} is "
             f"missing): pip install 'bsmamba2-plugin[msst]'.", name=error.name) from error
 
-    state, meta = _read_checkpoint_state(spec.checkpoint)
+    from ..msst_integration.config_checks import load_msst_yaml
+    from ..msst_integration.run_safety import fit_problem
+
+    load_msst_yaml(spec.config, require_model=False)  # broken YAML: one line, file and line
+    stored, state, meta = _read_checkpoint_state(spec.checkpoint)
     model_type = spec.model_type or meta.get("model_type")
     if not model_type:
         raise ValueError(f"{spec.checkpoint}: the checkpoint has no meta.model_type; pass "
                          f"--model-type for it.")
     model, config = get_model_from_config(model_type, str(spec.config))
+    problem = fit_problem(model, stored, path=str(spec.checkpoint), model_type=model_type,
+                          config_flag="--config", type_flag="--model-type")
+    if problem:
+        raise ValueError(problem)
     model.load_state_dict(state, strict=True)
     model = model.to(device).eval()
     target = config.training.get("target_instrument") if hasattr(config.training, "get") else None
@@ -140,37 +149,12 @@ def _fingerprint(spec: ModelSpec, overlap: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def _tracks(data: Path) -> list[Path]:
-    tracks = sorted(p for p in data.iterdir() if (p / "mixture.wav").is_file()
-                    and (p / "vocals.wav").is_file()) if data.is_dir() else []
-    if not tracks:
-        raise FileNotFoundError(f"--data {data}: no track folders with mixture.wav and "
-                                f"vocals.wav. Fix: point it at a split folder (e.g. DATA/valid).")
-    return tracks
-
-
-def _read(path: Path) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    except RuntimeError as error:  # corrupt, empty, unknown format
-        raise ValueError(f"{path}: cannot read the audio ({error}). Fix: replace the file, "
-                         f"or move its track folder out of --data.") from error
-    if audio.shape[0] == 0:
-        raise ValueError(f"{path}: the file holds 0 samples. Fix: replace the file, or move "
-                         f"its track folder out of --data.")
-    if not np.isfinite(audio).all():
-        raise ValueError(f"{path}: the audio holds NaN or infinite samples. Fix: repair the "
-                         f"file, or move its track folder out of --data; nothing was scored.")
-    # (channels, samples) view of the (samples, channels) array: a long track is not copied
-    return audio.T, rate
-
-
 def _load_track(track: Path, from_segments, config) -> dict[str, Any]:
     """Audio and (when the renderer wrote one) the sample-accurate vocal activity."""
-    mixture, rate = _read(track / "mixture.wav")
-    vocals, vocal_rate = _read(track / "vocals.wav")
+    from .audio_io import read_track_file
+
+    mixture, rate = read_track_file(track / "mixture.wav")
+    vocals, vocal_rate = read_track_file(track / "vocals.wav")
     if vocal_rate != rate or vocals.shape != mixture.shape:
         raise ValueError(f"{track}: vocals.wav ({vocals.shape}, {vocal_rate} Hz) and "
                          f"mixture.wav ({mixture.shape}, {rate} Hz) do not match.")
@@ -204,20 +188,21 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
     import torch
     from tqdm.auto import tqdm
 
+    from .audio_io import find_tracks, resample
     from .inference import separate
     from .silence import SilenceConfig, activity_from_segments
 
     echo = echo or logging.getLogger("bsmamba2_plugin").info
-    out.mkdir(parents=True, exist_ok=True)
-    rows_path = out / "results.jsonl"
-    rows: list[dict[str, Any]] = []
-    if rows_path.exists():
-        rows = _read_rows(rows_path, echo)
-    tracks = _tracks(data)
+    tracks = find_tracks(data)
     loaded = [_load_model(spec, device) for spec in models]
     names = [MIXTURE] * include_mixture + [name for name, *_ in loaded]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must differ, got {names}; pass --name for each model.")
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder
+    rows_path = out / "results.jsonl"
+    rows: list[dict[str, Any]] = []
+    if rows_path.exists():
+        rows = _read_rows(rows_path, echo)
     # a row is reused only if it was scored with the same checkpoint, config and --overlap
     fingerprints = {MIXTURE: MIXTURE}
     fingerprints.update({name: _fingerprint(spec, overlap)
@@ -249,6 +234,7 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
     for name, source in sources.items():
         echo(f"evaluate: {name} = " + ", ".join(f"{k} {v}" for k, v in source.items()))
     current: dict[str, Any] = {}
+    resampled: set[tuple[str, int]] = set()
     with rows_path.open("a") as sink:
         for name, d, track in tqdm(jobs, desc="evaluate", disable=not progress):
             if current.get("track") != track.name:
@@ -259,14 +245,22 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
             else:
                 model, config, index, autocast = by_name[name]
                 expected = int(config.audio.get("sample_rate", 44100))
-                if rate != expected:
-                    raise ValueError(f"{track}: sample rate {rate}, the model expects {expected}.")
-                chunk = int(round(d * rate))
+                source = mixture
+                if rate != expected:  # as msst-valid: separate at the model's rate, score
+                    source = resample(mixture, rate, expected)  # at the file's
+                    if (name, rate) not in resampled:
+                        resampled.add((name, rate))
+                        echo(f"evaluate: {track.name} and every other track at {rate} Hz is "
+                             f"resampled to {expected} Hz for {name}, and the estimate back "
+                             f"to {rate} Hz for scoring (as msst-valid does)")
+                chunk = int(round(d * expected))
                 chunk -= chunk % overlap
-                stems = separate(model, torch.from_numpy(mixture), chunk, overlap=overlap,
+                stems = separate(model, torch.from_numpy(source), chunk, overlap=overlap,
                                  batch_size=batch_size, device=device,
                                  autocast=autocast)
                 estimate = stems[index].numpy()
+                if rate != expected:
+                    estimate = resample(estimate, expected, rate, length=mixture.shape[-1])
             row = {"model": name, "chunk_seconds": d, "track": track.name, "overlap": overlap,
                    "model_fingerprint": fingerprints[name],
                    **_score(vocals, estimate, mixture, rate, current["activity"])}

@@ -7,7 +7,9 @@ windowed, so every sample comes from exactly one chunk, unchanged.
 
 msst's `num_overlap: 1` is meant to be the same, but its linear fade window is zero at
 both chunk edges, so the first and last sample of every inner chunk come out as 0/0
--> 0 (docs/architecture.md, Inference protocol). `separate(..., overlap=1)` has no such edge.
+-> 0 (docs/architecture.md, Inference protocol). `separate(..., overlap=1)` has no such
+edge, and with the plugin installed msst's `demix` runs this same protocol for
+`num_overlap: 1` (`msst_integration.streaming`, issue 23).
 
 Overlap-add (`overlap = n > 1`): hop = chunk / n, a Hann window per chunk, and the
 track padded by chunk - hop zeros at both ends so that every real sample is covered by

@@ -30,8 +30,8 @@ from ..network.config import BSMamba2Config
 from ..network.model import BSMamba2
 from ..network.portable import PortableNetwork
 
-__all__ = ["ONNX_INSTALL_HINT", "OnnxSeparator", "export_onnx", "load_bsmamba2",
-           "read_onnx_metadata", "separate_to_files"]
+__all__ = ["ONNX_INSTALL_HINT", "OnnxSeparator", "export_onnx",
+           "load_bsmamba2", "read_onnx_metadata", "separate_to_files", "stem_targets"]
 
 ONNX_INSTALL_HINT = "Install the onnx extra: pip install 'bsmamba2-plugin[onnx]'."
 CONFIG_KEY = "bsmamba2_config"
@@ -64,22 +64,29 @@ def load_bsmamba2(config_path: str | os.PathLike, checkpoint: str | os.PathLike 
 
     Args:
         config_path: msst YAML with a `model:` section of BSMamba2 keys.
-        checkpoint: a `.ckpt` whose state dict (bare, or under `state_dict`,
+        checkpoint: a `.ckpt` (weights-only) whose state dict (bare, or under `state_dict`,
             `model_state_dict` or `state`) loads strictly; None keeps the initial weights.
 
     Returns:
         (model in eval mode on the CPU, stem names, audio.sample_rate in Hz).
-    """
-    import yaml
 
-    with open(config_path, encoding="utf-8") as handle:
-        raw = yaml.load(handle, Loader=yaml.FullLoader)  # msst's loader (README)
-    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
-        raise ValueError(f"{config_path}: expected an msst YAML with a model: section.")
-    config = BSMamba2Config.from_mapping(raw["model"])
+    Raises:
+        ValueError: a broken YAML or config, or a checkpoint that does not fit it (one line).
+    """
+    from ..msst_integration.config_checks import load_msst_yaml
+    from ..msst_integration.run_safety import fit_problem
+    from ..msst_integration.safe_load import load_weights_only
+
+    raw = load_msst_yaml(config_path)
+    config = BSMamba2Config.from_mapping(raw["model"], path=f"{config_path}: model")
     model = BSMamba2(config)
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        stored = load_weights_only(checkpoint)
+        problem = fit_problem(model, stored, path=os.fspath(checkpoint), model_type="bsmamba2",
+                              config_flag="--config", type_flag=None)
+        if problem:
+            raise ValueError(problem)
+        state = stored
         for key in ("model_state_dict", "state_dict", "state"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]
@@ -203,34 +210,51 @@ class OnnxSeparator(nn.Module):
         return stages.synthesise(spec, torch.from_numpy(masks), mixture.shape[-1])
 
 
+INSTRUMENTAL = "instrumental"  # mixture - vocals, as msst-inference --extract_instrumental
+
+
+def stem_targets(stems: Sequence[str], out_dir: str | os.PathLike) -> list[Path]:
+    """The files `separate_to_files` writes: `<out_dir>/<stem>.wav` and instrumental.wav."""
+    names = list(stems) + ([INSTRUMENTAL] if INSTRUMENTAL not in stems else [])
+    return [Path(out_dir) / f"{name}.wav" for name in names]
+
+
 def separate_to_files(model: nn.Module, stems: Sequence[str], sample_rate: int,
                       mixture_path: str | os.PathLike, out_dir: str | os.PathLike, *,
-                      chunk_seconds: float = 8.0,
-                      overlap: int = 1, batch_size: int = 1) -> list[Path]:
-    """Separate one audio file and write `<out_dir>/<stem>.wav` for every stem.
+                      chunk_seconds: float = 8.0, overlap: int = 1, batch_size: int = 1,
+                      overwrite: bool = False, echo: Any = print) -> list[Path]:
+    """Separate one audio file into `<out_dir>/<stem>.wav` and `instrumental.wav`.
 
     Args:
         model: the msst contract, (b, c, samples) -> (b, s, c, samples) (a BSMamba2 or
             an `OnnxSeparator`).
         stems: its stem names, in output order.
-        sample_rate: the model's sample rate in Hz; the file must have it.
-        mixture_path: an audio file soundfile reads, at the model's sample rate.
-        out_dir: created if missing; each stem file is replaced only once complete.
+        sample_rate: the model's sample rate in Hz; a file at another rate is resampled on
+            read (as msst-inference does, `audio_io.read_song`), and the stems are written
+            at this rate.
+        mixture_path: any file msst-inference reads (soundfile's formats; with FFmpeg
+            also m4a and the like).
+        out_dir: created if missing. Nothing in it is replaced unless `overwrite`, and
+            never the input; all files are written to temporary names and renamed into
+            place only when all are complete.
         chunk_seconds, overlap, batch_size: as in `evaluation.inference.separate`.
+        echo: where the resampling line goes.
 
     Returns:
-        the paths written.
+        the paths written: the stems, then the instrumental (the mixture minus the vocals,
+        or minus the first stem without a vocals stem).
     """
     import soundfile
 
+    from ..data.outputs import refuse_existing
+    from .audio_io import read_song
     from .inference import separate
 
+    targets = stem_targets(stems, out_dir)
+    refuse_existing(targets, overwrite=overwrite, inputs=[mixture_path],
+                    instead="another output folder (separate IN OUT_DIR writes OUT_DIR/<stem>.wav)")
     config: BSMamba2Config = model.config  # type: ignore[assignment]
-    audio, rate = soundfile.read(str(mixture_path), dtype="float32", always_2d=True)
-    if rate != sample_rate:
-        raise ValueError(f"{mixture_path}: sample rate {rate} Hz, the model takes "
-                         f"{sample_rate} Hz; resample the file first.")
-    mixture = torch.from_numpy(audio.T.copy())  # (c, samples)
+    mixture = torch.from_numpy(read_song(Path(mixture_path), sample_rate, echo))
     if mixture.shape[0] != config.n_channels:
         if config.n_channels == 2 and mixture.shape[0] == 1:
             mixture = mixture.expand(2, -1)
@@ -238,19 +262,21 @@ def separate_to_files(model: nn.Module, stems: Sequence[str], sample_rate: int,
             mixture = mixture.mean(0, keepdim=True)
         else:
             raise ValueError(f"{mixture_path}: {mixture.shape[0]} channels, the model takes "
-                             f"{config.n_channels}.")
+                             f"{config.n_channels}. Fix: convert the file to stereo.")
     chunk = round(chunk_seconds * sample_rate)
+    chunk -= chunk % overlap
     estimates = separate(model, mixture.contiguous(), chunk, overlap=overlap,
                          batch_size=batch_size)
-    written = []
-    for name, estimate in zip(stems, estimates):
-        target = Path(out_dir) / f"{name}.wav"
-        temporary = _atomic_target(target)
-        try:
-            soundfile.write(str(temporary), estimate.T.numpy(), rate, format="WAV",
+    vocals = estimates[list(stems).index("vocals") if "vocals" in stems else 0]
+    audio = list(estimates) + ([mixture - vocals] if len(targets) > len(stems) else [])
+    temporaries = [_atomic_target(target) for target in targets]
+    try:
+        for temporary, estimate in zip(temporaries, audio):
+            soundfile.write(str(temporary), estimate.T.numpy(), sample_rate, format="WAV",
                             subtype="FLOAT")
+        for temporary, target in zip(temporaries, targets):
             os.replace(temporary, target)
-        finally:
+    finally:
+        for temporary in temporaries:
             temporary.unlink(missing_ok=True)
-        written.append(target)
-    return written
+    return targets

@@ -11,12 +11,13 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst._training, msst._train_accelerate | parse_args_train | remember the user's `--seed` (msst seeds DDP and accelerate runs with seed + time) for the paper recipe's draws |
 | msst.utils.model_utils, msst._training | initialize_model_and_device | return `torch.device('cpu')`, not the string 'cpu' msst returns (it crashes training at `device.type`) |
 | msst._training, msst._train_accelerate | compute_training_loss | plugin types: optional on-device batch augmentation, bf16/fp16 autocast by `training.autocast_dtype`, the paper loss when the config has `loss_bsmamba2:` (unless `--use_standard_loss`) |
-| msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: the paper's stem sampling when the config has `augmentations_bsmamba2:` |
+| msst.utils.dataset, msst._train_accelerate | MSSDataset | `dataset.BSMamba2Dataset`: every model type: stem files at another sample rate, of mixed channel counts or cut short are refused at the start, listed; the paper's stem sampling when the config has `augmentations_bsmamba2:` |
+| msst._training | log_epoch_history | plugin types: stems that validation did not score are left out of `training_history.jsonl` (msst averaged their empty lists: RuntimeWarnings and NaN) |
 | msst._training, _validation, _valid_ddp, _inference, _train_accelerate, utils.model_utils | torch | a `safe_load.TorchView`: `torch.load` of checkpoints is weights-only (or .safetensors, or a pickle the user trusts by path) and `torch.save` is atomic and refuses NaN weights, for plugin types (msst's own: with BSMAMBA2_SAFE_CHECKPOINTS_ALL=1) |
 | msst.preflight | check | the same weights-only loading for `msst-check` (it imports torch locally) |
 | msst.utils.model_utils, _validation, _inference, _valid_ddp, _train_accelerate | load_start_checkpoint | plugin types: one message for a checkpoint that does not fit the config (valid/inference); a full resume from a `last_<type>.ckpt` with a resume block (training); training refuses to resume from a file of EMA weights (it would train the average as raw weights) and names the raw file |
 | msst._training | train_one_epoch, compute_training_loss, save_last_weights | plugin types: RNG state saved in `last_<type>.ckpt` and restored per epoch; NaN/Inf losses skipped and counted, `training.max_nonfinite_steps` in a row stop training |
-| msst.utils.model_utils, msst._validation, msst._train_accelerate | demix | plugin types: `streaming.demix_streaming`, msst's algorithm without full-length copies |
+| msst.utils.model_utils, msst._validation, msst._train_accelerate | demix | plugin types: `streaming.demix_streaming`, msst's algorithm without full-length copies and without zeroed chunk edges; every model type (but htdemucs) with `inference.num_overlap: 1`: the paper's non-overlapping protocol (msst's fade window wrote 0 at every chunk boundary) |
 | msst.utils.model_utils, msst._inference | bigshifts_wrapper | plugin types, `--bigshifts 1`: straight to the streamed demix (msst copies input and output) |
 | msst._inference | separate_audio | plugin types without TTA or `inference.normalize`: no copies of the input (long files, issue 12) |
 | msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume; write `best_<type>.ckpt` (the validation-selected weights) whenever the metric improves; tell the dataset the epoch |
@@ -30,7 +31,8 @@ patching, each function's parameters are compared with those of msst 0.1.0; a fu
 whose shape changed is left alone with an `MsstCompatibilityWarning` naming it, and
 another msst version is warned about once. Built-in msst model types keep msst's
 behaviour everywhere except the CPU device fix, the step timing (and the time budget
-when a config sets one), and the EMA use they opt into with
+when a config sets one), `num_overlap: 1` without zeroed chunk edges, the check of the
+training files, and the EMA use they opt into with
 `training.use_ema_weights: true` (the BS-RoFormer baseline configs do, for a fair
 comparison).
 """
@@ -59,7 +61,8 @@ from .config_checks import MSST_SECTIONS, PLUGIN_SECTIONS, check_config_sections
 from .run_state import make_parse_args_train, training_seed
 
 __all__ = ["MSST_SECTIONS", "MSST_VERSION", "PATCHES", "PLUGIN_SECTIONS",
-           "MsstCompatibilityWarning", "check_config_sections", "doctor_rows", "install",
+           "MsstCompatibilityWarning", "check_config_sections", "doctor_rows", "hook_problem",
+           "install",
            "patch_module", "patch_report", "training_seed"]
 
 
@@ -297,6 +300,24 @@ def _describe_setup(config: Any, args: Any, device: Any, use_amp: bool, amp_dtyp
     return parts
 
 
+def _make_log_epoch_history(original):
+    """Plugin types: leave the stems validation did not score (those other than
+    `training.target_instrument`: msst lists them with no values) out of the epoch record,
+    instead of numpy's mean of an empty list (five RuntimeWarnings, NaN rows)."""
+    @functools.wraps(original)
+    def log_epoch_history(args, epoch, optimizer, scheduler, best_metric, metrics_avg,
+                          all_metrics, all_losses):
+        if is_plugin_type(args.model_type) and isinstance(all_metrics, dict):
+            all_metrics = {metric: {stem: values for stem, values in stems.items()
+                                    if not hasattr(values, "__len__") or len(values)}
+                           if isinstance(stems, dict) else stems
+                           for metric, stems in all_metrics.items()}
+        return original(args, epoch, optimizer, scheduler, best_metric, metrics_avg,
+                        all_metrics, all_losses)
+
+    return log_epoch_history
+
+
 # --------------------------------------------------------------------- data
 def _make_dataset(original):
     ours = sys.modules.get(DATASET_MODULE)
@@ -349,6 +370,10 @@ PATCHES: tuple[Patch, ...] = (
     Patch("msst._train_accelerate", "compute_training_loss",
           ("model", "config", "args", "data", "device", "device_ids", "multi_loss", "use_amp"),
           _make_compute_training_loss, "by-value copy for the accelerate launcher"),
+    Patch("msst._training", "log_epoch_history",
+          ("args", "epoch", "optimizer", "scheduler", "best_metric", "metrics_avg",
+           "all_metrics", "all_losses"), _make_log_epoch_history,
+          "no empty per-stem lists in training_history.jsonl"),
     Patch("msst.utils.dataset", "MSSDataset", (), _make_dataset, "paper stem sampling"),
     Patch("msst._train_accelerate", "MSSDataset", (), _make_dataset, "by-value copy"),
     Patch("msst._training", "train_one_epoch",
@@ -488,6 +513,34 @@ def patch_report() -> dict[str, str]:
     return {f"{m}.{n}": state for (m, n), state in sorted(_report.items())}
 
 
+def _hook_active() -> bool:
+    return any(type(f).__name__ == "MsstPatchFinder" for f in sys.meta_path)
+
+
+def _hook_disabled() -> bool:
+    import os
+
+    return os.environ.get("BSMAMBA2_MSST_HOOK", "1") == "0"
+
+
+def hook_problem() -> str | None:
+    """Why msst's own commands would not know the plugin's model types here, with the fix;
+    None when the startup hook is active or msst is not installed."""
+    import importlib.util
+
+    if _hook_active() or importlib.util.find_spec("msst") is None:
+        return None
+    effect = ("msst-train, msst-valid and msst-inference started from this environment "
+              "answer 'Unknown model type: bsmamba2'")
+    if _hook_disabled():
+        return (f"the msst startup hook is off because BSMAMBA2_MSST_HOOK=0 is set, so "
+                f"{effect}. Fix: unset BSMAMBA2_MSST_HOOK (from Python, or call "
+                f"bsmamba2_plugin.msst_integration.bridge.install() before using msst).")
+    return (f"the msst startup hook (bsmamba2_plugin_msst.pth in site-packages) was not "
+            f"loaded when Python started, so {effect}. Fix: {sys.executable} -m pip install "
+            f"--force-reinstall --no-deps bsmamba2-plugin (from a checkout: -e .).")
+
+
 def doctor_rows() -> list[tuple[str, str]]:
     """`bsmamba2 doctor`'s msst lines: plugin types, the startup hook, each patch's state.
 
@@ -503,8 +556,9 @@ def doctor_rows() -> list[tuple[str, str]]:
             plugins.get_factory(name)
         except ImportError as error:
             rows.append((f"plugin {name}", f"BROKEN: {error}"))
-    hooked = any(type(f).__name__ == "MsstPatchFinder" for f in sys.meta_path)
+    hooked = _hook_active()
     rows.append(("msst startup hook", "active" if hooked else
+                 "NOT active (disabled by BSMAMBA2_MSST_HOOK=0)" if _hook_disabled() else
                  "NOT active (bsmamba2_plugin_msst.pth not loaded; reinstall the package)"))
     if importlib.util.find_spec("msst") is None:
         return rows

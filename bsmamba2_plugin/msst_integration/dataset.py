@@ -1,8 +1,14 @@
 """msst's training dataset with the paper's data recipe (imported only with msst).
 
-`BSMamba2Dataset` replaces `msst.utils.dataset.MSSDataset` (see `bridge`). It
-behaves exactly like msst's class unless the config has an `augmentations_bsmamba2:`
-section; then, for msst's dataset_type 1 (each stem from a random track), every stem
+`BSMamba2Dataset` replaces `msst.utils.dataset.MSSDataset` (see `bridge`). For every
+model type it first checks the stem files (issue 23, `training.audio_files`): a set whose
+files are not at `audio.sample_rate`, mix channel counts or are cut short is refused with
+the offending files, because msst reads samples as they are (a 48 kHz stem trained as
+44.1 kHz audio, without a word). Otherwise it behaves exactly like msst's class unless the
+config has an `augmentations_bsmamba2:` section; then msst's start-up line "no
+augmentations block ... disabled" (true only of msst's own augmentations) is replaced by
+one that says the paper recipe is on, and, for msst's dataset_type 1 (each stem from a
+random track), every stem
 of every example is drawn as `augment` describes: a salient (SAD) window, a gain in
 U(gain_min, gain_max), silence with probability silence_p. msst's own per-stem
 `augmentations:` still apply to each drawn window, and the mixture is still the sum of
@@ -31,9 +37,11 @@ msst's own random choices (its window choice when `salient_windows: false`, and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 import weakref
 from typing import Any
 
@@ -43,6 +51,7 @@ import torch
 from msst.utils.dataset import MSSDataset, load_chunk
 from tqdm.auto import tqdm
 
+from ..training.audio_files import training_set_problem
 from ..training.augment import AugmentConfig, apply_draw, draw_stem, salient_starts
 from . import run_state
 from .import_hooks import run_deferred
@@ -65,6 +74,23 @@ def advance_epochs() -> None:
         dataset.bsmamba2_set_epoch(dataset.epoch + 1)
 
 
+# how msst's start-up line about a missing augmentations: section begins (dataset.py)
+_MSST_NO_AUG = "There is no augmentations block in config"
+
+
+class _ReplacedLine:
+    """A stdout wrapper that writes `line` instead of a print that starts with `prefix`."""
+
+    def __init__(self, stream: Any, prefix: str, line: str) -> None:
+        self._stream, self._prefix, self._line = stream, prefix, line
+
+    def write(self, text: str) -> int:
+        return self._stream.write(self._line if text.startswith(self._prefix) else text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class BSMamba2Dataset(MSSDataset):
     """msst's MSSDataset plus the paper's stem sampling (see the module docstring)."""
 
@@ -73,6 +99,10 @@ class BSMamba2Dataset(MSSDataset):
         super().__init__(config, data_path, metadata_path=metadata_path,
                          dataset_type=dataset_type, batch_size=batch_size, verbose=verbose,
                          metadata=metadata)
+        problem = training_set_problem(self._stem_files(), self.sample_rate,
+                                       f"--data_path {data_path}")
+        if problem:
+            raise ValueError(problem)
         section = config[SECTION] if SECTION in config else None
         self.recipe = None if section is None else AugmentConfig.from_mapping(section)
         self.salient: dict[str, list[tuple[str, int]]] | None = None
@@ -90,6 +120,24 @@ class BSMamba2Dataset(MSSDataset):
                     f"is msst's --dataset_type 1; got --dataset_type {dataset_type}. Fix: "
                     f"train with --dataset_type 1, or set salient_windows: false.")
             self.salient = self._index_salient_windows(metadata_path)
+
+    def _initialize_training_runtime(self, metadata):
+        config = self.config
+        if SECTION not in config or "augmentations" in config:
+            return super()._initialize_training_runtime(metadata)
+        line = ("bsmamba2: msst's own augmentations are off (no augmentations: section); "
+                "the paper's data recipe (augmentations_bsmamba2:) is on")
+        with contextlib.redirect_stdout(_ReplacedLine(sys.stdout, _MSST_NO_AUG, line)):
+            return super()._initialize_training_runtime(metadata)
+
+    def _stem_files(self) -> list[str]:
+        """Every stem file the dataset may read (and type 6's mixtures)."""
+        if isinstance(self.metadata, dict):  # types 2 and 3: instrument -> [(path, length)]
+            return [entry[0] for entries in self.metadata.values() for entry in entries]
+        names = list(self.instruments) + (["mixture"] if self.dataset_type == 6 else [])
+        found = (self._stem_file(track_path, name) for track_path, *_ in self.metadata
+                 for name in names)
+        return [path for path in found if path is not None]
 
     # ------------------------------------------------------------------ SAD
     def _stem_file(self, track_path: str, instr: str) -> str | None:

@@ -36,6 +36,7 @@ __all__ = [
     "NonFiniteLossGuard",
     "capture_rng",
     "check_fit",
+    "fit_problem",
     "restore_rng",
     "resume_block",
     "start_resume",
@@ -77,16 +78,29 @@ def check_fit(model: Any, checkpoint: Any, *, path: str, model_type: str) -> Non
     Raises:
         CheckpointError: missing, unexpected or differently shaped tensors.
     """
+    problem = fit_problem(model, checkpoint, path=path, model_type=model_type)
+    if problem:
+        raise _checkpoint_error(problem)
+
+
+def fit_problem(model: Any, checkpoint: Any, *, path: str, model_type: str,
+                config_flag: str = "--config_path", type_flag: str | None = "--model_type"
+                ) -> str | None:
+    """Why `checkpoint` does not load strictly into `model`, in one line, or None.
+
+    `config_flag` and `type_flag` name the options of the command that reads it (msst's
+    by default; `bsmamba2 separate` and `evaluate` pass their own; None: the command has
+    no model-type option).
+    """
     import torch
 
     state = _weights_of(checkpoint)
     meta = checkpoint.get("meta") if isinstance(checkpoint, Mapping) else None
     declared = meta.get("model_type") if isinstance(meta, Mapping) else None
     if state is None:
-        raise _checkpoint_error(
-            f"Checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict or an "
-            f"msst checkpoint (a dict with model_state_dict). Fix: pass a checkpoint written "
-            f"by msst-train or `bsmamba2 convert-checkpoint`.")
+        return (f"Checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict or "
+                f"an msst checkpoint (a dict with model_state_dict). Fix: pass a checkpoint "
+                f"written by msst-train or `bsmamba2 convert-checkpoint`.")
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -94,21 +108,20 @@ def check_fit(model: Any, checkpoint: Any, *, path: str, model_type: str) -> Non
               for k, v in expected.items()
               if k in state and torch.is_tensor(state[k]) and state[k].shape != v.shape]
     if not (missing or unexpected or shapes):
-        return
+        return None
     holds = f"{len(state)} tensors" + (f" of model_type {declared!r}" if declared else
                                        " (no meta.model_type)")
     parts = [f"{len(missing)} missing (e.g. {_examples(missing)})" if missing else "",
              f"{len(unexpected)} unexpected (e.g. {_examples(unexpected)})" if unexpected
              else "",
              f"{len(shapes)} with other shapes (e.g. {_examples(shapes)})" if shapes else ""]
-    raise _checkpoint_error(
-        f"Checkpoint {path} does not fit the model the config builds. The file holds "
-        f"{holds}; the config builds model_type {model_type!r} ({type(model).__name__}, "
-        f"{len(expected)} tensors): {'; '.join(p for p in parts if p)}. Fix: pass the "
-        f"--config_path this checkpoint was trained with (same model: section: dim, depth, "
-        f"freqs_per_bands, stft_n_fft, num_stems), or the --model_type it was trained as; "
-        f"`bsmamba2 convert-checkpoint` converts official BSMamba2 and msst bs_mamba2 "
-        f"checkpoints.")
+    return (f"Checkpoint {path} does not fit the model the config builds. The file holds "
+            f"{holds}; the config builds model_type {model_type!r} ({type(model).__name__}, "
+            f"{len(expected)} tensors): {'; '.join(p for p in parts if p)}. Fix: pass the "
+            f"{config_flag} this checkpoint was trained with (same model: section: dim, "
+            f"depth, freqs_per_bands, stft_n_fft, num_stems)"
+            f"{f', or the {type_flag} it was trained as' if type_flag else ''}; `bsmamba2 "
+            f"convert-checkpoint` converts official BSMamba2 and msst bs_mamba2 checkpoints.")
 
 
 # -------------------------------------------------------------------- resume

@@ -47,8 +47,8 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ALL_ENV", "TRUST_ENV", "TorchView", "atomic_save", "guard_on", "note_model_type",
-           "safe_torch_load", "torch_view_for"]
+__all__ = ["ALL_ENV", "TRUST_ENV", "TorchView", "atomic_save", "guard_on", "load_weights_only",
+           "note_model_type", "safe_torch_load", "torch_view_for"]
 
 logger = logging.getLogger("bsmamba2_plugin")
 
@@ -108,12 +108,15 @@ def _numpy_safe_globals() -> list[Any]:
     return found
 
 
-def _safe_routes(path: str) -> str:
-    return (f"Safe routes: re-save the weights as a plain state dict or .safetensors from "
-            f"a trusted environment (`bsmamba2 convert-checkpoint {path} OUT.ckpt --config "
-            f"YAML --trust-pickle` does this for BSMamba2 weights), or, only if you trust "
-            f"where this exact file comes from, set {TRUST_ENV}={os.path.abspath(path)} to "
-            f"load it with pickle as msst does.")
+def _safe_routes(path: str, trust_env: bool = True) -> str:
+    """`trust_env`: the reader honours TRUST_ENV (msst's commands), so name it."""
+    routes = (f"Safe routes: re-save the weights as a plain state dict or .safetensors from "
+              f"a trusted environment (`bsmamba2 convert-checkpoint {path} OUT.ckpt --config "
+              f"YAML --trust-pickle` does this for BSMamba2 weights)")
+    if not trust_env:
+        return routes + ", then pass the new file."
+    return (f"{routes}, or, only if you trust where this exact file comes from, set "
+            f"{TRUST_ENV}={os.path.abspath(path)} to load it with pickle as msst does.")
 
 
 def _load_safetensors(path: str, map_location: Any) -> dict[str, Any]:
@@ -140,9 +143,25 @@ def safe_torch_load(torch_module: Any, f: Any, *args: Any, **kwargs: Any) -> Any
     path = _as_path(f)
     if not guard_on() or path is None:
         return torch_module.load(f, *args, **kwargs)
+    return _guarded_load(torch_module, path, f, args, kwargs)
+
+
+def load_weights_only(path: str | os.PathLike) -> Any:
+    """A checkpoint for our own commands: always weights-only (BSMAMBA2_TRUST_PICKLE is for
+    msst's commands), with the guard's messages for a pickle that needs code and for a
+    truncated file; on the CPU; `.safetensors` too."""
+    import torch
+
+    return _guarded_load(torch, os.fspath(path), os.fspath(path), (),
+                         {"map_location": "cpu"}, trust_env=False)
+
+
+def _guarded_load(torch_module: Any, path: str, f: Any, args: tuple, kwargs: dict, *,
+                  trust_env: bool = True) -> Any:
+    """`trust_env`: honour BSMAMBA2_TRUST_PICKLE (msst's commands, which have no flag)."""
     if path.endswith(".safetensors"):
         return _load_safetensors(path, kwargs.get("map_location", args[0] if args else None))
-    if _trusted(path):
+    if trust_env and _trusted(path):
         logger.warning("bsmamba2: %s loaded with pickle (weights_only=False) because %s "
                        "names it", path, TRUST_ENV)
         kwargs["weights_only"] = False
@@ -156,7 +175,7 @@ def safe_torch_load(torch_module: Any, f: Any, *args: Any, **kwargs: Any) -> Any
         raise _checkpoint_error(
             f"Refused to load checkpoint {path}: weights-only loading does not accept it "
             f"({_refusal_reason(str(error))}); unpickling it could run arbitrary code, and "
-            f"nothing in it was executed. {_safe_routes(path)}") from error
+            f"nothing in it was executed. {_safe_routes(path, trust_env)}") from error
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except (RuntimeError, EOFError, OSError) as error:  # OSError: a cut-off zip archive

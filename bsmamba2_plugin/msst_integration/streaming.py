@@ -1,4 +1,5 @@
-"""Memory-lean msst inference for plugin model types (issue 12, long files).
+"""Memory-lean msst inference for plugin model types (issue 12, long files), without
+clicks at chunk boundaries (issue 23).
 
 msst 0.1.0 keeps many full-length copies of a track while it separates it: for one
 stereo file through `msst-inference --extract_instrumental`, librosa's array, a
@@ -9,15 +10,31 @@ list and the mean in `np.mean(results)`, `torch.tensor(mix)`, `result`, `counter
 transposed stem. A 60-minute file (635 MB as 16-bit PCM, 1.27 GB as float32) peaked at
 12.2 GB.
 
+msst's generic `demix` also writes exact zeros at chunk boundaries. Its linear fade
+window is 0 at both ends of a chunk, and it lifts the fade only per batch of chunks (the
+first batch's fade-in when that batch holds a single chunk, the last batch's fade-out).
+With `num_overlap: 1` nothing overlaps those ends, so 0/0 -> 0 there: the vocals are 0
+for one or two samples at every chunk boundary, an audible click (22 zero runs in 21.5 s
+with `config_tiny_bsmamba2.yaml`). With `num_overlap > 1` a track too short for msst's
+border padding starts with a 0 when its first batch holds several chunks.
+
 For plugin model types the bridge replaces three functions with the versions here:
 
-- `demix`: the same algorithm as msst's generic mode (linear-fade window, reflect
-  border padding, reflect or zero padding of the last chunk, the window chosen per batch,
-  0/0 -> 0) and the same numbers, but chunks are read from the input without copying it
-  (the border padding is virtual), each chunk's contribution is divided out as soon as no
-  later chunk reaches it (no full-length `counter`), and the stems are written into one
-  (stems, samples, channels) array whose transposed views are what soundfile writes
-  without copying. A non-finite input sample or model output is an error, not a silent 0.
+- `demix`: msst's generic mode without full-length copies: chunks are read from the
+  input without copying it (the border padding is virtual), each chunk's contribution is
+  divided out as soon as no later chunk reaches it (no full-length `counter`), and the
+  stems are written into one (stems, samples, channels) array whose transposed views are
+  what soundfile writes without copying. A non-finite input sample or model output is an
+  error, not a silent 0. What it computes:
+  - `num_overlap: 1` is the paper's protocol (the same as `bsmamba2 separate` and
+    `bsmamba2 evaluate`): non-overlapping chunks, nothing windowed, the last chunk
+    zero-padded; every output sample is the model's output for its chunk, unchanged.
+    The bridge sends msst's own model types here too for `num_overlap: 1` (except
+    htdemucs, which msst runs in its own mode), so that no shipped config clicks.
+  - `num_overlap > 1` is msst's overlap-add (linear fade, reflect border padding, reflect
+    or zero padding of the last chunk, the window chosen per batch) with msst's numbers,
+    except that the track's first chunk never fades in: without border padding (a track
+    shorter than two borders) msst's first sample came out 0.
 - `bigshifts_wrapper`: with `--bigshifts 1` (the default) it calls `demix` directly.
 - `separate_audio` (`msst-inference`): without `--use_tta` and `inference.normalize`, it
   checks the input without copying it and writes the instrumental into a (samples,
@@ -35,9 +52,8 @@ from typing import Any
 
 from .common import cfg_get, is_plugin_type
 
-__all__ = ["demix_streaming", "make_bigshifts_wrapper", "make_demix", "make_separate_audio"]
-
-
+__all__ = ["demix_streaming", "make_bigshifts_wrapper", "make_demix", "make_separate_audio",
+           "paper_protocol_applies"]
 
 
 def _positive_int(value: Any, path: str, fix: str) -> int:
@@ -70,7 +86,7 @@ def _as_tensor(mix: Any):
 
 def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: str,
                     pbar: bool = False, *, mono_output: bool | None = None) -> dict[str, Any]:
-    """msst's generic `demix`, streamed: same arguments, result and numbers.
+    """msst's generic `demix`, streamed and without zeroed chunk edges (module docstring).
 
     Args:
         config: msst config (`inference.chunk_size` or `audio.chunk_size`,
@@ -134,11 +150,12 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
             active_stem_ids = [target_index]
 
     step = chunk // overlap
-    fade = chunk // 10
+    paper = overlap == 1  # the paper's protocol: nothing windowed, zero-padded last chunk
+    fade = 0 if paper else chunk // 10
     border = chunk - step
     pad = border if (length > 2 * border and border > 0) else 0  # virtual reflect padding
     padded_length = length + 2 * pad
-    base_window = _getWindowingArray(chunk, fade)
+    base_window = torch.ones(chunk) if paper else _getWindowingArray(chunk, fade)
 
     out = np.zeros((len(instruments), length, out_channels), dtype=np.float32)
     out_view = torch.from_numpy(out).permute(0, 2, 1)  # (stems, channels, samples)
@@ -159,7 +176,7 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
             raise ValueError(f"demix: the input has a NaN or infinite sample at sample {bad} "
                              f"({model_type}); nothing was written. Fix: repair or skip "
                              f"the file (msst-inference --skip_errors skips it).")
-        mode = "reflect" if part.shape[-1] > chunk // 2 else "constant"
+        mode = "reflect" if not paper and part.shape[-1] > chunk // 2 else "constant"
         return F.pad(part, (0, chunk - part.shape[-1]), mode=mode, value=0), stop - start
 
     def finalize(end: int) -> None:
@@ -202,16 +219,21 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
                         f"after a NaN loss?) and `inference.*` settings.")
                 after = batch_starts[-1] + step  # msst's i after the batch
                 window = base_window.clone()
-                if after - step == 0:
+                if fade and after - step == 0:  # msst's rule, per batch
                     window[:fade] = 1
-                elif after >= padded_length:
+                elif fade and after >= padded_length:
                     window[-fade:] = 1
                 for j, (start, seg) in enumerate(zip(batch_starts, lengths)):
-                    weight[start - base:start - base + seg] += window[:seg]
+                    chunk_window = window
+                    if start == 0 and fade:  # the track's first chunk: no fade-in
+                        chunk_window = window.clone()
+                        chunk_window[:fade] = 1
+                    weight[start - base:start - base + seg] += chunk_window[:seg]
                     a, b = max(start, pad), min(start + seg, pad + length)
                     if a < b:
                         contribution = x[j, :, :out_channels, a - start:b - start]
-                        out_view[..., a - pad:b - pad] += contribution * window[a - start:b - start]
+                        out_view[..., a - pad:b - pad] += \
+                            contribution * chunk_window[a - start:b - start]
                 finalize(min(after, padded_length))
                 if progress is not None:
                     progress.update(step * len(batch_starts))
@@ -221,10 +243,18 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
 
 
 # ------------------------------------------------------------------ patches
+def paper_protocol_applies(config: Any, model_type: str) -> bool:
+    """True for msst's generic mode with `inference.num_overlap: 1`, where msst's own
+    demix zeroes the chunk edges (any model type but htdemucs)."""
+    inference = cfg_get(config, "inference", None)
+    overlap = cfg_get(inference, "num_overlap", None) if inference is not None else None
+    return model_type != "htdemucs" and not isinstance(overlap, bool) and overlap == 1
+
+
 def make_demix(original):
     @functools.wraps(original)
     def demix(config, model, mix, device, model_type, pbar=False):
-        if not is_plugin_type(model_type):
+        if not (is_plugin_type(model_type) or paper_protocol_applies(config, model_type)):
             return original(config, model, mix, device, model_type, pbar)
         return demix_streaming(config, model, mix, device, model_type, pbar)
 
