@@ -531,7 +531,7 @@ def _summary(args: argparse.Namespace) -> int:
 
     from .network.config import BSMamba2Config
     from .network.model import BSMamba2
-    from .network.ssd import describe_backend
+    from .network.plan import describe_plan
 
     if args.config is not None:
         raw = _load_yaml(args.config)
@@ -559,8 +559,9 @@ def _summary(args: argparse.Namespace) -> int:
     for name, module in parts:
         print(f"  {name:<24} {sum(p.numel() for p in module.parameters()):>12,}")
     print(f"  {'total':<24} {total:>12,}   ({total * 4 / 1e6:.1f} MB in float32)")
-    name, reason = describe_backend(config.backend, device)
-    print(f"\n  Mamba2 backend on {device}: {name} ({reason})")
+    print(f"\n  Execution plan on {device} (network/plan.py):")
+    for line in describe_plan(config, device):
+        print(f"    {line}")
 
     if args.seconds > 0:
         mixture = generated_mixture(args.seconds, config.n_channels).to(device)

@@ -31,6 +31,8 @@ def doctor() -> int:
     import torch
 
     from .msst_integration.bridge import doctor_rows, hook_problem
+    from .network.config import BSMamba2Config
+    from .network.plan import resolve_plan
     from .network.ssd import describe_backend
 
     rows = [
@@ -52,9 +54,12 @@ def doctor() -> int:
     if mps is not None and mps.is_available():
         rows.append(("mps", "available"))
         devices.append(torch.device("mps"))
+    shipped = BSMamba2Config.paper(gradient_checkpointing="selective")  # the paper configs
     for device in devices:
         name, reason = describe_backend("auto", device)
         rows.append((f"backend on {device}", f"{name}: {reason}"))
+        # the rest of the execution plan the shipped configs get there (network/plan.py)
+        rows.append((f"plan on {device}", "; ".join(resolve_plan(shipped, device).describe()[1:])))
     torchaudio_row, fix = _torchaudio_check(torch.__version__)
     rows.append(torchaudio_row)
     problems = [fix] if fix else []

@@ -13,6 +13,21 @@ def test_doctor_reports_versions_and_backend(capsys: pytest.CaptureFixture) -> N
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "backend on cpu" in out and "reference" in out
+    # the shipped configs' plan on the CPU: selective acts as whole-block recomputation
+    assert ("plan on cpu  " in out and "while training: whole blocks recomputed" in out
+            and "groups of about 1024 tokens" in out)
+
+
+def test_summary_prints_the_execution_plan_of_the_config(tmp_path, capsys) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  gradient_checkpointing: true\n")
+    assert main(["summary", "--config", str(config), "--seconds", "0"]) == 0
+    out = capsys.readouterr().out
+    plan = out[out.index("Execution plan on cpu"):].splitlines()[1:4]
+    assert [line.strip() for line in plan] == [
+        "backend: reference (tensors are on 'cpu'; the mamba_ssm kernels need CUDA)",
+        "while training: whole blocks recomputed in the backward pass",
+        "inference on the CPU: sequences in groups of about 1024 tokens"]
 
 
 def test_summary_of_the_tiny_preset_runs_the_test_signal(capsys) -> None:

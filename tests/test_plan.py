@@ -1,0 +1,55 @@
+"""The execution plan (`network/plan.py`): which code runs, from config keys and device."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from bsmamba2_plugin import BSMamba2Config
+from bsmamba2_plugin.network import plan as plan_module
+from bsmamba2_plugin.network.plan import CPU_TOKENS_PER_GROUP, resolve_plan
+
+
+def test_on_a_cpu_the_reference_backend_runs_grouped_and_selective_is_whole_blocks() -> None:
+    plan = resolve_plan(BSMamba2Config.paper(), "cpu")
+    assert (plan.backend, plan.fused_block, plan.short_scan, plan.recompute,
+            plan.cpu_tokens_per_group) == ("reference", False, False, "none",
+                                           CPU_TOKENS_PER_GROUP)
+    selective = resolve_plan(BSMamba2Config.paper(gradient_checkpointing="selective"), "cpu")
+    assert selective.recompute == "block"
+    assert resolve_plan(BSMamba2Config.paper(gradient_checkpointing=True),
+                        torch.device("cpu")).recompute == "block"
+
+
+@pytest.mark.parametrize("changes, fused, short, recompute", [
+    ({"gradient_checkpointing": "selective"}, True, True, "selective"),
+    ({"gradient_checkpointing": "selective", "short_scan": False}, True, False, "selective"),
+    ({"gradient_checkpointing": "selective", "fused_block": False}, False, False, "block"),
+    ({}, True, True, "none"),
+])
+def test_on_the_kernel_backend_the_config_keys_choose_the_path(monkeypatch, changes, fused,
+                                                               short, recompute) -> None:
+    monkeypatch.setattr(plan_module, "resolve_backend", lambda requested, device: "kernel")
+    plan = resolve_plan(BSMamba2Config.paper(**changes), "cuda")
+    assert (plan.backend, plan.fused_block, plan.short_scan, plan.recompute,
+            plan.cpu_tokens_per_group) == ("kernel", fused, short, recompute, None)
+
+
+def test_describe_gives_one_line_per_decision(monkeypatch) -> None:
+    monkeypatch.setattr(plan_module, "resolve_backend", lambda requested, device: "kernel")
+    plan = resolve_plan(BSMamba2Config.paper(gradient_checkpointing="selective"), "cuda")
+    assert plan.describe("mamba_ssm 2.3.2") == [
+        "backend: kernel (mamba_ssm 2.3.2)",
+        "BiMamba2 block: both directions in one pass (fused)",
+        "band axis (<= 64 steps): short_scan",
+        "while training: block input and scan output kept, the rest recomputed"]
+    assert dataclasses.replace(plan, fused_block=False).describe()[1:] == [
+        "BiMamba2 block: one direction after the other",
+        "while training: block input and scan output kept, the rest recomputed"]
+
+
+def test_an_explicit_kernel_backend_off_cuda_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="model.backend is 'kernel'.*Fix: move the model"):
+        resolve_plan(BSMamba2Config.paper(backend="kernel"), "cpu")
