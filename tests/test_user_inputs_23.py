@@ -425,7 +425,7 @@ def test_ctrl_c_from_the_terminal_gives_no_traceback() -> None:
                                stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stdout:
-            if "Mamba2 backend on cpu" in line:  # printed just before the separation
+            if "Execution plan on cpu" in line:  # printed just before the separation
                 break
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=300)
