@@ -53,7 +53,7 @@ for step in "$@"; do
              $CUDA_TESTS ${sel:+-k "$sel"} 2>&1 | tee "$OUT/${tag}tests.log" | tail -15 ;;
     profile) timeout 150 python3 -P benchmarks/gpu_profile.py 2>&1 \
               | tee "$OUT/${tag}profile.log" ;;
-    bench*) models=${step#bench}; n=$((n + 1)); timeout 330 python3 -P -m bsmamba2_plugin.cli \
+    bench*) models=${step#bench}; n=$((n + 1)); timeout ${BENCH_TIMEOUT:-560} python3 -P -m bsmamba2_plugin.cli \
               bench ${models:+--models $models} --json "$OUT/${tag}bench-$n.json" 2>&1 \
               | tee "$OUT/${tag}bench-$n.log" ;;
     sizes*) cases=${step#sizes}; timeout 580 python3 -P benchmarks/gpu_kernel_sizes.py $cases \

@@ -7,8 +7,18 @@ the first call, which includes compilation or autotuning, is reported on its own
 Inputs are random and non-zero. Counted forward FLOPs per second of audio
 (`forward_flop_counts`: matrix products and convolutions only; the SSD counted through
 the reference backend, whose work is the kernel's) give achieved TFLOP/s for training
-(3x forward) and inference, so that models with different arithmetic compare fairly. On a machine without CUDA the same
-runs happen on the CPU with batch 1.
+(3x forward) and inference, so that models with different arithmetic compare fairly. On a
+machine without CUDA the same runs happen on the CPU with batch 1.
+
+Each variant runs in a child process of its own (`python -m bsmamba2_plugin.evaluation.bench
+NAME ...`): a CUDA error poisons its process's context, so one variant that crashes (an
+illegal memory access in a compiled model, say) is reported in its row and the others
+still run. A variant whose measured training peak does not fit the card at this batch
+(`MEASURED_PEAK_GIB`) is not run; its row says how much it needs.
+
+Default variants (`DEFAULT_MODELS`): the plans a user would run, the shipped plan first
+(`bsmamba2-selective`, as in the paper configs), then `bsmamba2` (`gradient_checkpointing:
+false`, where it fits), msst's BS-RoFormer 256x6 and 256x11 and msst's `bs_mamba2`.
 
 Variants (`--models`): `bsmamba2` (the kernel backend's fused path on CUDA, else the
 reference backend), `bsmamba2-unfused` (kernel backend, one direction after the other:
@@ -25,23 +35,34 @@ through `torch.compile`. Our models run under bf16 autocast, the paper's precisi
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import gc
 import json
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_MODELS", "Result", "forward_flop_counts", "run_bench"]
+__all__ = ["DEFAULT_MODELS", "MEASURED_PEAK_GIB", "Result", "forward_flop_counts",
+           "memory_note", "run_bench"]
 
-DEFAULT_MODELS = ("bsmamba2", "bsmamba2-unfused", "bs_roformer_256x6", "bs_roformer_256x11",
+DEFAULT_MODELS = ("bsmamba2-selective", "bsmamba2", "bs_roformer_256x6", "bs_roformer_256x11",
                   "bs_mamba2")
-#: further variants: full and selective recomputation, the reference backend
-EXTRA_MODELS = ("bsmamba2-ckpt", "bsmamba2-selective", "bsmamba2-reference",
+#: further variants: the two directions one after the other, whole-block recomputation,
+#: the reference backend, mamba_ssm's chunked scan on the band axis
+EXTRA_MODELS = ("bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference",
                 "bsmamba2-reference-ckpt", "bsmamba2-chunked-scan",
                 "bsmamba2-selective-chunked-scan")
+#: variant -> (training peak GiB, at train batch, of 8 s chunks): measured, where a
+#: variant does not fit every card. `bsmamba2` (gradient_checkpointing false): 86.5 GiB at
+#: batch 5 on an H200 (benchmarks/results/gpu_h200_2026-11-30/short_scan_default/).
+MEASURED_PEAK_GIB = {"bsmamba2": (86.5, 5)}
+#: a child process that runs longer than this is stopped and its row says so
+CHILD_TIMEOUT_S = 1800
 _CHUNKED_SCAN = "-chunked-scan"
 SAMPLE_RATE = 44100
 
@@ -287,10 +308,76 @@ def format_table(results: list[Result], train_batch: int, infer_batch: int) -> s
     return "\n".join(lines)
 
 
+def memory_note(name: str, train_batch: int, seconds: float, card_gib: float | None
+                ) -> str | None:
+    """Why `name` is not run on a card of `card_gib` GiB (None: it fits, or nothing is
+    known): its measured training peak (`MEASURED_PEAK_GIB`), scaled to this batch and chunk
+    length, with 5 % to spare."""
+    measured = MEASURED_PEAK_GIB.get(name.split("+")[0])
+    if card_gib is None or measured is None:
+        return None
+    peak, batch = measured
+    need = peak * train_batch * seconds / (batch * 8.0)
+    if need * 1.05 <= card_gib:
+        return None
+    return (f"not run: needs ~{need:.1f} GiB to train at batch {train_batch} x {seconds:g} s "
+            f"(measured {peak} GiB at batch {batch} x 8 s); this card has {card_gib:.0f} GiB")
+
+
+def _child_command(name: str, *, seconds: float, train_batch: int, infer_batch: int,
+                   repeats: int, flops: dict[str, float]) -> list[str]:
+    return [sys.executable, "-m", "bsmamba2_plugin.evaluation.bench", name,
+            "--seconds", str(seconds), "--train-batch", str(train_batch), "--infer-batch",
+            str(infer_batch), "--repeats", str(repeats), "--flops", json.dumps(flops)]
+
+
+_MARK = "BENCH-RESULT "
+
+
+def _run_child(name: str, command: Sequence[str], flops: dict[str, float],
+               echo: Callable[[str], None]) -> Result:
+    """Run one variant's child process; its result, or a row that says how it ended."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return Result(model=name, note=f"not finished within {CHILD_TIMEOUT_S} s (stopped)")
+    for line in done.stdout.splitlines():
+        if line.startswith(_MARK):
+            payload = json.loads(line[len(_MARK):])
+            flops.update(payload["flops"])
+            return Result(**payload["result"])
+    lines = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "error" in ln] or lines or ["no output"]
+    echo(f"bench: {name} crashed (exit code {done.returncode}); the end of its output:\n"
+         + "\n".join(lines[-15:]))
+    return Result(model=name, note=f"crashed (exit code {done.returncode}): "
+                                   f"{errors[-1].strip()[:160]}")
+
+
+def _check_names(models: Sequence[str]) -> None:
+    """Refuse an unknown variant before any process starts (`build_variant` would only
+    fail in its child)."""
+    known = [*DEFAULT_MODELS, *EXTRA_MODELS, "bs_roformer_256x6-noflash",
+             "bs_roformer_256x11-noflash"]
+    for name in models:
+        if name.removesuffix("+compile") not in known:
+            raise ValueError(f"bench: unknown model {name!r}; expected one of "
+                             f"{', '.join(known)} (optionally with '+compile').")
+
+
+def _card_gib(device) -> float | None:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory / 2**30
+
+
 def run_bench(models: list[str], *, seconds: float = 8.0, train_batch: int = 5,
               infer_batch: int = 8, repeats: int = 5, json_path: Path | None = None,
               echo: Callable[[str], None] = print) -> list[Result]:
-    """Run the variants in order, print one table, write JSON (atomically) if asked."""
+    """Run each variant in a child process of its own, in order; print one table; write
+    JSON (atomically) if asked."""
     import platform
 
     import torch
@@ -298,12 +385,20 @@ def run_bench(models: list[str], *, seconds: float = 8.0, train_batch: int = 5,
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         train_batch, infer_batch = 1, 1
+    _check_names(models)
+    card_gib = _card_gib(device)
     flops: dict[str, float] = {}
     results = []
     for name in models:
+        note = memory_note(name, train_batch, seconds, card_gib)
+        if note:
+            echo(f"bench: {name} {note}")
+            results.append(Result(model=name, note=note))
+            continue
         echo(f"bench: {name} ...")
-        results.append(bench_one(name, device=device, seconds=seconds, train_batch=train_batch,
-                                 infer_batch=infer_batch, repeats=repeats, flops=flops))
+        command = _child_command(name, seconds=seconds, train_batch=train_batch,
+                                 infer_batch=infer_batch, repeats=repeats, flops=flops)
+        results.append(_run_child(name, command, flops, echo))
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
                else f"CPU ({platform.processor() or platform.machine()}, "
                     f"{torch.get_num_threads()} threads)")
@@ -320,3 +415,29 @@ def run_bench(models: list[str], *, seconds: float = 8.0, train_batch: int = 5,
         tmp.write_text(json.dumps(payload, indent=2))
         tmp.replace(json_path)
     return results
+
+
+def _child_main(argv: Sequence[str] | None = None) -> int:
+    """One variant in this process (what `run_bench` starts): prints its result as JSON."""
+    import torch
+
+    parser = argparse.ArgumentParser(description="one bench variant (run by run_bench)")
+    parser.add_argument("name")
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--train-batch", type=int, required=True)
+    parser.add_argument("--infer-batch", type=int, required=True)
+    parser.add_argument("--repeats", type=int, required=True)
+    parser.add_argument("--flops", default="{}", help="FLOP counts already known (JSON)")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    flops = json.loads(args.flops)
+    result = bench_one(args.name, device=device, seconds=args.seconds,
+                       train_batch=args.train_batch, infer_batch=args.infer_batch,
+                       repeats=args.repeats, flops=flops)
+    print(_MARK + json.dumps({"result": dataclasses.asdict(result), "flops": flops}),
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

@@ -1,0 +1,53 @@
+"""`bsmamba2 bench`'s own behaviour: every variant in its own process, so that one that
+crashes is reported in its row and the rest still run; variants that cannot fit the card
+are not started. (Speed is measured by the bench, not asserted here.)"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from bsmamba2_plugin.evaluation import bench
+
+
+@pytest.mark.parametrize("name, batch, seconds, card, fits", [
+    ("bsmamba2", 5, 8.0, 79.2, False),  # 86.5 GiB measured at batch 5: not on an H100
+    ("bsmamba2", 5, 8.0, 139.8, True),  # an H200
+    ("bsmamba2", 2, 8.0, 79.2, True),  # 34.6 GiB
+    ("bsmamba2+compile", 5, 8.0, 79.2, False),
+    ("bsmamba2-selective", 5, 8.0, 79.2, True),  # nothing measured that would not fit
+    ("bsmamba2", 5, 8.0, None, True),  # the CPU: no card
+])
+def test_a_variant_that_cannot_fit_the_card_is_not_started(name, batch, seconds, card,
+                                                           fits) -> None:
+    note = bench.memory_note(name, batch, seconds, card)
+    assert (note is None) == fits
+    if not fits:
+        assert note.startswith("not run: needs ~86.5 GiB to train at batch 5 x 8 s")
+        assert "this card has 79 GiB" in note
+
+
+def test_a_crashing_variant_is_reported_and_the_next_still_runs(monkeypatch) -> None:
+    """The first variant's process dies the way a poisoned CUDA context ends one (an
+    uncaught error, exit code 1); the second runs for real (paper model, CPU, 0.05 s)."""
+    real = bench._child_command
+
+    def command(name, **kwargs):
+        if name == "bsmamba2-reference":
+            return [sys.executable, "-c",
+                    "raise RuntimeError('CUDA error: an illegal memory access was encountered')"]
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(bench, "_child_command", command)
+    printed = []
+    results = bench.run_bench(["bsmamba2-reference", "bsmamba2"], seconds=0.05, repeats=1,
+                              echo=printed.append)
+    crashed, ran = results
+    assert crashed.note.startswith("crashed (exit code 1): RuntimeError: CUDA error: an "
+                                   "illegal memory access")
+    assert crashed.train_ms is None
+    assert ran.note == "" and ran.train_ms > 0 and ran.infer_ms > 0
+    assert ran.params == 48_098_188 and ran.fwd_gflop_per_audio_s > 0
+    table = printed[-1]
+    assert "| bsmamba2-reference |" in table and "crashed (exit code 1)" in table
