@@ -234,6 +234,116 @@ def test_library_code_writes_no_class_attribute_and_no_environment_variable() ->
     assert not wrong, "\n".join(wrong)
 
 
+# msst_integration's one home of shared mutable state (its docstring says what counts)
+RUN_STATE_MODULE = f"{PACKAGE}.msst_integration.run_state"
+# calls whose result is immutable or is not state: constants may be made with them
+IMMUTABLE_CALLS = {"frozenset", "tuple", "logging.getLogger", "dataclasses.field"}
+
+
+def _frozen_dataclasses(tree: ast.Module) -> set[str]:
+    """Names of the classes of a module declared `@dataclasses.dataclass(frozen=True)`."""
+    return {node.name for node in tree.body if isinstance(node, ast.ClassDef)
+            for decorator in node.decorator_list
+            if isinstance(decorator, ast.Call)
+            and ast.unparse(decorator.func) in ("dataclasses.dataclass", "dataclass")
+            and any(k.arg == "frozen" and isinstance(k.value, ast.Constant) and k.value.value
+                    for k in decorator.keywords)}
+
+
+def _mutable(node: ast.AST, immutable_calls: set[str]) -> bool:
+    """Whether an expression makes a mutable value: a dict, list or set (literal or
+    comprehension), a call (but of `immutable_calls`), or a tuple or sum holding one."""
+    if isinstance(node, (ast.Dict, ast.List, ast.Set, ast.ListComp, ast.DictComp,
+                         ast.SetComp)):
+        return True
+    if isinstance(node, ast.Tuple):
+        return any(_mutable(element, immutable_calls) for element in node.elts)
+    if isinstance(node, ast.BinOp):
+        return _mutable(node.left, immutable_calls) or _mutable(node.right, immutable_calls)
+    if isinstance(node, ast.Starred):
+        return _mutable(node.value, immutable_calls)
+    if isinstance(node, ast.Call):
+        return ast.unparse(node.func) not in immutable_calls
+    return False
+
+
+def shared_state(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, what) of every assignment of a mutable value at module level or in a class
+    body (`__all__` aside), and of every `global` statement: state a module shares."""
+    immutable = IMMUTABLE_CALLS | _frozen_dataclasses(tree)
+    found: list[tuple[int, str]] = []
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue  # a function's locals are not shared (its `global`s are, below)
+            if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) \
+                    and node.value is not None and _mutable(node.value, immutable):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = " = ".join(ast.unparse(target) for target in targets)
+                if names != "__all__":
+                    found.append((node.lineno, f"{names} = {ast.unparse(node.value)[:40]}"))
+            for field in ("body", "orelse", "finalbody", "handlers"):  # if, try, class, ...
+                inner = getattr(node, field, None)
+                if isinstance(inner, list):
+                    visit(inner)
+
+    visit(tree.body)
+    found += [(node.lineno, f"global {', '.join(node.names)}") for node in ast.walk(tree)
+              if isinstance(node, ast.Global)]
+    return sorted(found)
+
+
+def test_msst_integration_keeps_its_shared_state_in_the_run_state_module() -> None:
+    """The msst patches share one `RunState` (issue 24): no other module of the layer keeps
+    mutable state at module level or rebinds a global."""
+    wrong = [f"{module_name(path)}:{line}: {what}" for path in package_files()
+             if layer_of(module_name(path)) == "msst_integration"
+             and module_name(path) != RUN_STATE_MODULE
+             for line, what in shared_state(ast.parse(path.read_text(), str(path)))]
+    assert not wrong, "module-level state outside run_state.py:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("X = {}", ["X = {}"]),
+    ("X: list[int] = []", ["X = []"]),
+    ("X = dict(a=1)", ["X = dict(a=1)"]),
+    ("X = ({1: 2},)", ["X = ({1: 2},)"]),
+    ("X = (1,) + [2]", ["X = (1,) + [2]"]),
+    ("if True:\n    X = set()", ["X = set()"]),
+    ("class C:\n    cache = {}", ["cache = {}"]),
+    ("def f():\n    global X\n    X = 1", ["global X"]),
+    ("X = frozenset({1})\nY = (1, 'a')\nZ = 'a' + 'b'\n__all__ = ['f']", []),
+    ("import logging\nlogger = logging.getLogger('x')", []),
+    ("@dataclasses.dataclass(frozen=True)\nclass P:\n    a: int\nPS = (P(1), P(2))", []),
+    ("@dataclasses.dataclass\nclass P:\n    a: int\nPS = (P(1),)", ["PS = (P(1),)"]),
+    ("def f():\n    cache = {}\n    return cache", []),
+])
+def test_the_state_rule_sees_what_it_should(source: str, expected: list[str]) -> None:
+    assert [what for _, what in shared_state(ast.parse(source))] == expected
+
+
+def test_the_startup_hook_and_the_bridge_patch_the_same_msst_modules(monkeypatch) -> None:
+    """The hook cannot import the bridge (startup stays free), so both take the list of
+    patched modules from import_hooks; a patch on a module outside it would never apply."""
+    from bsmamba2_plugin.msst_integration import bridge, hook, import_hooks
+
+    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path
+                                           if not isinstance(f, import_hooks.MsstPatchFinder)])
+    hook.register()
+    finder = sys.meta_path[0]
+    assert isinstance(finder, import_hooks.MsstPatchFinder)
+    assert finder.targets == {patch.module for patch in bridge.PATCHES}
+    assert bridge.TARGET_MODULES == finder.targets
+
+
+def test_the_list_of_patched_modules_is_standard_library_only() -> None:
+    """import_hooks runs at every interpreter start (through the hook)."""
+    path = ROOT / "msst_integration" / "import_hooks.py"
+    imported = {target.split(".")[0] for _, target in imported_names(path)}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
 def test_the_package_has_no_import_cycle() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

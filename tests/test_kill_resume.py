@@ -3,6 +3,7 @@ it stopped, and a NaN/Inf loss never reaches the weights (safe_load, run_safety)
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import subprocess
 import sys
@@ -72,6 +73,27 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path) -> None:
                        torch.ones(2))
 
 
+def test_the_guarded_save_adds_the_resume_block_to_the_runs_last_checkpoint_only(
+        tmp_path) -> None:
+    from bsmamba2_plugin.msst_integration import run_safety
+    from bsmamba2_plugin.msst_integration.run_state import RunState
+    from bsmamba2_plugin.msst_integration.safe_load import TorchView
+
+    run = RunState(model_is_plugin=True)
+    view = TorchView(torch, "msst._training", run)
+    last, other = tmp_path / "last_bsmamba2.ckpt", tmp_path / "model_bsmamba2_ep_0.ckpt"
+    view.save({"epoch": 0}, str(last))  # before the first epoch ends: no block yet
+    assert run_safety.RESUME_KEY not in torch.load(last, weights_only=True)
+    run_safety.epoch_started(run, argparse.Namespace(results_path=str(tmp_path),
+                                                     model_type="bsmamba2"), None)
+    run_safety.epoch_ended(run, None)
+    for path in (last, other):
+        view.save({"epoch": 0}, str(path))
+    block = torch.load(last, weights_only=True)[run_safety.RESUME_KEY]
+    assert torch.equal(block["rng"]["torch"], run.rng["torch"])
+    assert run_safety.RESUME_KEY not in torch.load(other, weights_only=True)
+
+
 def test_nan_weights_are_never_written(tmp_path) -> None:
     from bsmamba2_plugin.msst_integration.safe_load import atomic_save
 
@@ -92,9 +114,10 @@ def test_nonfinite_loss_skips_the_step_and_stops_after_the_limit(tmp_path) -> No
     import yaml
     from ml_collections import ConfigDict
 
-    from bsmamba2_plugin.msst_integration import bridge, run_safety
+    from bsmamba2_plugin.msst_integration import bridge, run_safety, run_state
 
     bridge.install()
+    counts = run_state.current().nonfinite
     config = ConfigDict(yaml.safe_load((ROOT / "configs/config_tiny_bsmamba2.yaml").read_text()))
     del config["loss_bsmamba2"]
     config.training.max_nonfinite_steps = 3
@@ -111,8 +134,8 @@ def test_nonfinite_loss_skips_the_step_and_stops_after_the_limit(tmp_path) -> No
     args = argparse.Namespace(model_type="bsmamba2", use_standard_loss=True)
     y = torch.randn(2, 1, 2, 256)
     multi_loss = lambda estimate, target, x, mask: (estimate - target).abs().mean()
-    run_safety.GUARD.in_a_row = 0
-    run_safety.GUARD.new_epoch(5)
+    counts.in_a_row = 0
+    counts.new_epoch(5)
     for _ in range(2):
         loss, _ = msst._training.compute_training_loss(
             model, config, args, (y, y.sum(1)), torch.device("cpu"), [0], multi_loss, False)
@@ -122,7 +145,7 @@ def test_nonfinite_loss_skips_the_step_and_stops_after_the_limit(tmp_path) -> No
         msst._training.compute_training_loss(
             model, config, args, (y, y.sum(1)), torch.device("cpu"), [0], multi_loss, False)
     assert "learning rate" in str(error.value) and "max_nonfinite_steps=3" in str(error.value)
-    run_safety.GUARD.in_a_row = 0
+    counts.in_a_row = 0
 
 
 # ------------------------------------------------------------ kill and resume

@@ -121,10 +121,10 @@ def test_ddp_and_module_loaders_are_guarded(tmp_path) -> None:
     import msst.utils.model_utils
     from msst.errors import CheckpointError
 
-    from bsmamba2_plugin.msst_integration import bridge, safe_load
+    from bsmamba2_plugin.msst_integration import bridge, run_state
 
     bridge.install()
-    safe_load.note_model_type("bsmamba2", is_plugin=True)
+    run_state.current().note_model("bsmamba2", is_plugin=True)
     marker = tmp_path / "PWNED"
     evil = evil_checkpoint(tmp_path / "evil.ckpt", marker)
     for module in (msst._training, msst._valid_ddp, msst.utils.model_utils):
@@ -136,10 +136,10 @@ def test_ddp_and_module_loaders_are_guarded(tmp_path) -> None:
 def test_trust_variable_names_one_file(tmp_path, monkeypatch) -> None:
     import msst._inference
 
-    from bsmamba2_plugin.msst_integration import bridge, safe_load
+    from bsmamba2_plugin.msst_integration import bridge, run_state
 
     bridge.install()
-    safe_load.note_model_type("bsmamba2", is_plugin=True)
+    run_state.current().note_model("bsmamba2", is_plugin=True)
     marker = tmp_path / "PWNED"
     evil = evil_checkpoint(tmp_path / "evil.ckpt", marker)
     monkeypatch.setenv(TRUST, str(tmp_path / "other.ckpt"))
@@ -154,10 +154,10 @@ def test_trust_variable_names_one_file(tmp_path, monkeypatch) -> None:
 def test_msst_types_keep_msst_loading_unless_switched_on(tmp_path, monkeypatch) -> None:
     import msst._inference
 
-    from bsmamba2_plugin.msst_integration import bridge, safe_load
+    from bsmamba2_plugin.msst_integration import bridge, run_state, safe_load
 
     bridge.install()
-    safe_load.note_model_type("bs_roformer", is_plugin=False)
+    run_state.current().note_model("bs_roformer", is_plugin=False)
     monkeypatch.delenv(safe_load.ALL_ENV, raising=False)
     try:
         marker = tmp_path / "PWNED"
@@ -171,7 +171,7 @@ def test_msst_types_keep_msst_loading_unless_switched_on(tmp_path, monkeypatch) 
                                        weights_only=False)
         assert not marker.exists()
     finally:
-        safe_load.note_model_type("bsmamba2", is_plugin=True)
+        run_state.current().note_model("bsmamba2", is_plugin=True)
 
 
 def test_checkpoints_msst_writes_load_weights_only(tmp_path) -> None:
@@ -181,10 +181,10 @@ def test_checkpoints_msst_writes_load_weights_only(tmp_path) -> None:
     import numpy as np
     from msst.utils import model_utils
 
-    from bsmamba2_plugin.msst_integration import bridge, safe_load
+    from bsmamba2_plugin.msst_integration import bridge, run_state
 
     bridge.install()
-    safe_load.note_model_type("bsmamba2", is_plugin=True)
+    run_state.current().note_model("bsmamba2", is_plugin=True)
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.ones(1, 3)).sum().backward()
@@ -205,10 +205,10 @@ def test_safetensors_weights_load(tmp_path) -> None:
     safetensors_torch = pytest.importorskip("safetensors.torch")
     import msst._inference
 
-    from bsmamba2_plugin.msst_integration import bridge, safe_load
+    from bsmamba2_plugin.msst_integration import bridge, run_state
 
     bridge.install()
-    safe_load.note_model_type("bsmamba2", is_plugin=True)
+    run_state.current().note_model("bsmamba2", is_plugin=True)
     weights = {"a.weight": torch.randn(2, 3)}
     path = tmp_path / "w.safetensors"
     safetensors_torch.save_file(weights, str(path))

@@ -21,12 +21,15 @@ one, fix its CPU training bug, and add the BSMamba2 recipe, without editing msst
 | msst.utils.model_utils, msst._inference | bigshifts_wrapper | plugin types, `--bigshifts 1`: straight to the streamed demix (msst copies input and output) |
 | msst._inference | separate_audio | plugin types without TTA or `inference.normalize`: no copies of the input (long files, issue 12) |
 | msst._training | train_one_epoch, compute_epoch_metrics, valid_multi_gpu, save_last_weights | with `training.ema_momentum` and `training.use_ema_weights` (default: on for plugin types, off for msst's own): validate and select checkpoints on the EMA weights (msst updates its EMA but never uses it), write `last_<type>_ema.ckpt`, restore the EMA on resume; write `best_<type>.ckpt` (the validation-selected weights) whenever the metric improves; tell the dataset the epoch |
-| msst._training | compute_training_loss, train_one_epoch | every model type (`training_clock`): step times logged per epoch and appended to `<results>/train_timing.jsonl`; `training.time_budget_seconds` stops training after that much step time (equal-time comparisons) |
+| msst._training | compute_training_loss, train_one_epoch | every model type (`training_clock`): step times logged per epoch and appended to `<results>/train_timing.jsonl`; `training.time_budget_seconds` stops training after that much step time (equal-time comparisons): the epochs left in msst's loop are empty (its train_one_epoch, save_last_weights, valid_multi_gpu and compute_epoch_metrics return at once) |
 | msst._train_accelerate | valid | the accelerate launcher has no train_one_epoch: advance the dataset's epoch after each validation |
 
 Patches are idempotent and applied when each module is first imported (`hook`,
 loaded from a .pth file, so stock `msst-*` commands, the Python API, DataLoader workers
-and DDP ranks all get them) or by `install()` for modules already imported. Before
+and DDP ranks all get them) or by `install()` for modules already imported; the modules
+are `import_hooks.PATCHED_MODULES`, the one list the hook and this table share. Each
+factory is called as `make(original, run)` with the process's `run_state.RunState`, the
+only state the patches share. Before
 patching, each function's parameters are compared with those of msst 0.1.0; a function
 whose shape changed is left alone with an `MsstCompatibilityWarning` naming it, and
 another msst version is warned about once. Built-in msst model types keep msst's
@@ -48,7 +51,16 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import ema, import_hooks, plugins, run_safety, safe_load, streaming, training_clock
+from . import (
+    ema,
+    import_hooks,
+    plugins,
+    run_safety,
+    run_state,
+    safe_load,
+    streaming,
+    training_clock,
+)
 from .common import (
     DATASET_MODULE,
     cfg_get,
@@ -58,12 +70,11 @@ from .common import (
     logger,
 )
 from .config_checks import MSST_SECTIONS, PLUGIN_SECTIONS, check_config_sections, make_load_config
-from .run_state import make_parse_args_train, training_seed
+from .run_state import RunState
 
-__all__ = ["MSST_SECTIONS", "MSST_VERSION", "PATCHES", "PLUGIN_SECTIONS",
+__all__ = ["MSST_SECTIONS", "MSST_VERSION", "PATCHES", "PLUGIN_SECTIONS", "TARGET_MODULES",
            "MsstCompatibilityWarning", "check_config_sections", "doctor_rows", "hook_problem",
-           "install",
-           "patch_module", "patch_report", "training_seed"]
+           "install", "patch_module", "patch_report"]
 
 
 MSST_VERSION = "0.1.0"
@@ -79,12 +90,12 @@ class Patch:
     module: str
     name: str
     parameters: tuple[str, ...]  # parameter names of the msst 0.1.0 original (class: ())
-    make: Callable[[Any], Any]  # original -> replacement
+    make: Callable[[Any, RunState], Any]  # (original, the process's run state) -> replacement
     why: str
 
 
 # --------------------------------------------------------------- model build
-def _make_build_model_from_config(original):
+def _make_build_model_from_config(original, run: RunState):
     @functools.wraps(original)
     def build_model_from_config(model_type, config, *, pretrained=False):
         from msst.errors import ConfigurationError
@@ -93,7 +104,7 @@ def _make_build_model_from_config(original):
         if hasattr(config, "training") and "model_type" in config.training:
             effective = config.training.model_type
         factory = plugins.get_factory(effective)
-        safe_load.note_model_type(effective, is_plugin=factory is not None)
+        run.note_model(effective, is_plugin=factory is not None)
         if factory is None:
             try:
                 return original(model_type, config, pretrained=pretrained)
@@ -122,7 +133,7 @@ BS_MAMBA2_HINT = (
     "convert-checkpoint IN OUT --config YAML` converts bs_mamba2 checkpoints.")
 
 
-def _make_optional_dependency_error(original):
+def _make_optional_dependency_error(original, run: RunState):
     @functools.wraps(original)
     def optional_dependency_error(error, *, extra, feature):
         result = original(error, extra=extra, feature=feature)
@@ -138,7 +149,7 @@ def _make_optional_dependency_error(original):
     return optional_dependency_error
 
 
-def _make_initialize_model_and_device(original):
+def _make_initialize_model_and_device(original, run: RunState):
     @functools.wraps(original)
     def initialize_model_and_device(model, device_ids):
         import torch
@@ -149,21 +160,20 @@ def _make_initialize_model_and_device(original):
     return initialize_model_and_device
 
 
+def _make_parse_args_train(original, run: RunState):
+    @functools.wraps(original)
+    def parse_args_train(dict_args):
+        args = original(dict_args)
+        run.seed = int(args.seed)  # the dataset's draws use it (see dataset.py)
+        return args
+
+    return parse_args_train
+
+
 # --------------------------------------------------------------------- loss
-_step_setups: dict[int, tuple[Any, tuple[Any, Any, Any]]] = {}
-
-
-def _step_setup(config: Any) -> tuple[Any, Any, Any]:
-    """(paper loss or None, batch augment or None, autocast dtype) for one config, built
-    once per config object (msst passes the same one every step)."""
-    cached = _step_setups.get(id(config))
-    if cached is None or cached[0] is not config:
-        cached = (config, _build_step_setup(config))
-        _step_setups[id(config)] = cached
-    return cached[1]
-
-
 def _build_step_setup(config: Any) -> tuple[Any, Any, Any]:
+    """(paper loss or None, batch augment or None, autocast dtype) for one config; the
+    loss wrapper builds it once per config object (`RunState.per_config`)."""
     import torch
 
     from ..training.augment import AugmentConfig, build_batch_augment
@@ -188,11 +198,11 @@ def _build_step_setup(config: Any) -> tuple[Any, Any, Any]:
     return loss, augment, dtypes[name]
 
 
-def _make_compute_training_loss(original):
+def _make_compute_training_loss(original, run: RunState):
     @functools.wraps(original)
     def compute_training_loss(model, config, args, data, device, device_ids, multi_loss,
                               use_amp):
-        training_clock.tick(config, device)  # step timing and time budget, every model type
+        training_clock.tick(run.clock, config, device)  # timing and budget, every type
         if not is_plugin_type(args.model_type):
             return original(model, config, args, data, device, device_ids, multi_loss, use_amp)
         import torch
@@ -210,9 +220,11 @@ def _make_compute_training_loss(original):
             active_stem_mask = active_stem_mask.to(device=device, dtype=torch.bool)
         if cfg_get(config.training, "normalize", False):
             x, y = normalize_batch(x, y)
-        paper_loss, augment, amp_dtype = _step_setup(config)
-        _announce_setup_once(config, args, device, use_amp, amp_dtype,
-                             paper_loss is not None and not args.use_standard_loss)
+        paper_loss, augment, amp_dtype = run.per_config(run.step_setups, config,
+                                                        _build_step_setup)
+        run.per_config(run.announced, config, lambda _: _announce_setup(
+            config, args, device, use_amp, amp_dtype,
+            paper_loss is not None and not args.use_standard_loss))
         if augment is not None:
             y = augment(y)
             x = y.sum(dim=1)
@@ -225,7 +237,8 @@ def _make_compute_training_loss(original):
             loss = paper_loss(estimate, y)
         limit = int(cfg_get(config.training, "max_nonfinite_steps",
                              run_safety.DEFAULT_MAX_NONFINITE_STEPS))
-        if not run_safety.GUARD.check(loss, limit) and not (use_amp and device.type == "cuda"):
+        if not run_safety.check_loss(run.nonfinite, loss, limit) \
+                and not (use_amp and device.type == "cuda"):
             # skip the step: a loss with no path to the weights leaves their .grad None,
             # which the optimizer skips (msst's enabled GradScaler skips NaN steps itself)
             loss = torch.zeros((), device=device, requires_grad=True) * 1.0
@@ -234,15 +247,10 @@ def _make_compute_training_loss(original):
     return compute_training_loss
 
 
-_announced: dict[int, Any] = {}
-
-
-def _announce_setup_once(config: Any, args: Any, device: Any, use_amp: bool, amp_dtype: Any,
-                         uses_paper_loss: bool) -> None:
-    """State once per run, in msst's log, which loss, data recipe, EMA and precision run."""
-    if _announced.get(id(config)) is config:
-        return
-    _announced[id(config)] = config
+def _announce_setup(config: Any, args: Any, device: Any, use_amp: bool, amp_dtype: Any,
+                    uses_paper_loss: bool) -> None:
+    """State in msst's log (once per run: the loss wrapper calls this once per config) which
+    loss, data recipe, EMA and precision run."""
     if not first_rank():
         return
     ensure_console()
@@ -300,7 +308,7 @@ def _describe_setup(config: Any, args: Any, device: Any, use_amp: bool, amp_dtyp
     return parts
 
 
-def _make_log_epoch_history(original):
+def _make_log_epoch_history(original, run: RunState):
     """Plugin types: leave the stems validation did not score (those other than
     `training.target_instrument`: msst lists them with no values) out of the epoch record,
     instead of numpy's mean of an empty list (five RuntimeWarnings, NaN rows)."""
@@ -319,12 +327,12 @@ def _make_log_epoch_history(original):
 
 
 # --------------------------------------------------------------------- data
-def _make_dataset(original):
+def _make_dataset(original, run: RunState):
     ours = sys.modules.get(DATASET_MODULE)
     if ours is not None and not hasattr(ours, "BSMamba2Dataset"):
         # msst.utils.dataset is being imported *by* dataset.py (in a DataLoader worker,
         # unpickling our dataset): dataset.py runs this when it is complete.
-        import_hooks.defer(DATASET_MODULE, _finish_dataset_patch)
+        run.defer(DATASET_MODULE, _finish_dataset_patch)
         return None
     from .dataset import BSMamba2Dataset
 
@@ -353,10 +361,10 @@ PATCHES: tuple[Patch, ...] = (
           _make_optional_dependency_error, "bs_mamba2 without mamba_ssm: point to bsmamba2"),
     Patch("msst.utils.settings", "load_config", ("model_type", "config_path"),
           make_load_config, "misspelt config sections and plugin keys are errors"),
-    Patch("msst._training", "parse_args_train", ("dict_args",), make_parse_args_train,
+    Patch("msst._training", "parse_args_train", ("dict_args",), _make_parse_args_train,
           "remember the user's --seed"),
     Patch("msst._train_accelerate", "parse_args_train", ("dict_args",),
-          make_parse_args_train, "by-value copy for the accelerate launcher"),
+          _make_parse_args_train, "by-value copy for the accelerate launcher"),
     Patch("msst._train_accelerate", "valid",
           ("model", "valid_loader", "args", "config", "device", "verbose"),
           ema.make_accelerate_valid, "advance the dataset epoch (accelerate launcher)"),
@@ -415,14 +423,15 @@ PATCHES += tuple(Patch(m, "torch", (), safe_load.torch_view_for(m),
 _TRAIN_LOADERS = ("msst.utils.model_utils", "msst._train_accelerate")  # used by msst-train
 
 
-def _make_load_start_checkpoint(original):
+def _make_load_start_checkpoint(original, run: RunState):
     """Fit message and full resume (`run_safety`); where training loads, first the refusal
     of EMA weights as a start checkpoint (`ema`)."""
-    return run_safety.make_load_start_checkpoint(original)
+    return run_safety.make_load_start_checkpoint(original, run)
 
 
-def _make_train_load_start_checkpoint(original):
-    return ema.make_load_start_checkpoint(run_safety.make_load_start_checkpoint(original))
+def _make_train_load_start_checkpoint(original, run: RunState):
+    return ema.make_load_start_checkpoint(run_safety.make_load_start_checkpoint(original, run),
+                                          run)
 
 
 PATCHES += tuple(Patch(m, "load_start_checkpoint", ("args", "model", "old_model", "type_"),
@@ -436,15 +445,13 @@ PATCHES += (Patch("msst.preflight", "check",
                    "checkpoint_path", "device_ids", "dataset_type", "mode", "memory_headroom",
                    "options"), safe_load.make_scoped_check,
                   "msst-check: weights-only checkpoint loading (it imports torch locally)"),)
-TARGET_MODULES = frozenset(p.module for p in PATCHES)
-_report: dict[tuple[str, str], str] = {}
-_version_checked: list[bool] = []
+TARGET_MODULES = import_hooks.PATCHED_MODULES  # = the modules in PATCHES (a test checks)
 
 
-def _check_version() -> None:
-    if _version_checked:
+def _check_version(run: RunState) -> None:
+    if run.msst_version_checked:
         return
-    _version_checked.append(True)
+    run.msst_version_checked = True
     try:
         found = importlib.metadata.version("msst")
     except importlib.metadata.PackageNotFoundError:
@@ -456,22 +463,22 @@ def _check_version() -> None:
             f"`bsmamba2 doctor` to see which apply.", MsstCompatibilityWarning, stacklevel=3)
 
 
-def _apply(module: Any, patch: Patch) -> None:
-    key = (patch.module, patch.name)
+def _apply(module: Any, patch: Patch, run: RunState) -> None:
+    key, report = (patch.module, patch.name), run.patch_report
     current = getattr(module, patch.name, None)
     if current is None:
-        _report[key] = "missing in this msst: not patched"
+        report[key] = "missing in this msst: not patched"
         warnings.warn(f"bsmamba2: {patch.module}.{patch.name} does not exist in this msst; "
                       f"not patched ({patch.why}).", MsstCompatibilityWarning, stacklevel=3)
         return
     if getattr(current, _MARK, None) is not None or (
             isinstance(current, type) and current.__module__ == DATASET_MODULE):
-        _report[key] = "patched"
+        report[key] = "patched"
         return
     if patch.parameters:
         found = tuple(inspect.signature(current).parameters)
         if found != patch.parameters:
-            _report[key] = f"NOT patched: parameters {found} differ from msst {MSST_VERSION}"
+            report[key] = f"NOT patched: parameters {found} differ from msst {MSST_VERSION}"
             warnings.warn(
                 f"bsmamba2: {patch.module}.{patch.name} has parameters {found}, not those of "
                 f"msst {MSST_VERSION} {patch.parameters}; it is left unpatched, so "
@@ -479,14 +486,14 @@ def _apply(module: Any, patch: Patch) -> None:
                 f"bsmamba2-plugin release for your msst.", MsstCompatibilityWarning,
                 stacklevel=3)
             return
-    replacement = patch.make(current)
+    replacement = patch.make(current, run)
     if replacement is None:
-        _report[key] = "deferred"
+        report[key] = "deferred"
         return
     if not isinstance(replacement, type):
         setattr(replacement, _MARK, current)
     setattr(module, patch.name, replacement)
-    _report[key] = "patched"
+    report[key] = "patched"
 
 
 def patch_module(module: Any) -> None:
@@ -494,9 +501,10 @@ def patch_module(module: Any) -> None:
     patches = [p for p in PATCHES if p.module == module.__name__]
     if not patches:
         return
-    _check_version()
+    run = run_state.current()
+    _check_version(run)
     for patch in patches:
-        _apply(module, patch)
+        _apply(module, patch, run)
 
 
 def install() -> None:
@@ -510,7 +518,8 @@ def install() -> None:
 
 def patch_report() -> dict[str, str]:
     """'module.name' -> what happened, for the patches tried in this process."""
-    return {f"{m}.{n}": state for (m, n), state in sorted(_report.items())}
+    return {f"{m}.{n}": state
+            for (m, n), state in sorted(run_state.current().patch_report.items())}
 
 
 def _hook_active() -> bool:

@@ -118,7 +118,7 @@ def check_config_sections(config: Any, model_type: str, source: str) -> None:
                 raise ConfigurationError(f"{source}: {detail}") from error
 
 
-def make_load_config(original):
+def make_load_config(original, run):
     @functools.wraps(original)
     def load_config(model_type, config_path):
         config = original(model_type, config_path)

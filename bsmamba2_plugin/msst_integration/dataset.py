@@ -22,9 +22,10 @@ names it.
 
 Random draws come from a numpy Generator per process that draws, seeded from
 (seed, rank, worker, epoch) and then advanced draw by draw (the step):
-- seed: the `--seed` given to msst-train, as the bridge recorded it (msst itself seeds
-  DDP and accelerate runs with seed + time, and every DDP rank alike, so
-  `torch.initial_seed()` repeats neither across runs nor differs across ranks);
+- seed: the `--seed` given to msst-train, as the bridge recorded it in the process's
+  `run_state.RunState` (msst itself seeds DDP and accelerate runs with seed + time, and
+  every DDP rank alike, so `torch.initial_seed()` repeats neither across runs nor differs
+  across ranks);
   outside an msst training run, `torch.initial_seed()` of the process that built the
   dataset;
 - rank: `torch.distributed`'s rank when a process group is up (DDP, accelerate), else 0;
@@ -42,7 +43,6 @@ import hashlib
 import json
 import os
 import sys
-import weakref
 from typing import Any
 
 import numpy as np
@@ -54,24 +54,16 @@ from tqdm.auto import tqdm
 from ..training.audio_files import training_set_problem
 from ..training.augment import AugmentConfig, apply_draw, draw_stem, salient_starts
 from . import run_state
-from .import_hooks import run_deferred
 
-__all__ = ["SECTION", "BSMamba2Dataset", "advance_epochs"]
+__all__ = ["SECTION", "BSMamba2Dataset"]
 
 SECTION = "augmentations_bsmamba2"
-_LIVE: weakref.WeakSet = weakref.WeakSet()  # datasets built in this process
 
 
 def _rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def advance_epochs() -> None:
-    """Move every dataset of this process to its next epoch (accelerate launcher)."""
-    for dataset in list(_LIVE):
-        dataset.bsmamba2_set_epoch(dataset.epoch + 1)
 
 
 # how msst's start-up line about a missing augmentations: section begins (dataset.py)
@@ -106,13 +98,14 @@ class BSMamba2Dataset(MSSDataset):
         section = config[SECTION] if SECTION in config else None
         self.recipe = None if section is None else AugmentConfig.from_mapping(section)
         self.salient: dict[str, list[tuple[str, int]]] | None = None
-        seed = run_state.training_seed()
+        run = run_state.current()
+        seed = run.seed
         self.seed = int(torch.initial_seed() if seed is None else seed)
         self.rank = _rank()
         self.epoch = 0
         self._rng: np.random.Generator | None = None
         self._rng_owner: tuple[int, Any] | None = None
-        _LIVE.add(self)
+        run.datasets.add(self)  # the accelerate launcher advances their epochs
         if self.recipe is not None and self.recipe.salient_windows:
             if dataset_type != 1:
                 raise ValueError(
@@ -237,4 +230,5 @@ class BSMamba2Dataset(MSSDataset):
         return torch.from_numpy(apply_draw(source, draw))
 
 
-run_deferred(__name__)  # the MSSDataset patch, if the bridge deferred it while we loaded
+# the MSSDataset patch, if the bridge deferred it while we loaded
+run_state.current().run_deferred(__name__)

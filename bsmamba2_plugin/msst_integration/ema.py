@@ -5,8 +5,12 @@ saves it. For plugin types (and msst types that opt in with `training.use_ema_we
 these patches validate and select checkpoints on the EMA weights, write
 `last_<type>_ema.ckpt` and `best_<type>.ckpt`, restore the EMA on resume and refuse to
 resume training from a file of EMA weights. For plugin types they also keep the RNG state
-in `last_<type>.ckpt` for an exact resume and count non-finite losses per epoch
-(`run_safety`).
+for an exact resume and count non-finite losses per epoch (`run_safety`). Once the time
+budget is spent (`training_clock`), the epochs left in msst's loop are empty: these
+wrappers of the loop's four calls return at once.
+
+What they share (msst's EMA model, the clock, the RNG state) is the process's
+`run_state.RunState`, which the bridge passes to each factory here.
 """
 
 from __future__ import annotations
@@ -14,17 +18,15 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from . import run_safety, safe_load, training_clock
-from .common import DATASET_MODULE, cfg_get, ensure_console, first_rank, is_plugin_type, logger
+from .common import cfg_get, ensure_console, first_rank, is_plugin_type, logger
+from .run_state import RunState
 
 # ---------------------------------------------------------------------- EMA
-_EMA: dict[str, Any] = {}  # process-local: the AveragedModel msst trains with
-
 
 def _ema_path(results_path: str, model_type: str) -> str:
     return os.path.join(results_path, f"last_{model_type}_ema.ckpt")
@@ -54,56 +56,56 @@ def uses_ema_weights(config: Any, model_type: str) -> bool:
     return bool(cfg_get(config.training, "use_ema_weights", is_plugin_type(model_type)))
 
 
-def make_train_one_epoch(original):
+def make_train_one_epoch(original, run: RunState):
     signature = inspect.signature(original)
 
     @functools.wraps(original)
     def train_one_epoch(model, config, args, *rest, **kwargs):
+        if training_clock.end_of_training(run.clock, args):
+            return None  # the time budget ran out in an earlier epoch: this one is empty
         ensure_console()
         ema = kwargs.get("ema_model")
-        if (ema is not None and _EMA.get("model") is not ema
-                and uses_ema_weights(config, args.model_type)):
-            _EMA["model"] = ema
+        if ema is not None and run.ema is not ema and uses_ema_weights(config, args.model_type):
+            run.ema = ema
             _restore_ema(ema, args)
         bound = signature.bind(model, config, args, *rest, **kwargs).arguments
         # before msst iterates the loader, so its (re)started workers get the epoch
         dataset = getattr(bound.get("train_loader"), "dataset", None)
         if hasattr(dataset, "bsmamba2_set_epoch"):
             dataset.bsmamba2_set_epoch(int(bound["epoch"]))
-        training_clock.stop_if_exhausted(args)  # the time budget ran out last epoch
         plugin = is_plugin_type(args.model_type)
         if plugin:  # count non-finite losses per epoch; RNG state for an exact resume
-            run_safety.GUARD.new_epoch(int(bound["epoch"]))
-            run_safety.epoch_started(dataset)
-        training_clock.epoch_started()
+            run.nonfinite.new_epoch(int(bound["epoch"]))
+            run_safety.epoch_started(run, args, dataset)
+        training_clock.epoch_started(run.clock)
         result = None
         try:
             result = original(model, config, args, *rest, **kwargs)
         except training_clock.BudgetReached:
-            pass  # msst goes on to save, validate and start the next epoch, which stops
-        training_clock.epoch_ended(config, args, int(bound["epoch"]), bound.get("world_size"))
+            pass  # msst goes on to save and validate; the next epoch is empty
+        training_clock.epoch_ended(run.clock, config, args, int(bound["epoch"]),
+                                   bound.get("world_size"))
         if plugin:
-            run_safety.epoch_ended(dataset)
+            run_safety.epoch_ended(run, dataset)
         return result
 
     return train_one_epoch
 
 
-def make_accelerate_valid(original):
+def make_accelerate_valid(original, run: RunState):
     @functools.wraps(original)
     def valid(model, valid_loader, args, config, device, verbose=False):
         result = original(model, valid_loader, args, config, device, verbose)
         # the accelerate launcher validates once per epoch and has no train_one_epoch
-        ours = sys.modules.get(DATASET_MODULE)
-        if ours is not None:
-            ours.advance_epochs()
+        for dataset in list(run.datasets):
+            dataset.bsmamba2_set_epoch(dataset.epoch + 1)
         return result
 
     return valid
 
 
-def _ema_for(args, device_ids) -> Any:
-    ema = _EMA.get("model")
+def _ema_for(run: RunState, device_ids) -> Any:
+    ema = run.ema
     if ema is None:
         return None
     import torch.distributed as dist
@@ -123,13 +125,17 @@ def _save_atomic(payload: dict[str, Any], path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-def make_compute_epoch_metrics(original):
+def make_compute_epoch_metrics(original, run: RunState):
+    signature = inspect.signature(original)
+
     @functools.wraps(original)
     def compute_epoch_metrics(*positional, **kwargs):
+        if run.clock.finished:  # an empty epoch after the time budget: the best so far
+            return signature.bind(*positional, **kwargs).arguments["best_metric"]
         args = kwargs.get("args")
         if positional or args is None or "model" not in kwargs:  # msst passes keywords
             return original(*positional, **kwargs)
-        ema = _ema_for(args, kwargs.get("device_ids"))
+        ema = _ema_for(run, kwargs.get("device_ids"))
         if ema is None and not is_plugin_type(args.model_type):
             return original(**kwargs)
         meta = getattr(args, "checkpoint_meta", {})
@@ -145,7 +151,7 @@ def make_compute_epoch_metrics(original):
         if best > previous and first_rank():
             # a stable name for the validation-selected weights (msst's own best files
             # carry the epoch and score in their names)
-            model = _EMA["model"].module if ema is not None else kwargs["model"]
+            model = run.ema.module if ema is not None else kwargs["model"]
             model = getattr(model, "module", model)  # DataParallel / DDP
             _save_atomic({"model_state_dict": model.state_dict(), "meta": {
                 **meta, "weights": weights, "epoch": int(kwargs["epoch"]),
@@ -156,25 +162,27 @@ def make_compute_epoch_metrics(original):
     return compute_epoch_metrics
 
 
-def make_valid_multi_gpu(original):
+def make_valid_multi_gpu(original, run: RunState):
     @functools.wraps(original)
     def valid_multi_gpu(model, args, config, device_ids=None, verbose=False):
-        ema = _ema_for(args, device_ids)
+        if run.clock.finished:  # an empty epoch: what msst's ranks other than 0 return
+            return None, None
+        ema = _ema_for(run, device_ids)
         return original(ema if ema is not None else model, args, config, device_ids, verbose)
 
     return valid_multi_gpu
 
 
-def make_save_last_weights(original):
+def make_save_last_weights(original, run: RunState):
+    """Also write `last_<type>_ema.ckpt`; msst's `last_<type>.ckpt` gets its resume block
+    from the guarded save (`safe_load.TorchView.save`)."""
     @functools.wraps(original)
     def save_last_weights(args, model, *rest, **kwargs):
         import torch
 
-        block = run_safety.resume_block() if is_plugin_type(args.model_type) else None
-        if block is not None:
-            last = os.path.join(args.results_path, f"last_{args.model_type}.ckpt")
-            safe_load.pending_extra[os.path.abspath(last)] = {run_safety.RESUME_KEY: block}
-        ema = _EMA.get("model")
+        if run.clock.finished:  # an empty epoch after the time budget: nothing new to save
+            return None
+        ema = run.ema
         if ema is not None:  # first, so that last_<type>.ckpt never names a missing EMA
             meta = {**getattr(args, "checkpoint_meta", {}), "weights": "ema"}
             safe_load.atomic_save(torch, {"model_state_dict": ema.module.state_dict(),
@@ -206,7 +214,7 @@ def _refuse_ema_start(args: Any, checkpoint: Any) -> None:
         f"state; the EMA is restored from {_ema_path(os.path.dirname(raw), model_type)}.")
 
 
-def make_load_start_checkpoint(original):
+def make_load_start_checkpoint(original, run: RunState):
     @functools.wraps(original)
     def load_start_checkpoint(args, model, old_model, type_="train"):
         if type_ == "train":

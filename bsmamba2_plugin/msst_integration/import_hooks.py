@@ -1,22 +1,26 @@
 """Import-time plumbing of the msst patches: standard library only, no package imports.
 
+`PATCHED_MODULES` names every msst module the bridge patches: the one list that the
+startup hook (`hook`, which must not import the bridge) and the bridge's table share
+(`tests/test_architecture.py` checks that it is exactly the modules of `bridge.PATCHES`).
+
 `MsstPatchFinder` is a sys.meta_path entry that answers only for a given set of msst
 modules: each is executed by its normal loader and then handed to a patch function.
 `hook` installs one at interpreter start (its patch function imports `bridge` lazily),
 `bridge.install()` on demand. Neither needs the other: both import only this module.
-
-`defer` and `run_deferred` hold a patch that must wait for a module of this package that
-is still executing. msst.utils.dataset can be imported *by* `dataset` (a DataLoader worker
-unpickling our dataset imports `dataset`, which imports msst.utils.dataset), and its patch
-needs the class that `dataset` has not defined yet; `dataset` runs the waiting patch on
-its last line, without importing the bridge.
 """
 
 from __future__ import annotations
 
 import sys
 
-__all__ = ["MsstPatchFinder", "defer", "register", "run_deferred"]
+__all__ = ["PATCHED_MODULES", "MsstPatchFinder", "register"]
+
+PATCHED_MODULES = frozenset({
+    "msst.utils.settings", "msst.utils.model_utils", "msst.utils.dataset",
+    "msst._training", "msst._train_accelerate", "msst._validation", "msst._valid_ddp",
+    "msst._inference", "msst.preflight",
+})
 
 
 class _PatchingLoader:
@@ -49,6 +53,11 @@ class MsstPatchFinder:
         self._targets = frozenset(targets)
         self._patch = patch
 
+    @property
+    def targets(self) -> frozenset[str]:
+        """The modules this finder patches."""
+        return self._targets
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in self._targets:
             return None
@@ -71,17 +80,3 @@ def register(targets, patch) -> None:
     """Put a `MsstPatchFinder(targets, patch)` first on sys.meta_path, unless one is there."""
     if not any(isinstance(f, MsstPatchFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, MsstPatchFinder(targets, patch))
-
-
-_deferred: dict[str, list] = {}  # module name -> patches waiting for it to finish executing
-
-
-def defer(module_name: str, action) -> None:
-    """Call `action()` when `run_deferred(module_name)` is called."""
-    _deferred.setdefault(module_name, []).append(action)
-
-
-def run_deferred(module_name: str) -> None:
-    """Call (once) the actions deferred until `module_name` is complete."""
-    for action in _deferred.pop(module_name, ()):
-        action()

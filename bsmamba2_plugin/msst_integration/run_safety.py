@@ -9,37 +9,42 @@ Used by the bridge's patches; see its table for where each piece hooks in.
 - Resume: msst's `--start_check_point` restores only the weights unless `--load_optimizer
   --load_scheduler --load_epoch --load_best_metric --load_all_metrics --load_all_losses`
   are all given, and it never saves or restores random-number state. For plugin types
-  the bridge adds a `bsmamba2_resume` block (torch / numpy / python RNG states and our
-  dataset's generator, captured at the end of each training epoch) to `last_<type>.ckpt`;
-  starting from a checkpoint with that block turns those msst flags on and restores the
-  RNG state before the next epoch, so a killed run continues as if never stopped. The same
+  the guarded save (`safe_load.TorchView.save`) adds a `bsmamba2_resume` block (torch /
+  numpy / python RNG states and our dataset's generator, captured at the end of each
+  training epoch) to the run's `last_<type>.ckpt` (`with_resume_block`); starting from a
+  checkpoint with that block turns those msst flags on and restores the RNG state before
+  the next epoch, so a killed run continues as if never stopped. The same
   state is restored at the start of every epoch in an uninterrupted run, which makes
   validation (between epochs) leave the training RNG stream untouched; both runs then
   draw identical batches.
-- `NonFiniteLossGuard`: a NaN/Inf training loss skips the step (no gradient reaches the
+- `check_loss`: a NaN/Inf training loss skips the step (no gradient reaches the
   weights) and is logged with a count; `training.max_nonfinite_steps` (default 10) in a
   row stops training with `NonFiniteLossError`.
+
+The RNG state and the counts live in the process's `run_state.RunState` (`rng`,
+`last_checkpoint`, `nonfinite`); the functions here are given it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
 from collections.abc import Mapping
 from typing import Any
 
+from .run_state import NonFiniteCounts, RunState
+
 __all__ = [
     "RESUME_KEY",
     "NonFiniteLossError",
-    "NonFiniteLossGuard",
     "capture_rng",
     "check_fit",
+    "check_loss",
     "fit_problem",
     "restore_rng",
-    "resume_block",
     "start_resume",
+    "with_resume_block",
 ]
 
 logger = logging.getLogger("bsmamba2_plugin")
@@ -48,8 +53,6 @@ RESUME_KEY = "bsmamba2_resume"
 DEFAULT_MAX_NONFINITE_STEPS = 10
 _RESUME_FLAGS = ("load_optimizer", "load_scheduler", "load_epoch", "load_best_metric",
                  "load_all_metrics", "load_all_losses")
-
-_rng: dict[str, Any] = {}  # "state": the RNG state the next epoch starts from
 
 
 def _checkpoint_error(message: str) -> Exception:
@@ -181,31 +184,39 @@ def restore_rng(state: Mapping[str, Any], dataset: Any = None) -> None:
         dataset._rng_owner = (os.getpid(), None)
 
 
-def epoch_started(dataset: Any) -> None:
-    """Start the epoch from the saved RNG state (resume, or end of the previous epoch)."""
-    state = _rng.pop("state", None)
+def epoch_started(run: RunState, args: Any, dataset: Any) -> None:
+    """Start the epoch from the saved RNG state (resume, or end of the previous epoch);
+    name the file that carries that state (`with_resume_block`)."""
+    results = getattr(args, "results_path", None)
+    run.last_checkpoint = None if results is None else os.path.abspath(
+        os.path.join(results, f"last_{args.model_type}.ckpt"))
+    state, run.rng = run.rng, None
     if state is not None:
         restore_rng(state, dataset)
 
 
-def epoch_ended(dataset: Any) -> None:
-    _rng["state"] = capture_rng(dataset)
+def epoch_ended(run: RunState, dataset: Any) -> None:
+    run.rng = capture_rng(dataset)
 
 
-def resume_block() -> dict[str, Any] | None:
-    """What `last_<type>.ckpt` gets under RESUME_KEY (None before the first epoch ends)."""
-    state = _rng.get("state")
-    return None if state is None else {"rng": state}
+def with_resume_block(run: RunState, obj: Any, path: str) -> Any:
+    """`obj` as the guarded save writes it to `path`: msst's `last_<type>.ckpt` of this
+    run gets RESUME_KEY (the RNG state the next epoch starts from); anything else, and
+    anything before the first epoch ends, is written as it is."""
+    if run.rng is None or not isinstance(obj, dict) or run.last_checkpoint is None \
+            or os.path.abspath(path) != run.last_checkpoint:
+        return obj
+    return {**obj, RESUME_KEY: {"rng": run.rng}}
 
 
-def start_resume(args: Any, checkpoint: Any) -> None:
+def start_resume(run: RunState, args: Any, checkpoint: Any) -> None:
     """msst-train from a checkpoint with a resume block: restore everything msst can."""
     if not (isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(RESUME_KEY),
                                                            Mapping)):
         return
     for flag in _RESUME_FLAGS:
         setattr(args, flag, True)
-    _rng["state"] = checkpoint[RESUME_KEY]["rng"]
+    run.rng = checkpoint[RESUME_KEY]["rng"]
     logger.warning("bsmamba2: resuming from %s at epoch %s (optimizer, scheduler, epoch, "
                    "metrics, losses, EMA and random state restored)", args.start_check_point,
                    int(checkpoint.get("epoch", -1)) + 1)
@@ -216,54 +227,39 @@ class NonFiniteLossError(RuntimeError):
     """Too many training steps in a row had a NaN or Inf loss."""
 
 
-@dataclasses.dataclass
-class NonFiniteLossGuard:
-    """Counts NaN/Inf losses: `in_a_row` resets on a finite loss, `total` never."""
+def check_loss(counts: NonFiniteCounts, loss: Any, limit: int) -> bool:
+    """True if `loss` is finite; else log, count, and raise after `limit` in a row.
 
-    in_a_row: int = 0
-    total: int = 0
-    step: int = 0
-    epoch: int = 0
+    Raises:
+        NonFiniteLossError: `limit` non-finite losses in a row.
+    """
+    import torch
 
-    def new_epoch(self, epoch: int) -> None:
-        self.epoch, self.step = epoch, 0
-
-    def check(self, loss: Any, limit: int) -> bool:
-        """True if `loss` is finite; else log, count, and raise after `limit` in a row.
-
-        Raises:
-            NonFiniteLossError: `limit` non-finite losses in a row.
-        """
-        import torch
-
-        self.step += 1
-        if bool(torch.isfinite(loss.detach()).all()):
-            self.in_a_row = 0
-            return True
-        self.in_a_row += 1
-        self.total += 1
-        logger.warning("bsmamba2: epoch %d step %d: training loss is %s; step skipped "
-                       "(%d in a row, %d skipped in this run; training.max_nonfinite_steps"
-                       "=%d)", self.epoch, self.step, float(loss.detach().float().sum()),
-                       self.in_a_row, self.total, limit)
-        if self.in_a_row >= limit:
-            raise NonFiniteLossError(
-                f"Training stopped at epoch {self.epoch} step {self.step}: the loss was NaN "
-                f"or Inf for {self.in_a_row} steps in a row (training.max_nonfinite_steps="
-                f"{limit}; {self.total} skipped in this run). No weights with NaN were "
-                f"saved; last_<type>.ckpt holds the last good epoch. Likely causes: learning "
-                f"rate too high (training.lr), fp16 overflow (use training.autocast_dtype: "
-                f"bfloat16 or use_amp: false), NaN or Inf samples in the data, or "
-                f"training.grad_clip disabled. Fix the cause and resume with "
-                f"--start_check_point last_<type>.ckpt.")
-        return False
-
-
-GUARD = NonFiniteLossGuard()
+    counts.step += 1
+    if bool(torch.isfinite(loss.detach()).all()):
+        counts.in_a_row = 0
+        return True
+    counts.in_a_row += 1
+    counts.total += 1
+    logger.warning("bsmamba2: epoch %d step %d: training loss is %s; step skipped "
+                   "(%d in a row, %d skipped in this run; training.max_nonfinite_steps"
+                   "=%d)", counts.epoch, counts.step, float(loss.detach().float().sum()),
+                   counts.in_a_row, counts.total, limit)
+    if counts.in_a_row >= limit:
+        raise NonFiniteLossError(
+            f"Training stopped at epoch {counts.epoch} step {counts.step}: the loss was NaN "
+            f"or Inf for {counts.in_a_row} steps in a row (training.max_nonfinite_steps="
+            f"{limit}; {counts.total} skipped in this run). No weights with NaN were "
+            f"saved; last_<type>.ckpt holds the last good epoch. Likely causes: learning "
+            f"rate too high (training.lr), fp16 overflow (use training.autocast_dtype: "
+            f"bfloat16 or use_amp: false), NaN or Inf samples in the data, or "
+            f"training.grad_clip disabled. Fix the cause and resume with "
+            f"--start_check_point last_<type>.ckpt.")
+    return False
 
 
 # ------------------------------------------------------------------ the patch
-def make_load_start_checkpoint(original):
+def make_load_start_checkpoint(original, run: RunState):
     """Bridge patch of msst's load_start_checkpoint (model_utils and its by-value copies).
 
     Plugin types: in msst-valid / msst-inference (type_ != "train"), `check_fit` first;
@@ -277,7 +273,7 @@ def make_load_start_checkpoint(original):
     def load_start_checkpoint(args, model, old_model, type_="train"):
         if args.model_type in plugins.available():
             if type_ == "train":
-                start_resume(args, old_model)
+                start_resume(run, args, old_model)
             else:
                 check_fit(model, old_model, path=str(args.start_check_point),
                           model_type=args.model_type)

@@ -28,12 +28,14 @@ the process (user code, other libraries, torch itself) is affected.
 
 `TorchView.save`, when the guard is on, writes `<path>.tmp-<pid>`, flushes it to disk and
 `os.replace`s it over `path` (atomic on POSIX and Windows), and refuses to write a
-`model_state_dict` holding NaN or Inf.
+`model_state_dict` holding NaN or Inf. It adds the resume block to the training run's
+`last_<type>.ckpt` itself (`run_safety.with_resume_block`).
 
 The guard is on for plugin model types (the last model the bridge built in this process
-was a plugin type; msst builds the model before it loads a checkpoint in every command)
-and, for msst's own types, only when `BSMAMBA2_SAFE_CHECKPOINTS_ALL=1` (off by default so
-msst's own types keep msst's behaviour).
+was a plugin type, as the process's `run_state.RunState` records it; msst builds the model
+before it loads a checkpoint in every command) and, for msst's own types, only when
+`BSMAMBA2_SAFE_CHECKPOINTS_ALL=1` (off by default so msst's own types keep msst's
+behaviour).
 """
 
 from __future__ import annotations
@@ -47,29 +49,21 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+from .run_safety import with_resume_block
+from .run_state import RunState
+
 __all__ = ["ALL_ENV", "TRUST_ENV", "TorchView", "atomic_save", "guard_on", "load_weights_only",
-           "note_model_type", "safe_torch_load", "torch_view_for"]
+           "safe_torch_load", "torch_view_for"]
 
 logger = logging.getLogger("bsmamba2_plugin")
 
 TRUST_ENV = "BSMAMBA2_TRUST_PICKLE"
 ALL_ENV = "BSMAMBA2_SAFE_CHECKPOINTS_ALL"
 
-_state: dict[str, Any] = {"model_type": None, "is_plugin": False}
-# path -> extra top-level keys for the next guarded save of that path (the bridge's resume
-# block for last_<type>.ckpt)
-pending_extra: dict[str, dict[str, Any]] = {}
 
-
-def note_model_type(model_type: str, *, is_plugin: bool) -> None:
-    """Record the effective type of the model msst just built (called by the bridge)."""
-    _state["model_type"] = model_type
-    _state["is_plugin"] = is_plugin
-
-
-def guard_on() -> bool:
+def guard_on(run: RunState) -> bool:
     """Whether checkpoint loads and saves in msst's modules are guarded now."""
-    return bool(_state["is_plugin"]) or os.environ.get(ALL_ENV, "") == "1"
+    return run.model_is_plugin or os.environ.get(ALL_ENV, "") == "1"
 
 
 def _checkpoint_error(message: str) -> Exception:
@@ -130,10 +124,12 @@ def _load_safetensors(path: str, map_location: Any) -> dict[str, Any]:
     return load_file(path, device=device)
 
 
-def safe_torch_load(torch_module: Any, f: Any, *args: Any, **kwargs: Any) -> Any:
+def safe_torch_load(run: RunState, torch_module: Any, f: Any, *args: Any, **kwargs: Any
+                    ) -> Any:
     """torch.load as msst calls it, guarded (see the module docstring).
 
     Args:
+        run: the process's run state (whether the guard is on).
         torch_module: the real torch.
         f, args, kwargs: what msst passed to torch.load.
 
@@ -141,7 +137,7 @@ def safe_torch_load(torch_module: Any, f: Any, *args: Any, **kwargs: Any) -> Any
         CheckpointError: the file needs unpickling of code, or is not a complete checkpoint.
     """
     path = _as_path(f)
-    if not guard_on() or path is None:
+    if not guard_on(run) or path is None:
         return torch_module.load(f, *args, **kwargs)
     return _guarded_load(torch_module, path, f, args, kwargs)
 
@@ -231,9 +227,6 @@ def atomic_save(torch_module: Any, obj: Any, f: Any, *args: Any, **kwargs: Any) 
             f"{bad[0]}). The previous file, if any, is kept. Likely causes: learning rate "
             f"too high, fp16 overflow (try training.autocast_dtype: bfloat16), or NaN/silent "
             f"samples in the data.")
-    extra = pending_extra.pop(os.path.abspath(path), None)
-    if extra and isinstance(obj, dict):
-        obj = {**obj, **extra}
     for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a killed save
         os.remove(stale)
     temporary = f"{path}.tmp-{os.getpid()}"
@@ -255,39 +248,45 @@ class TorchView(types.ModuleType):
     Args:
         torch_module: the real torch.
         owner: name of the msst module this view replaces `torch` in (for messages).
+        run: the process's run state (whether the guard is on; the resume block).
     """
 
-    def __init__(self, torch_module: Any, owner: str) -> None:
+    def __init__(self, torch_module: Any, owner: str, run: RunState) -> None:
         super().__init__("torch", f"torch as seen by {owner} (bsmamba2-plugin safe_load)")
         self.__dict__["_torch"] = torch_module
         self.__dict__["_owner"] = owner
+        self.__dict__["_run"] = run
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["_torch"], name)
 
     def load(self, f: Any, *args: Any, **kwargs: Any) -> Any:
-        return safe_torch_load(self.__dict__["_torch"], f, *args, **kwargs)
+        return safe_torch_load(self.__dict__["_run"], self.__dict__["_torch"], f, *args,
+                               **kwargs)
 
     def save(self, obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
-        if guard_on():
-            atomic_save(self.__dict__["_torch"], obj, f, *args, **kwargs)
-        else:
+        run, path = self.__dict__["_run"], _as_path(f)
+        if not guard_on(run):
             self.__dict__["_torch"].save(obj, f, *args, **kwargs)
+            return
+        if path is not None:
+            obj = with_resume_block(run, obj, path)
+        atomic_save(self.__dict__["_torch"], obj, f, *args, **kwargs)
 
 
 def torch_view_for(owner: str):
     """A bridge patch factory: the real torch of `owner` -> a TorchView of it."""
 
-    def make(original: Any) -> TorchView:
+    def make(original: Any, run: RunState) -> TorchView:
         if isinstance(original, TorchView):
             return original
-        return TorchView(original, owner)
+        return TorchView(original, owner, run)
 
     return make
 
 
 
-def make_scoped_check(original):
+def make_scoped_check(original, run: RunState):
     """Bridge patch of msst.preflight.check (`msst-check`): guarded torch.load inside it.
 
     preflight imports torch inside `check`, so no module global can be replaced; while
@@ -303,7 +302,7 @@ def make_scoped_check(original):
         real = types.SimpleNamespace(load=torch.load, serialization=torch.serialization)
 
         def load(f: Any, *load_args: Any, **load_kwargs: Any) -> Any:
-            return safe_torch_load(real, f, *load_args, **load_kwargs)
+            return safe_torch_load(run, real, f, *load_args, **load_kwargs)
 
         torch.load = load
         try:

@@ -251,7 +251,7 @@ def paper_protocol_applies(config: Any, model_type: str) -> bool:
     return model_type != "htdemucs" and not isinstance(overlap, bool) and overlap == 1
 
 
-def make_demix(original):
+def make_demix(original, run):
     @functools.wraps(original)
     def demix(config, model, mix, device, model_type, pbar=False):
         if not (is_plugin_type(model_type) or paper_protocol_applies(config, model_type)):
@@ -261,7 +261,7 @@ def make_demix(original):
     return demix
 
 
-def make_bigshifts_wrapper(original):
+def make_bigshifts_wrapper(original, run):
     @functools.wraps(original)
     def bigshifts_wrapper(config, model, mix, device, model_type, pbar=False, bigshifts=1):
         if not is_plugin_type(model_type) or bigshifts > 1:
@@ -307,7 +307,7 @@ def _prepare_lean(mix: Any, config: Any):
     return audio, audio.shape[0] == 1 and expected == 2
 
 
-def make_separate_audio(original):
+def make_separate_audio(original, run):
     @functools.wraps(original)
     def separate_audio(model, args, config, device, mix, *, detailed_progress=None):
         import numpy as np

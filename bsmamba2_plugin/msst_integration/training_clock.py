@@ -14,9 +14,17 @@ for msst's own model types too, so BS-RoFormer and BSMamba2 are timed the same w
   inside training epochs, not counting the run's first step (its one-time kernel
   autotuning or compilation, cached on disk for later runs, is reported on its own) nor
   validation and checkpoint writing between epochs. The step that would start past the budget is
-  not run; msst then finishes that epoch as usual (last and best checkpoints, EMA,
-  validation) and the run exits with status 0 before the next epoch. Under DDP all ranks
-  stop at the same step (the decision is all-reduced). Equal-time comparisons use it.
+  not run (`tick` raises `BudgetReached`, which the bridge's `train_one_epoch` wrapper
+  catches); msst then finishes that epoch as usual (last and best checkpoints, EMA,
+  validation). Training then ends through msst's own loop: `end_of_training` makes every
+  later epoch of it empty (the patched `train_one_epoch`, `save_last_weights`,
+  `valid_multi_gpu` and `compute_epoch_metrics` return at once), so msst's `train_model`
+  returns as at the end of any run and the command exits with status 0 (a Python caller of
+  msst's `train_model` gets a normal return, not SystemExit). Under DDP all ranks stop at
+  the same step (the decision is all-reduced). Equal-time comparisons use it.
+
+The clock itself (`run_state.TrainingClock`) is part of the process's `RunState`; the
+functions here read and write the one they are given.
 """
 
 from __future__ import annotations
@@ -30,9 +38,10 @@ import time
 from typing import Any
 
 from .common import cfg_get, ensure_console, first_rank
+from .run_state import TrainingClock
 
-__all__ = ["BUDGET_KEY", "TIMING_FILE", "BudgetReached", "check_budget_value", "epoch_ended",
-           "epoch_started", "stop_if_exhausted", "tick"]
+__all__ = ["BUDGET_KEY", "TIMING_FILE", "BudgetReached", "check_budget_value", "end_of_training",
+           "epoch_ended", "epoch_started", "tick"]
 
 logger = logging.getLogger("bsmamba2_plugin")
 
@@ -44,30 +53,9 @@ class BudgetReached(BaseException):
     """Raised at the start of the step that would run past the budget.
 
     A BaseException, so that msst's `--safe_mode` (which catches Exception around each
-    step) cannot swallow it; the bridge's `train_one_epoch` wrapper catches it.
+    step) cannot swallow it; the bridge's `train_one_epoch` wrapper catches it, so it never
+    leaves the patches.
     """
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.spent = 0.0  # seconds inside finished epochs
-        self.epoch_start: float | None = None
-        self.ticks: list[float] = []
-        self.exhausted = False
-        self.steps_total = 0
-        self.samples_total = 0
-        self.excluded: float | None = None  # the run's first step, outside the budget
-        self.managed = False  # epochs come through msst's train_one_epoch (not accelerate)
-        self.warned = False
-
-    def now_spent(self, now: float) -> float:
-        return self.spent + (0.0 if self.epoch_start is None else now - self.epoch_start)
-
-    def budget_spent(self, now: float) -> float:
-        return self.now_spent(now) - (self.excluded or 0.0)
-
-
-_CLOCK = _Clock()
 
 
 def check_budget_value(value: Any, source: str) -> None:
@@ -100,14 +88,13 @@ def _all_ranks_agree(flag: bool, device: Any) -> bool:
     return bool(value.item() > 0)
 
 
-def tick(config: Any, device: Any) -> None:
+def tick(clock: TrainingClock, config: Any, device: Any) -> None:
     """Start of a training step: record the time; stop here if the budget is spent.
 
     Raises:
         BudgetReached: `training.time_budget_seconds` is spent (on any rank).
     """
     now = time.perf_counter()
-    clock = _CLOCK
     if clock.epoch_start is None:  # a caller that is not msst's train_one_epoch
         clock.epoch_start = now
     if clock.excluded is None and clock.steps_total == 0 and len(clock.ticks) == 1:
@@ -127,18 +114,17 @@ def tick(config: Any, device: Any) -> None:
     clock.ticks.append(now)
 
 
-def epoch_started() -> None:
-    clock = _CLOCK
+def epoch_started(clock: TrainingClock) -> None:
     clock.managed = True
     clock.epoch_start = time.perf_counter()
     clock.ticks = []
 
 
-def epoch_ended(config: Any, args: Any, epoch: int, world_size: int | None) -> None:
+def epoch_ended(clock: TrainingClock, config: Any, args: Any, epoch: int,
+                world_size: int | None) -> None:
     """Account the epoch's time; log and record its timing (first rank only). A spent
-    budget ends the run at the next epoch's start (`stop_if_exhausted`), after msst has
+    budget ends training at the next epoch's start (`end_of_training`), after msst has
     saved and validated this one."""
-    clock = _CLOCK
     end = time.perf_counter()
     if clock.epoch_start is None:
         return
@@ -189,26 +175,18 @@ def epoch_ended(config: Any, args: Any, epoch: int, world_size: int | None) -> N
                 handle.write(json.dumps(record) + "\n")
 
 
-def stop_if_exhausted(args: Any) -> None:
-    """Called before an epoch starts: end the run cleanly once the budget is spent.
-
-    Raises:
-        SystemExit(0): the budget is spent.
-    """
-    clock = _CLOCK
+def end_of_training(clock: TrainingClock, args: Any) -> bool:
+    """Called before an epoch starts: True once the budget is spent, then this epoch and
+    every later one of msst's loop are empty. Logs, once, where the run stopped."""
     if not clock.exhausted:
-        return
-    if first_rank():
+        return False
+    if not clock.finished and first_rank():
         ensure_console()
         logger.info("bsmamba2: training.%s reached after %d steps (%.0f s of counted step "
-                    "time; %.0f s in training epochs with the first step); last and best "
+                    "time; %.0f s in training epochs with the first step); training ends "
+                    "here (the remaining epochs of msst's loop are skipped); last and best "
                     "checkpoints are in %s", BUDGET_KEY, clock.steps_total,
                     clock.spent - (clock.excluded or 0.0), clock.spent,
                     getattr(args, "results_path", "?"))
-    raise SystemExit(0)
-
-
-def reset() -> None:
-    """Forget all state (tests)."""
-    global _CLOCK
-    _CLOCK = _Clock()
+    clock.finished = True
+    return True
