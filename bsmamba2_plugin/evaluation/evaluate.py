@@ -60,14 +60,12 @@ class ModelSpec:
 
 def _read_checkpoint_state(path: Path) -> tuple[Any, dict, dict]:
     """(what the file holds, its state dict, its meta); weights-only."""
+    from ..msst_integration.checkpoints import unwrap_state_dict
     from ..msst_integration.safe_load import load_weights_only
 
     checkpoint = load_weights_only(path)
     meta = checkpoint.get("meta", {}) if isinstance(checkpoint, dict) else {}
-    for key in ("model_state_dict", "state_dict", "state"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
-            return checkpoint, checkpoint[key], meta
-    return checkpoint, checkpoint, meta
+    return checkpoint, unwrap_state_dict(checkpoint)[0], meta
 
 
 def _autocast_dtype(config: Any, device: str) -> Any:

@@ -64,8 +64,9 @@ def load_bsmamba2(config_path: str | os.PathLike, checkpoint: str | os.PathLike 
 
     Args:
         config_path: msst YAML with a `model:` section of BSMamba2 keys.
-        checkpoint: a `.ckpt` (weights-only) whose state dict (bare, or under `state_dict`,
-            `model_state_dict` or `state`) loads strictly; None keeps the initial weights.
+        checkpoint: a `.ckpt` (weights-only) whose state dict (bare, or under `state`,
+            `state_dict` or `model_state_dict`: `unwrap_state_dict`) loads strictly; None
+            keeps the initial weights.
 
     Returns:
         (model in eval mode on the CPU, stem names, audio.sample_rate in Hz).
@@ -73,6 +74,7 @@ def load_bsmamba2(config_path: str | os.PathLike, checkpoint: str | os.PathLike 
     Raises:
         ValueError: a broken YAML or config, or a checkpoint that does not fit it (one line).
     """
+    from ..msst_integration.checkpoints import unwrap_state_dict
     from ..msst_integration.config_checks import load_msst_yaml
     from ..msst_integration.run_safety import fit_problem
     from ..msst_integration.safe_load import load_weights_only
@@ -86,12 +88,7 @@ def load_bsmamba2(config_path: str | os.PathLike, checkpoint: str | os.PathLike 
                               config_flag="--config", type_flag=None)
         if problem:
             raise ValueError(problem)
-        state = stored
-        for key in ("model_state_dict", "state_dict", "state"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-                break
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(unwrap_state_dict(stored)[0], strict=True)
     training = raw.get("training") or {}
     target = training.get("target_instrument")
     stems = [target] if target else list(training.get("instruments") or [])

@@ -8,6 +8,9 @@ Understood inputs (all loaded with `torch.load(weights_only=True)`):
 - msst checkpoints (`model_state_dict`, `state_dict` or `state`) and bare state dicts,
   e.g. msst's `bs_mamba2_vocals.ckpt`.
 
+Every command of this package that loads weights finds them with `unwrap_state_dict`, in
+the key order msst's own loader uses, so that a file means the same to all of them.
+
 Output: `{"model_state_dict": ..., "meta": {...}}` as msst writes it, with
 `meta.model_type = "bsmamba2"` and `meta.weights` saying raw or EMA (carried over from
 a source that records it), so `msst-valid`/`msst-inference --model_type bsmamba2`
@@ -28,7 +31,8 @@ import torch
 from ..network.config import BSMamba2Config
 from .registry import MODEL_TYPE
 
-__all__ = ["convert_checkpoint", "extract_state_dict", "load_checkpoint_file"]
+__all__ = ["STATE_DICT_KEYS", "convert_checkpoint", "extract_state_dict",
+           "load_checkpoint_file", "unwrap_state_dict"]
 
 _MSST_FORMAT_VERSION = 1
 _MSST_VERSION = "0.1.0"
@@ -53,6 +57,34 @@ def load_checkpoint_file(path: str | os.PathLike, *, trust: bool = False) -> Any
             f"It holds pickled Python objects besides tensors (Lightning stores its "
             f"hyper-parameters that way). Fix: if you trust where the file comes from, "
             f"pass --trust-pickle (torch.load with weights_only=False).") from error
+
+
+#: Where checkpoint files keep the model's weights, in the order msst 0.1.0's
+#: `load_start_checkpoint` looks for them: `state` (htdemucs), then `state_dict` (apollo),
+#: then `model_state_dict` (what msst-train and convert-checkpoint write), descending into
+#: each one present. `unwrap_state_dict` follows it, so that our commands, the fit check and
+#: msst-valid / msst-inference load the same tensors from the same file.
+STATE_DICT_KEYS = ("state", "state_dict", "model_state_dict")
+
+
+def unwrap_state_dict(checkpoint: Any) -> tuple[Any, str]:
+    """The weights in a loaded checkpoint, found as msst's loader finds them.
+
+    Descends into each key of `STATE_DICT_KEYS` that the mapping at hand holds, in that
+    order (msst's). Nothing is checked: the caller decides what to do with a result that is
+    no state dict (the official Lightning layout, with `model.` prefixes, is
+    `extract_state_dict`'s to recognise).
+
+    Returns:
+        (what is under those keys: `checkpoint` itself for a bare state dict, the keys
+        descended into joined by "/", "" when none).
+    """
+    state, path = checkpoint, []
+    for key in STATE_DICT_KEYS:
+        if isinstance(state, Mapping) and key in state:
+            state = state[key]
+            path.append(key)
+    return state, "/".join(path)
 
 
 def _looks_like_state_dict(obj: Any) -> bool:
@@ -107,11 +139,9 @@ def extract_state_dict(checkpoint: Any, *, weights: str = "raw", source: str = "
                 return dict(checkpoint["ema_state_dict"]), "msst checkpoint (EMA weights)"
             raise ValueError(f"{source}: --weights ema was asked for, but the file has no EMA "
                              f"weights. Fix: use --weights raw.")
-        for key in ("model_state_dict", "state_dict", "state"):
-            if _looks_like_state_dict(checkpoint.get(key)):
-                return dict(checkpoint[key]), f"msst checkpoint ({key})"
-        if _looks_like_state_dict(checkpoint):
-            return dict(checkpoint), "bare state dict"
+        state, keys = unwrap_state_dict(checkpoint)
+        if _looks_like_state_dict(state):
+            return dict(state), f"msst checkpoint ({keys})" if keys else "bare state dict"
     raise ValueError(f"{source}: not a BSMamba2 checkpoint this tool knows (expected a "
                      f"Lightning 'state_dict' with 'model.' keys, an msst checkpoint with "
                      f"'model_state_dict', or a bare state dict).")
