@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--variant", default="fp32",
                           choices=("auto", "fp32", "int8", "int8-compiled", "bf16",
                                    "bf16-compiled", "onnx-fp32", "onnx-int8"),
-                          help="with --checkpoint: CPU variant (evaluation/cpu_variants.py); "
+                          help="with --checkpoint: CPU variant (inference/cpu_variants.py); "
                                "auto picks by the CPU's flags (default: fp32)")
     separate.add_argument("--malloc", choices=("keep", "default"), default="keep",
                           help="keep (default): glibc's malloc keeps freed memory for reuse "

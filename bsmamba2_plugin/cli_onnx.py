@@ -13,8 +13,8 @@ __all__ = ["run_onnx_command"]
 def run_onnx_command(args: argparse.Namespace) -> int:
     """Run `export-onnx` or `separate`; returns the exit code (errors raise)."""
     from .data.outputs import refuse_existing
-    from .evaluation.onnx_runtime import (OnnxSeparator, export_onnx, load_bsmamba2,
-                                          separate_to_files)
+    from .inference.onnx_runtime import OnnxSeparator, export_onnx
+    from .inference.song_files import load_bsmamba2, separate_to_files
 
     if args.command == "export-onnx":
         for path in (args.config, args.checkpoint):
@@ -37,7 +37,7 @@ def run_onnx_command(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.malloc == "keep":
-        from .evaluation.cpu_variants import keep_freed_memory
+        from .inference.cpu_variants import keep_freed_memory
 
         keep_freed_memory()
     chunk = (args.chunk_seconds, "--chunk-seconds")
@@ -66,7 +66,7 @@ def run_onnx_command(args: argparse.Namespace) -> int:
         model, stems, rate = load_bsmamba2(args.config, args.checkpoint)
         chunk, overlap = config_inference(args, rate)
         if args.variant != "fp32":
-            from .evaluation.cpu_variants import build_cpu_variant, pick_cpu_variant
+            from .inference.cpu_variants import build_cpu_variant, pick_cpu_variant
 
             variant = pick_cpu_variant() if args.variant == "auto" else args.variant
             print(f"CPU variant: {variant}")

@@ -25,7 +25,8 @@ ALLOWED_LAYERS = {
     "training": {"network"},
     "msst_integration": {"network", "training"},
     "data": set(),
-    "evaluation": {"network", "training", "data", "msst_integration"},
+    "inference": {"network", "training", "msst_integration", "data"},
+    "evaluation": {"network", "training", "data", "msst_integration", "inference"},
 }
 # third-party packages network may import (mamba_ssm and triton: the kernel backend, lazily)
 NETWORK_THIRD_PARTY = {"torch", "mamba_ssm", "triton"}

@@ -148,7 +148,7 @@ def test_every_reader_finds_the_weights_under_the_same_key_as_msst(tmp_path) -> 
     convert-checkpoint, the fit check, `separate` / `export-onnx` and `evaluate` load the
     tensors msst-valid would load, even from a file with two candidate keys."""
     from bsmamba2_plugin.evaluation.evaluate import _read_checkpoint_state
-    from bsmamba2_plugin.evaluation.onnx_runtime import load_bsmamba2
+    from bsmamba2_plugin.inference.song_files import load_bsmamba2
     from bsmamba2_plugin.msst_integration.checkpoints import (extract_state_dict,
                                                               unwrap_state_dict)
     from bsmamba2_plugin.msst_integration.run_safety import fit_problem

@@ -131,7 +131,7 @@ def test_separate_offers_every_cpu_variant() -> None:
     """The CLI restates the variant names (importing cpu_variants would put torch into
     the CLI's import); this keeps the two lists the same."""
     from bsmamba2_plugin.cli import build_parser
-    from bsmamba2_plugin.evaluation.cpu_variants import VARIANTS
+    from bsmamba2_plugin.inference.cpu_variants import VARIANTS
 
     parser = build_parser()
     separate = next(action for action in parser._subparsers._group_actions[0].choices[

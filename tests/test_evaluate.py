@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bsmamba2_plugin.cli import build_parser, main
-from bsmamba2_plugin.evaluation.evaluate import write_report
+from bsmamba2_plugin.evaluation.report import write_report
 
 
 def make_rows(model: str, usdr: list[float], csdr: list[float], chunk: float = 8.0

@@ -24,7 +24,7 @@ import yaml
 
 from bsmamba2_plugin import BSMamba2
 from bsmamba2_plugin.cli import main
-from bsmamba2_plugin.evaluation.inference import separate
+from bsmamba2_plugin.inference.chunked import separate
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "config_tiny_bsmamba2.yaml"
@@ -282,7 +282,7 @@ def test_empty_audio_is_refused_one_sample_and_silence_work(tiny_model) -> None:
 def test_evaluate_refuses_nan_empty_and_corrupt_audio(tmp_path) -> None:
     import soundfile as sf
 
-    from bsmamba2_plugin.evaluation.audio_io import read_track_file as _read
+    from bsmamba2_plugin.inference.audio_io import read_track_file as _read
 
     nan = np.zeros((100, 2), np.float32)
     nan[7, 0] = np.nan

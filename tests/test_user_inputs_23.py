@@ -26,7 +26,7 @@ import yaml
 
 from bsmamba2_plugin import BSMamba2
 from bsmamba2_plugin.cli import main
-from bsmamba2_plugin.evaluation.inference import separate
+from bsmamba2_plugin.inference.chunked import separate
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "config_tiny_bsmamba2.yaml"
@@ -105,7 +105,8 @@ def test_other_writers_keep_an_existing_file_unless_overwrite(model_files, tmp_p
                                                               command) -> None:
     """The same rule for every file our commands write (the writers are stand-ins here:
     what is tested is whether they are reached)."""
-    from bsmamba2_plugin.evaluation import bench, onnx_runtime, training_summary
+    from bsmamba2_plugin.evaluation import bench, training_summary
+    from bsmamba2_plugin.inference import onnx_runtime
 
     def fake_writer(path_of):
         def write(*args, **kwargs):

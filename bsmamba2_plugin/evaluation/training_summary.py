@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .evaluate import _save_figure, _write_text
+from ..data.outputs import write_text_atomic
+from .report import save_figure
 
 __all__ = ["loss_curve", "summarise_run", "write_training_summary"]
 
@@ -124,9 +125,9 @@ def write_training_summary(folders: Sequence[str | Path], out: str | Path, *,
                                          "scale." if any(r["loss_scale"] != 1.0 for r in runs)
                                          else ".")]
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(out, "\n".join(lines + notes) + "\n")
+    write_text_atomic(out, "\n".join(lines + notes) + "\n")
     data = {"runs": runs}
-    _write_text(out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
+    write_text_atomic(out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
     _plot(runs, out.with_name(f"{out.stem}_loss.png"))
     return data
 
@@ -154,6 +155,6 @@ def _plot(runs: Sequence[dict[str, Any]], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     try:
-        _save_figure(fig, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..training.audio_files import wav_cut_short
 
-__all__ = ["find_tracks", "read_song", "read_track_file", "resample"]
+__all__ = ["read_song", "read_track_file", "resample"]
 
 RESAMPLER = "soxr_hq"  # librosa.load's default: what msst-inference reads files with
 
@@ -128,27 +128,3 @@ def resample(audio: np.ndarray, rate: int, target: int, length: int | None = Non
     if length is not None:
         out = librosa.util.fix_length(out, size=length, axis=-1)
     return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def find_tracks(data: Path) -> list[Path]:
-    """Track folders of `data`: every folder with a mixture.wav or a vocals.wav, which must
-    have both.
-
-    Raises:
-        FileNotFoundError: no track folder, or folders that lack one of the two files.
-    """
-    folders = sorted(p for p in data.iterdir() if p.is_dir() and (
-        (p / "mixture.wav").is_file() or (p / "vocals.wav").is_file())) if data.is_dir() else []
-    if not folders:
-        raise FileNotFoundError(f"--data {data}: no track folders with mixture.wav and "
-                                f"vocals.wav. Fix: point it at a split folder (e.g. DATA/valid).")
-    incomplete = [f"{p} (no {name})" for p in folders
-                  for name in ("mixture.wav", "vocals.wav") if not (p / name).is_file()]
-    if incomplete:
-        shown = ", ".join(incomplete[:3]) + (f" and {len(incomplete) - 3} more"
-                                             if len(incomplete) > 3 else "")
-        raise FileNotFoundError(
-            f"--data {data}: {len(incomplete)} track folder(s) lack a file every track needs: "
-            f"{shown}. Fix: add it (vocals.wav: the reference the estimate is scored against), "
-            f"or move the folder out of --data.")
-    return folders
