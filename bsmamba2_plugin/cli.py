@@ -385,7 +385,9 @@ def _make_dataset(args: argparse.Namespace) -> int:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from .data.recipes import find_resource, load_recipe, parse_overrides, run_recipe
+    from .data.resources import find_resource
+    from .experiments.recipe import load_recipe, parse_overrides
+    from .experiments.runner import run_recipe
 
     if args.recipe_command == "list":
         folder = find_resource("recipes", "demo_cpu.yaml").parent
@@ -411,7 +413,8 @@ def _demo(args: argparse.Namespace) -> int:
     import json
     import time as clock
 
-    from .data.recipes import load_recipe, run_recipe
+    from .experiments.recipe import load_recipe
+    from .experiments.runner import run_recipe
 
     recipe = load_recipe("demo_cpu.yaml")
     workdir = args.workdir or Path(f"bsmamba2-demo-{clock.strftime('%Y%m%d-%H%M%S')}")

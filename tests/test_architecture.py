@@ -27,6 +27,7 @@ ALLOWED_LAYERS = {
     "data": set(),
     "inference": {"network", "training", "msst_integration", "data"},
     "evaluation": {"network", "training", "data", "msst_integration", "inference"},
+    "experiments": {"data"},
 }
 # third-party packages network may import (mamba_ssm and triton: the kernel backend, lazily)
 NETWORK_THIRD_PARTY = {"torch", "mamba_ssm", "triton"}

@@ -67,7 +67,7 @@ class Result:
 
 # ------------------------------------------------------------------ models
 def _config_path(name: str) -> Path:
-    from ..data.recipes import find_resource
+    from ..data.resources import find_resource
 
     return find_resource("configs", name)
 

@@ -1,4 +1,4 @@
-"""Stage processes of `bsmamba2 recipe run`: each command in its own process group, with
+"""Stage processes of `bsmamba2 recipe run` (`runner`): each command in its own process group, with
 an optional time limit (SIGTERM, then SIGKILL after 60 s) and output to a log file."""
 
 from __future__ import annotations
