@@ -36,7 +36,6 @@ line saying what was kept, and exit code 130.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import UserError, UserFileNotFoundError, UserValueError
 
 __all__ = ["build_parser", "main"]
 
@@ -243,6 +243,8 @@ INTERRUPTED = {
 }
 #: exit status after Ctrl-C (128 + SIGINT, as shells report it)
 EXIT_INTERRUPTED = 130
+#: exit status for a mistake the user can fix (argparse's for a bad flag, too)
+EXIT_USER_ERROR = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,41 +255,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bsmamba2 {args.command}: interrupted (Ctrl-C). {INTERRUPTED[args.command]}",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError,
-            ModuleNotFoundError, RuntimeError, NotImplementedError) as error:
-        if not _is_user_error(error):
-            raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"bsmamba2 {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except (UserError, ModuleNotFoundError, *_msst_user_errors()) as error:
+        print(f"bsmamba2 {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except OSError as error:  # disk full, permissions, a vanished mount
         print(f"bsmamba2 {args.command}: error: {_os_error_message(error)}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
 
 
-# where errors meant for the user are raised: our package and msst (its messages are for
-# users too); the same exception types raised anywhere else are a missing check of ours
-_USER_ERROR_SOURCES = (str(Path(__file__).resolve().parent), f"{os.sep}msst{os.sep}")
-
-
-def _is_user_error(error: BaseException) -> bool:
-    """An error to print in one line (True), or a bug to show with its traceback (False).
-
-    Missing files and modules are always the user's to fix. Other errors count when they
-    were raised on purpose, by this package or msst, with a one-line message; an exception
-    raised in the Python code of torch, numpy or another library (torch's load_state_dict
-    dump, a YAML parser error), or a message of several lines, means that a check of ours
-    is missing: it keeps its traceback.
-    """
-    if isinstance(error, (FileNotFoundError, FileExistsError, ModuleNotFoundError)):
-        return True
-    if len(str(error).strip().splitlines()) > 1:
-        return False
-    frame = error.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    where = frame.tb_frame.f_code.co_filename if frame is not None else ""
-    return any(source in where for source in _USER_ERROR_SOURCES)
+def _msst_user_errors() -> tuple[type[BaseException], ...]:
+    """msst's errors for users (`msst.errors.MSSTError`: ConfigurationError, CheckpointError,
+    ...), which msst's own commands print without a traceback; our msst patches raise them
+    too (a checkpoint refused by the weights-only load). Looked up, not imported: while
+    msst.errors is not loaded, none of them can have been raised."""
+    errors = sys.modules.get("msst.errors")
+    return (errors.MSSTError,) if errors is not None else ()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -441,13 +423,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     check_numbers(args, "evaluate")
     if len(args.config) != len(args.checkpoint):
-        raise ValueError(f"evaluate: {len(args.config)} --config but {len(args.checkpoint)} "
-                         f"--checkpoint; give one of each per model, in the same order.")
+        raise UserValueError(f"evaluate: {len(args.config)} --config but {len(args.checkpoint)} "
+                             f"--checkpoint; give one of each per model, in the same order.")
     for option, values in (("--name", args.name), ("--model-type", args.model_type)):
         if values and len(values) != len(args.config):
-            raise ValueError(f"evaluate: {option} has {len(values)} value(s) for "
-                             f"{len(args.config)} model(s); give one per model, in the order "
-                             f"of --config, or leave {option} out.")
+            raise UserValueError(f"evaluate: {option} has {len(values)} value(s) for "
+                                 f"{len(args.config)} model(s); give one per model, in the order "
+                                 f"of --config, or leave {option} out.")
     specs = [ModelSpec(config=c, checkpoint=k,
                        name=args.name[i] if args.name else None,
                        model_type=args.model_type[i] if args.model_type else None)
@@ -455,7 +437,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     for spec in specs:
         for path in (spec.config, spec.checkpoint):
             if not path.is_file():
-                raise FileNotFoundError(f"evaluate: no such file: {path}")
+                raise UserFileNotFoundError(f"evaluate: no such file: {path}")
     evaluate(specs, args.data, args.out, chunk_seconds=args.chunk_seconds,
              overlap=args.overlap, batch_size=args.batch_size, device=args.device,
              include_mixture=not args.no_mixture, echo=print)
@@ -476,8 +458,8 @@ def _training_summary(args: argparse.Namespace) -> int:
         except ValueError:
             scales[label] = float("nan")
         if not sep or not label or scales[label] != scales[label]:
-            raise ValueError(f"--loss-scale: expected LABEL=NUMBER (e.g. bs_roformer=10), got "
-                             f"{item!r}.")
+            raise UserValueError(f"--loss-scale: expected LABEL=NUMBER (e.g. bs_roformer=10), got "
+                                 f"{item!r}.")
     out = args.out
     refuse_existing([out, out.with_suffix(".json"), out.with_name(f"{out.stem}_loss.png")],
                     overwrite=args.overwrite, instead="another --out FILE.md")
@@ -522,7 +504,7 @@ def _check_plugin_sections(raw: dict, path: Path) -> None:
 
     problem = unknown_section(raw, "bsmamba2", str(path))
     if problem:
-        raise ValueError(problem)
+        raise UserValueError(problem)
     for section, parse in (("loss_bsmamba2", PaperLossConfig.from_mapping),
                            ("augmentations_bsmamba2", AugmentConfig.from_mapping)):
         if section in raw:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from .errors import UserFileNotFoundError, UserValueError
+
 __all__ = ["run_onnx_command"]
 
 
@@ -19,7 +21,7 @@ def run_onnx_command(args: argparse.Namespace) -> int:
     if args.command == "export-onnx":
         for path in (args.config, args.checkpoint):
             if not path.is_file():
-                raise FileNotFoundError(f"export-onnx: no such file: {path}")
+                raise UserFileNotFoundError(f"export-onnx: no such file: {path}")
         refuse_existing([args.out], overwrite=args.overwrite,
                         inputs=[args.config, args.checkpoint], instead="another OUT")
         model, stems, rate = load_bsmamba2(args.config, args.checkpoint)
@@ -33,7 +35,7 @@ def run_onnx_command(args: argparse.Namespace) -> int:
 
     check_numbers(args, "separate")
     if not args.input.is_file():
-        raise FileNotFoundError(f"separate: no such file: {args.input}")
+        raise UserFileNotFoundError(f"separate: no such file: {args.input}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.malloc == "keep":
@@ -44,13 +46,13 @@ def run_onnx_command(args: argparse.Namespace) -> int:
     overlap = (args.overlap, "--overlap")
     if args.onnx is not None:
         if args.variant != "fp32":
-            raise ValueError("separate: --variant goes with --checkpoint; an --onnx file runs "
-                             "as exported.")
+            raise UserValueError("separate: --variant goes with --checkpoint; an --onnx file runs "
+                                 "as exported.")
         if args.config is not None:
-            raise ValueError("separate: --config goes with --checkpoint; an --onnx file "
-                             "carries its config.")
+            raise UserValueError("separate: --config goes with --checkpoint; an --onnx file "
+                                 "carries its config.")
         if not args.onnx.is_file():
-            raise FileNotFoundError(f"separate: no such file: {args.onnx}")
+            raise UserFileNotFoundError(f"separate: no such file: {args.onnx}")
         model = OnnxSeparator.from_file(args.onnx, threads=args.threads)
         stems, rate = model.stems, model.sample_rate
         chunk = (args.chunk_seconds or DEFAULT_CHUNK_SECONDS,
@@ -58,11 +60,11 @@ def run_onnx_command(args: argparse.Namespace) -> int:
         overlap = (args.overlap or 1, "--overlap" if args.overlap else "the default")
     else:
         if args.config is None:
-            raise ValueError("separate: --checkpoint needs --config YAML (the msst config "
-                             "the checkpoint was trained with).")
+            raise UserValueError("separate: --checkpoint needs --config YAML (the msst config "
+                                 "the checkpoint was trained with).")
         for path in (args.config, args.checkpoint):
             if not path.is_file():
-                raise FileNotFoundError(f"separate: no such file: {path}")
+                raise UserFileNotFoundError(f"separate: no such file: {path}")
         model, stems, rate = load_bsmamba2(args.config, args.checkpoint)
         chunk, overlap = config_inference(args, rate)
         if args.variant != "fp32":
@@ -90,14 +92,14 @@ def check_numbers(args: argparse.Namespace, command: str) -> None:
     chunks = args.chunk_seconds if isinstance(args.chunk_seconds, list) else [args.chunk_seconds]
     for value in chunks:
         if value is not None and not value > 0:
-            raise ValueError(f"{command}: --chunk-seconds: expected a number of seconds > 0, "
-                             f"got {value:g}. Fix: e.g. --chunk-seconds 8 (the paper's).")
+            raise UserValueError(f"{command}: --chunk-seconds: expected a number of seconds > 0, "
+                                 f"got {value:g}. Fix: e.g. --chunk-seconds 8 (the paper's).")
     for flag, value, example in (("--overlap", args.overlap, "1 (non-overlapping chunks) or "
                                   "2-4 (overlap-add)"),
                                  ("--batch-size", args.batch_size, "1 (chunks per model call)")):
         if value is not None and value < 1:
-            raise ValueError(f"{command}: {flag}: expected an integer >= 1, got {value}. "
-                             f"Fix: e.g. {flag} {example}.")
+            raise UserValueError(f"{command}: {flag}: expected an integer >= 1, got {value}. "
+                                 f"Fix: e.g. {flag} {example}.")
 
 
 def config_inference(args: argparse.Namespace, rate: int
@@ -114,15 +116,15 @@ def config_inference(args: argparse.Namespace, rate: int
         key = "inference.chunk_size" if inference.get("chunk_size") else "audio.chunk_size"
         samples = inference.get("chunk_size") or (raw.get("audio") or {}).get("chunk_size")
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-            raise ValueError(f"{args.config}: {key}: expected a positive number of samples, "
-                             f"got {samples!r}. Fix: set it, or pass --chunk-seconds.")
+            raise UserValueError(f"{args.config}: {key}: expected a positive number of samples, "
+                                 f"got {samples!r}. Fix: set it, or pass --chunk-seconds.")
         chunk = (samples / rate, f"{key} of {args.config.name}")
     if args.overlap is not None:
         overlap = (args.overlap, "--overlap")
     else:
         value = inference.get("num_overlap", 1)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{args.config}: inference.num_overlap: expected an integer >= 1, "
-                             f"got {value!r}. Fix: set it, or pass --overlap.")
+            raise UserValueError(f"{args.config}: inference.num_overlap: expected an integer >= 1, "
+                                 f"got {value!r}. Fix: set it, or pass --overlap.")
         overlap = (value, f"inference.num_overlap of {args.config.name}")
     return chunk, overlap

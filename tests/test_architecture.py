@@ -29,6 +29,9 @@ ALLOWED_LAYERS = {
     "evaluation": {"network", "training", "data", "msst_integration", "inference"},
     "experiments": {"data"},
 }
+# modules below every layer, which every layer may import: they import only the standard
+# library (errors.py: the UserError types the command line prints in one line)
+BASE_MODULES = {f"{PACKAGE}.errors"}
 # third-party packages network may import (mamba_ssm and triton: the kernel backend, lazily)
 NETWORK_THIRD_PARTY = {"torch", "mamba_ssm", "triton"}
 
@@ -135,7 +138,7 @@ def test_every_layer_imports_only_the_layers_it_may() -> None:
         if layer is None:
             continue
         for line, target in imported_names(path):
-            if not target.startswith(PACKAGE):
+            if not target.startswith(PACKAGE) or target in BASE_MODULES:
                 continue
             other = layer_of(target)
             if other is None:  # the package root, cli, cli_onnx
@@ -156,11 +159,21 @@ def test_network_imports_only_torch_the_standard_library_and_itself() -> None:
             top = target.split(".")[0]
             if top in sys.stdlib_module_names or top == "__future__":
                 continue
-            if top == PACKAGE and layer_of(target) == "network":
+            if top == PACKAGE and (layer_of(target) == "network" or target in BASE_MODULES):
                 continue
             if top not in NETWORK_THIRD_PARTY:
                 wrong.append(f"{source}:{line} imports {target}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_base_modules_import_only_the_standard_library() -> None:
+    """What every layer may import must not pull any layer (or torch) in behind it."""
+    wrong = [f"{module_name(path)}:{line} imports {target}"
+             for path in package_files() if module_name(path) in BASE_MODULES
+             for line, target in imported_names(path)
+             if target.split(".")[0] not in sys.stdlib_module_names | {"__future__"}]
+    assert not wrong, "\n".join(wrong)
+    assert all(is_module(name) for name in BASE_MODULES)
 
 
 def test_only_msst_integration_imports_msst() -> None:

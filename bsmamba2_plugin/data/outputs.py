@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import UserFileExistsError
+
 __all__ = ["refuse_existing", "temporary_beside", "write_text_atomic"]
 
 
@@ -32,13 +34,13 @@ def refuse_existing(targets: Sequence[str | os.PathLike], *, overwrite: bool,
     sources = {Path(p).resolve() for p in inputs}
     for target in targets:
         if Path(target).resolve() in sources:
-            raise FileExistsError(f"{os.fspath(target)} is the input file; writing there would "
-                                  f"destroy it. Fix: choose {instead}.")
+            raise UserFileExistsError(f"{os.fspath(target)} is the input file; writing there would "
+                                      f"destroy it. Fix: choose {instead}.")
     existing = [os.fspath(t) for t in targets if Path(t).exists()]
     if existing and not overwrite:
         verb, which = ("exists", "it") if len(existing) == 1 else ("exist", "them")
-        raise FileExistsError(f"{', '.join(existing)} already {verb}; nothing was written. "
-                              f"Fix: choose {instead}, or pass --overwrite to replace {which}.")
+        raise UserFileExistsError(f"{', '.join(existing)} already {verb}; nothing was written. "
+                                  f"Fix: choose {instead}, or pass --overwrite to replace {which}.")
 
 
 def temporary_beside(path: Path) -> Path:

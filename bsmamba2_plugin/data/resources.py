@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from ..errors import UserFileNotFoundError
+
 __all__ = ["find_resource"]
 
 
@@ -43,7 +45,7 @@ def find_resource(kind: str, name: str | Path) -> Path:
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     listing = (f" Shipped {kind}: {', '.join(shipped)}" + (
         " (`bsmamba2 recipe list`)." if kind == "recipes" else ".")) if shipped else ""
-    raise FileNotFoundError(f"{kind[:-1]} {str(name)!r} not found.{hint}{listing} Looked at "
-                            f"{', '.join(str(c) for c in candidates)}.")
+    raise UserFileNotFoundError(f"{kind[:-1]} {str(name)!r} not found.{hint}{listing} Looked at "
+                                f"{', '.join(str(c) for c in candidates)}.")
 
 

@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserValueError
+
 __all__ = ["DEFAULT_MODELS", "Result", "forward_flop_counts", "run_bench"]
 
 DEFAULT_MODELS = ("bsmamba2", "bsmamba2-unfused", "bs_roformer_256x6", "bs_roformer_256x11",
@@ -98,9 +100,9 @@ def build_variant(name: str, device) -> tuple[Any, str]:
     if name == "bs_mamba2":
         model = baselines.msst_bs_mamba2(_config_path("config_musdb18_bsmamba2.yaml"))
         return model.to(device), "bfloat16"
-    raise ValueError(f"bench: unknown model {name!r}; expected one of "
-                     f"{', '.join(DEFAULT_MODELS + EXTRA_MODELS)}"
-                     f" (optionally with '+compile').")
+    raise UserValueError(f"bench: unknown model {name!r}; expected one of "
+                         f"{', '.join(DEFAULT_MODELS + EXTRA_MODELS)}"
+                         f" (optionally with '+compile').")
 
 
 # ------------------------------------------------------------------ timing

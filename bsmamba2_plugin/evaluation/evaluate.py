@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..data.outputs import write_text_atomic
+from ..errors import UserFileNotFoundError, UserValueError
 from .report import MIXTURE, write_report
 
 __all__ = ["ModelSpec", "evaluate", "find_tracks"]
@@ -82,26 +83,26 @@ def _load_model(spec: ModelSpec, device: str):
     stored, state, meta = _read_checkpoint_state(spec.checkpoint)
     model_type = spec.model_type or meta.get("model_type")
     if not model_type:
-        raise ValueError(f"{spec.checkpoint}: the checkpoint has no meta.model_type; pass "
-                         f"--model-type for it.")
+        raise UserValueError(f"{spec.checkpoint}: the checkpoint has no meta.model_type; pass "
+                             f"--model-type for it.")
     model, config = get_model_from_config(model_type, str(spec.config))
     problem = fit_problem(model, stored, path=str(spec.checkpoint), model_type=model_type,
                           config_flag="--config", type_flag="--model-type")
     if problem:
-        raise ValueError(problem)
+        raise UserValueError(problem)
     model.load_state_dict(state, strict=True)
     model = model.to(device).eval()
     target = config.training.get("target_instrument") if hasattr(config.training, "get") else None
     instruments = list(config.training.instruments)
     if target:
         if target != "vocals":
-            raise ValueError(f"{spec.config}: training.target_instrument is {target!r}; "
-                             f"evaluate scores vocals.")
+            raise UserValueError(f"{spec.config}: training.target_instrument is {target!r}; "
+                                 f"evaluate scores vocals.")
         index = 0
     elif "vocals" in instruments:
         index = instruments.index("vocals")
     else:
-        raise ValueError(f"{spec.config}: training.instruments {instruments} has no 'vocals'.")
+        raise UserValueError(f"{spec.config}: training.instruments {instruments} has no 'vocals'.")
     name = spec.name or f"{model_type}:{spec.checkpoint.stem}"
     # which file and weights were scored; training-selected files also say when and why
     autocast = _autocast_dtype(config, device)
@@ -136,8 +137,8 @@ def _load_track(track: Path, from_segments, config) -> dict[str, Any]:
     mixture, rate = read_track_file(track / "mixture.wav")
     vocals, vocal_rate = read_track_file(track / "vocals.wav")
     if vocal_rate != rate or vocals.shape != mixture.shape:
-        raise ValueError(f"{track}: vocals.wav ({vocals.shape}, {vocal_rate} Hz) and "
-                         f"mixture.wav ({mixture.shape}, {rate} Hz) do not match.")
+        raise UserValueError(f"{track}: vocals.wav ({vocals.shape}, {vocal_rate} Hz) and "
+                             f"mixture.wav ({mixture.shape}, {rate} Hz) do not match.")
     info, activity = None, None
     sidecar = track / "activity.json"
     if sidecar.is_file():
@@ -177,7 +178,7 @@ def evaluate(models: Sequence[ModelSpec], data: Path, out: Path, *,
     loaded = [_load_model(spec, device) for spec in models]
     names = [MIXTURE] * include_mixture + [name for name, *_ in loaded]
     if len(set(names)) != len(names):
-        raise ValueError(f"model names must differ, got {names}; pass --name for each model.")
+        raise UserValueError(f"model names must differ, got {names}; pass --name for each model.")
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder
     rows_path = out / "results.jsonl"
     rows: list[dict[str, Any]] = []
@@ -279,14 +280,15 @@ def find_tracks(data: Path) -> list[Path]:
     folders = sorted(p for p in data.iterdir() if p.is_dir() and (
         (p / "mixture.wav").is_file() or (p / "vocals.wav").is_file())) if data.is_dir() else []
     if not folders:
-        raise FileNotFoundError(f"--data {data}: no track folders with mixture.wav and "
-                                f"vocals.wav. Fix: point it at a split folder (e.g. DATA/valid).")
+        raise UserFileNotFoundError(f"--data {data}: no track folders with mixture.wav and "
+                                    f"vocals.wav. Fix: point it at a split folder (e.g. "
+                                    f"DATA/valid).")
     incomplete = [f"{p} (no {name})" for p in folders
                   for name in ("mixture.wav", "vocals.wav") if not (p / name).is_file()]
     if incomplete:
         shown = ", ".join(incomplete[:3]) + (f" and {len(incomplete) - 3} more"
                                              if len(incomplete) > 3 else "")
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"--data {data}: {len(incomplete)} track folder(s) lack a file every track needs: "
             f"{shown}. Fix: add it (vocals.wav: the reference the estimate is scored against), "
             f"or move the folder out of --data.")

@@ -37,6 +37,7 @@ import yaml
 
 from ..data.outputs import write_text_atomic
 from ..data.resources import find_resource
+from ..errors import UserKeyError, UserValueError
 
 __all__ = ["PLACEHOLDER", "Recipe", "Stage", "fill", "load_recipe", "parse_overrides",
            "resolve_configs", "write_configs"]
@@ -84,8 +85,8 @@ class Recipe:
         values.update({k: str(v) for k, v in self.vars.items()})
         for key, value in (overrides or {}).items():
             if key not in values:
-                raise KeyError(f"--set {key}=...: {self.path.name} has no variable {key!r}; it "
-                               f"has {', '.join(sorted(values))}.")
+                raise UserKeyError(f"--set {key}=...: {self.path.name} has no variable {key!r}; it "
+                                   f"has {', '.join(sorted(values))}.")
             values[key] = value
         return values
 
@@ -116,8 +117,8 @@ def fill(text: str, values: Mapping[str, str], where: str) -> str:
     def replace(match: re.Match) -> str:
         key = match.group(1)
         if key not in values:
-            raise KeyError(f"stage {where!r}: unknown placeholder {{{key}}}; known: "
-                           f"{', '.join(sorted(values))}.")
+            raise UserKeyError(f"stage {where!r}: unknown placeholder {{{key}}}; known: "
+                               f"{', '.join(sorted(values))}.")
         return values[key]
 
     return PLACEHOLDER.sub(replace, str(text))
@@ -132,17 +133,17 @@ def load_recipe(path: str | Path) -> Recipe:
     path = find_resource("recipes", path)
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level.")
+        raise UserValueError(f"{path}: expected a mapping at the top level.")
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise KeyError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
-                       f"{', '.join(sorted(_TOP_KEYS))}.")
+        raise UserKeyError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
+                           f"{', '.join(sorted(_TOP_KEYS))}.")
     for key in ("name", "stages", "seed", "hardware", "expected_duration", "metrics"):
         if key not in raw:
-            raise KeyError(f"{path}: missing required key {key!r}.")
+            raise UserKeyError(f"{path}: missing required key {key!r}.")
     if ("config" in raw) == ("configs" in raw):
-        raise KeyError(f"{path}: give exactly one of 'config' (one path) or 'configs' "
-                       f"(name -> path).")
+        raise UserKeyError(f"{path}: give exactly one of 'config' (one path) or 'configs' "
+                           f"(name -> path).")
     if "config" in raw:
         configs = {"config": find_resource("configs", raw["config"])}
     else:
@@ -150,26 +151,26 @@ def load_recipe(path: str | Path) -> Recipe:
                    for name, value in dict(raw["configs"]).items()}
     by_config = raw.get("config_overrides_by_config") or {}
     if by_config and "configs" not in raw:
-        raise KeyError(f"{path}: config_overrides_by_config needs 'configs' (name -> path); "
-                       f"with one 'config' use config_overrides.")
+        raise UserKeyError(f"{path}: config_overrides_by_config needs 'configs' (name -> path); "
+                           f"with one 'config' use config_overrides.")
     unknown = [name for name in by_config if f"config_{name}" not in configs]
     if unknown or not all(isinstance(v, dict) for v in by_config.values()):
-        raise KeyError(f"{path}: config_overrides_by_config: expected a mapping per config "
-                       f"name of 'configs' ({', '.join(n[len('config_'):] for n in configs)}), "
-                       f"got {', '.join(map(str, by_config))}.")
+        raise UserKeyError(f"{path}: config_overrides_by_config: expected a mapping per config "
+                           f"name of 'configs' ({', '.join(n[len('config_'):] for n in configs)}), "
+                           f"got {', '.join(map(str, by_config))}.")
     stages = []
     for i, item in enumerate(raw["stages"]):
         where = f"{path}: stages[{i}]"
         if not isinstance(item, dict) or "name" not in item:
-            raise ValueError(f"{where}: expected a mapping with a 'name'.")
+            raise UserValueError(f"{where}: expected a mapping with a 'name'.")
         extra = set(item) - _STAGE_KEYS
         if extra:
-            raise KeyError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; valid: "
-                           f"{', '.join(sorted(_STAGE_KEYS))}.")
+            raise UserKeyError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; valid: "
+                               f"{', '.join(sorted(_STAGE_KEYS))}.")
         if ("run" in item) == ("copy" in item):
-            raise ValueError(f"{where} ({item['name']}): give exactly one of 'run' or 'copy'.")
+            raise UserValueError(f"{where} ({item['name']}): give exactly one of 'run' or 'copy'.")
         if "copy" in item and set(item["copy"]) != {"from", "to"}:
-            raise ValueError(f"{where}: copy needs exactly 'from' and 'to'.")
+            raise UserValueError(f"{where}: copy needs exactly 'from' and 'to'.")
         stages.append(Stage(name=str(item["name"]),
                             run=tuple(str(p) for p in item.get("run", ())),
                             copy=item.get("copy"), creates=item.get("creates"),
@@ -178,10 +179,10 @@ def load_recipe(path: str | Path) -> Recipe:
                             description=str(item.get("description", "")),
                             parallel=str(item.get("parallel", False)).lower()))
         if "copy" in item and stages[-1].parallel != "false":
-            raise ValueError(f"{where} ({item['name']}): only 'run' stages can be parallel.")
+            raise UserValueError(f"{where} ({item['name']}): only 'run' stages can be parallel.")
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: stage names must be unique, got {names}.")
+        raise UserValueError(f"{path}: stage names must be unique, got {names}.")
     return Recipe(path=path, name=str(raw["name"]), description=str(raw.get("description", "")),
                   hardware=str(raw["hardware"]), expected_duration=str(raw["expected_duration"]),
                   seed=int(raw["seed"]), configs=configs,
@@ -229,7 +230,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"--set expects name=value, got {item!r}.")
+            raise UserValueError(f"--set expects name=value, got {item!r}.")
         key, value = item.split("=", 1)
         out[key.strip()] = value
     return out

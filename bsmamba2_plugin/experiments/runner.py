@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserRuntimeError, UserValueError
 from .processes import finish_command, run_command, start_command
 from .recipe import Recipe, Stage, fill, resolve_configs, write_configs
 from .stage_marks import check_marks, resolve_stage_settings, write_mark
@@ -33,8 +34,8 @@ logger = logging.getLogger("bsmamba2_plugin")
 def _is_parallel(stage: Stage, values: Mapping[str, str]) -> bool:
     text = fill(stage.parallel, values, stage.name).strip().lower()
     if text not in ("true", "false"):
-        raise ValueError(f"stage {stage.name!r}: parallel: expected true or false, got "
-                         f"{text!r}.")
+        raise UserValueError(f"stage {stage.name!r}: parallel: expected true or false, got "
+                             f"{text!r}.")
     return text == "true"
 
 
@@ -94,8 +95,8 @@ def _finish_stage(stage: Stage, stage_settings: dict[str, Any], outcome: str, ma
                   header: str, start: float, echo: Callable[[str], None]) -> tuple[str, str]:
     creates = stage_settings["creates"]
     if creates and not Path(creates).exists():
-        raise RuntimeError(f"stage {stage.name!r} ended ({outcome}) without creating "
-                           f"{creates}.")
+        raise UserRuntimeError(f"stage {stage.name!r} ended ({outcome}) without creating "
+                               f"{creates}.")
     write_mark(mark, stage_settings)
     echo(f"{header}: {outcome} in {time.monotonic() - start:.0f} s")
     return stage.name, outcome
@@ -170,7 +171,7 @@ def _run_parallel(group: list[Any], total: int, workdir: Path, marks: Path, forc
                     failures.append(f"stage {stage.name!r}: {error} (log: "
                                     f"{workdir / 'logs' / (stage.name + '.log')})")
         if failures:
-            raise RuntimeError("; ".join(failures))
+            raise UserRuntimeError("; ".join(failures))
     except BaseException:
         for *_, process in running:
             if process.poll() is None:

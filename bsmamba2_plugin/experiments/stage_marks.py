@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from ..data.outputs import write_text_atomic
+from ..errors import UserRuntimeError
 from .recipe import PLACEHOLDER, Recipe, Stage, fill
 
 __all__ = ["SettingsChangedError", "check_marks", "read_mark", "resolve_stage_settings",
            "write_mark"]
 
 
-class SettingsChangedError(RuntimeError):
+class SettingsChangedError(UserRuntimeError):
     """A finished stage ran with other settings than this run resolves to."""
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserValueError
 from ..training.audio_files import wav_cut_short
 
 __all__ = ["read_song", "read_track_file", "resample"]
@@ -30,10 +31,10 @@ RESAMPLER = "soxr_hq"  # librosa.load's default: what msst-inference reads files
 
 def _check(path: Path, audio: np.ndarray, where: str) -> None:
     if audio.shape[-1] == 0:
-        raise ValueError(f"{path}: the file holds 0 samples. Fix: replace the file{where}.")
+        raise UserValueError(f"{path}: the file holds 0 samples. Fix: replace the file{where}.")
     if not np.isfinite(audio).all():
-        raise ValueError(f"{path}: the audio holds NaN or infinite samples. Fix: repair the "
-                         f"file{where}; nothing was written for it.")
+        raise UserValueError(f"{path}: the audio holds NaN or infinite samples. Fix: repair the "
+                             f"file{where}; nothing was written for it.")
 
 
 def _decoder_errors() -> tuple[type[BaseException], ...]:
@@ -55,7 +56,7 @@ def read_song(path: Path, sample_rate: int, echo: Callable[[str], None]) -> np.n
     """
     problem = wav_cut_short(path)
     if problem:
-        raise ValueError(problem)
+        raise UserValueError(problem)
     try:
         import librosa
     except ModuleNotFoundError:
@@ -73,14 +74,14 @@ def read_song(path: Path, sample_rate: int, echo: Callable[[str], None]) -> np.n
                                         category=FutureWarning)
                 audio, rate = librosa.load(path, sr=None, mono=False, dtype=np.float32)
     except _decoder_errors() as error:
-        raise ValueError(
+        raise UserValueError(
             f"{path}: soundfile cannot read this format and no system decoder for it is "
             f"installed ({type(error).__name__}). Fix: install FFmpeg (e.g. apt install "
             f"ffmpeg), which librosa and msst-inference use for such files, or convert the "
             f"file to WAV or FLAC.") from error
     except (RuntimeError, EOFError, ValueError) as error:  # corrupt, empty, unknown format
-        raise ValueError(f"{path}: cannot read the audio ({' '.join(str(error).split())}). "
-                         f"Fix: replace the file, or convert it to WAV or FLAC.") from error
+        raise UserValueError(f"{path}: cannot read the audio ({' '.join(str(error).split())}). "
+                             f"Fix: replace the file, or convert it to WAV or FLAC.") from error
     audio = audio[np.newaxis] if audio.ndim == 1 else audio
     _check(path, audio, "")
     if rate != sample_rate:
@@ -102,12 +103,12 @@ def read_track_file(path: Path) -> tuple[np.ndarray, int]:
 
     problem = wav_cut_short(path)
     if problem:
-        raise ValueError(f"{problem[:-1]}, or move its track folder out of --data.")
+        raise UserValueError(f"{problem[:-1]}, or move its track folder out of --data.")
     try:
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
     except RuntimeError as error:  # corrupt, empty, unknown format
-        raise ValueError(f"{path}: cannot read the audio ({error}). Fix: replace the file, "
-                         f"or move its track folder out of --data.") from error
+        raise UserValueError(f"{path}: cannot read the audio ({error}). Fix: replace the file, "
+                             f"or move its track folder out of --data.") from error
     _check(path, audio.T, ", or move its track folder out of --data")
     # (channels, samples) view of the (samples, channels) array: a long track is not copied
     return audio.T, rate

@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UserRuntimeError
 from ..network.model import BSMamba2
 
 __all__ = ["PREFERENCE", "VARIANTS", "build_cpu_variant", "cpu_features", "keep_freed_memory",
@@ -172,12 +173,12 @@ def _compiled_blocks(model: BSMamba2, variant: str) -> BSMamba2:
     float32 for `int8-compiled`, which quantises them next, or in bfloat16)."""
     fallback = "int8" if variant == "int8-compiled" else "bf16"
     if find_cxx() is None:
-        raise RuntimeError(
+        raise UserRuntimeError(
             f"build_cpu_variant: {variant!r} needs a C++ compiler for TorchInductor and "
             f"none was found (tried $CXX, g++, c++, clang++). Fix: install one (Debian/Ubuntu: "
             f"apt install g++) or use the {fallback!r} variant.")
     if not _has_python_headers():
-        raise RuntimeError(
+        raise UserRuntimeError(
             f"build_cpu_variant: {variant!r} needs Python's C headers for TorchInductor "
             f"and {sysconfig.get_paths()['include']}/Python.h does not exist. Fix: install "
             f"them (Debian/Ubuntu: apt install python3-dev) or use the {fallback!r} variant.")

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..data.outputs import temporary_beside
+from ..errors import UserValueError
 from ..network.config import BSMamba2Config
 from ..network.model import BSMamba2
 from ..network.portable import PortableNetwork
@@ -104,8 +105,8 @@ def read_onnx_metadata(path: str | os.PathLike) -> tuple[BSMamba2Config, list[st
     proto = onnx.load(str(path), load_external_data=False)
     props = {entry.key: entry.value for entry in proto.metadata_props}
     if CONFIG_KEY not in props:
-        raise ValueError(f"{path}: no {CONFIG_KEY} metadata; export it with "
-                         f"`bsmamba2 export-onnx`.")
+        raise UserValueError(f"{path}: no {CONFIG_KEY} metadata; export it with "
+                             f"`bsmamba2 export-onnx`.")
     config = BSMamba2Config.from_mapping(json.loads(props[CONFIG_KEY]))
     stems = json.loads(props.get(STEMS_KEY, "[]"))
     return config, stems, int(props.get(RATE_KEY, DEFAULT_SAMPLE_RATE))

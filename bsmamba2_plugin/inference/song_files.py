@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..data.outputs import refuse_existing, temporary_beside
+from ..errors import UserValueError
 from ..network.config import BSMamba2Config
 from ..network.model import BSMamba2
 
@@ -59,7 +60,7 @@ def load_bsmamba2(config_path: str | os.PathLike, checkpoint: str | os.PathLike 
         problem = fit_problem(model, stored, path=os.fspath(checkpoint), model_type="bsmamba2",
                               config_flag="--config", type_flag=None)
         if problem:
-            raise ValueError(problem)
+            raise UserValueError(problem)
         model.load_state_dict(unwrap_state_dict(stored)[0], strict=True)
     training = raw.get("training") or {}
     target = training.get("target_instrument")
@@ -120,8 +121,8 @@ def separate_to_files(model: nn.Module, stems: Sequence[str], sample_rate: int,
         elif config.n_channels == 1:
             mixture = mixture.mean(0, keepdim=True)
         else:
-            raise ValueError(f"{mixture_path}: {mixture.shape[0]} channels, the model takes "
-                             f"{config.n_channels}. Fix: convert the file to stereo.")
+            raise UserValueError(f"{mixture_path}: {mixture.shape[0]} channels, the model takes "
+                                 f"{config.n_channels}. Fix: convert the file to stereo.")
     chunk = round(chunk_seconds * sample_rate)
     chunk -= chunk % overlap
     estimates = separate(model, mixture.contiguous(), chunk, overlap=overlap,
