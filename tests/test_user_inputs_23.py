@@ -204,9 +204,9 @@ def test_an_error_from_inside_a_library_keeps_its_traceback(monkeypatch) -> None
     library's code is a missing check of ours and must stay debuggable."""
     import json
 
-    from bsmamba2_plugin import cli
+    from bsmamba2_plugin.cli import summary
 
-    monkeypatch.setattr(cli, "_summary", lambda args: json.loads("{"))
+    monkeypatch.setattr(summary, "run", lambda args: json.loads("{"))
     with pytest.raises(json.JSONDecodeError):
         main(["summary"])
 
@@ -379,22 +379,22 @@ def test_doctor_with_the_msst_hook_off_ends_with_a_problem_and_exit_1() -> None:
 
 
 HANDLERS = {  # command -> (module, attribute main reaches it through, argv)
-    "doctor": ("bsmamba2_plugin.cli", "_doctor", ["doctor"]),
-    "summary": ("bsmamba2_plugin.cli", "_summary", ["summary"]),
-    "convert-checkpoint": ("bsmamba2_plugin.cli", "_convert",
+    "doctor": ("bsmamba2_plugin.cli.doctor", "run", ["doctor"]),
+    "summary": ("bsmamba2_plugin.cli.summary", "run", ["summary"]),
+    "convert-checkpoint": ("bsmamba2_plugin.cli.convert_checkpoint", "run",
                            ["convert-checkpoint", "a.ckpt", "b.ckpt"]),
-    "make-dataset": ("bsmamba2_plugin.cli", "_make_dataset",
+    "make-dataset": ("bsmamba2_plugin.cli.make_dataset", "run",
                      ["make-dataset", "d", "--tracks", "1", "--seconds", "1"]),
-    "recipe": ("bsmamba2_plugin.cli", "_recipe", ["recipe", "run", "demo_cpu"]),
-    "demo": ("bsmamba2_plugin.cli", "_demo", ["demo"]),
-    "evaluate": ("bsmamba2_plugin.cli", "_evaluate",
+    "recipe": ("bsmamba2_plugin.cli.recipe", "run", ["recipe", "run", "demo_cpu"]),
+    "demo": ("bsmamba2_plugin.cli.demo", "run", ["demo"]),
+    "evaluate": ("bsmamba2_plugin.cli.evaluate", "run",
                  ["evaluate", "--config", "c", "--checkpoint", "k", "--data", "d", "--out", "o"]),
-    "training-summary": ("bsmamba2_plugin.cli", "_training_summary",
+    "training-summary": ("bsmamba2_plugin.cli.training_summary", "run",
                          ["training-summary", "r", "--out", "summary.md"]),
     "bench": ("bsmamba2_plugin.evaluation.bench", "run_bench", ["bench"]),
-    "export-onnx": ("bsmamba2_plugin.cli_onnx", "run_onnx_command",
+    "export-onnx": ("bsmamba2_plugin.cli.export_onnx", "run",
                     ["export-onnx", "c.yaml", "k.ckpt", "o.onnx"]),
-    "separate": ("bsmamba2_plugin.cli_onnx", "run_onnx_command",
+    "separate": ("bsmamba2_plugin.cli.separate", "run",
                  ["separate", "--onnx", "m.onnx", "in.wav", "out"]),
 }
 

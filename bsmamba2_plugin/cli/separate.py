@@ -1,35 +1,66 @@
-"""The `bsmamba2 export-onnx` and `bsmamba2 separate` subcommands (issue 13).
-
-Kept out of `cli.py` (one module per concern); `cli.main` dispatches here lazily.
-"""
+"""`bsmamba2 separate`: an audio file into `<stem>.wav` and `instrumental.wav`, with a
+checkpoint run by PyTorch (optionally as a CPU variant) or an exported file run by
+onnxruntime (`inference.song_files`)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
-from .errors import UserFileNotFoundError, UserValueError
+from ..errors import UserFileNotFoundError, UserValueError
+from ._flags import check_numbers
 
-__all__ = ["run_onnx_command"]
+__all__ = ["DEFAULT_CHUNK_SECONDS", "register", "run"]
+
+DEFAULT_CHUNK_SECONDS = 8.0  # the paper's, for an --onnx file (it carries no inference:)
 
 
-def run_onnx_command(args: argparse.Namespace) -> int:
-    """Run `export-onnx` or `separate`; returns the exit code (errors raise)."""
-    from .data.outputs import refuse_existing
-    from .inference.onnx_runtime import OnnxSeparator, export_onnx
-    from .inference.song_files import load_bsmamba2, separate_to_files
+def register(commands: Any) -> None:
+    parser = commands.add_parser("separate", help="separate an audio file into stem WAVs")
+    engine = parser.add_mutually_exclusive_group(required=True)
+    engine.add_argument("--onnx", type=Path, metavar="FILE",
+                        help="a file from export-onnx, run by onnxruntime")
+    engine.add_argument("--checkpoint", type=Path, metavar="CKPT",
+                        help="a checkpoint run by PyTorch (needs --config)")
+    parser.add_argument("--config", type=Path, metavar="YAML",
+                        help="msst YAML for --checkpoint")
+    parser.add_argument("input", type=Path,
+                        help="audio file (what msst-inference reads; another sample rate "
+                             "is resampled to the model's)")
+    parser.add_argument("out_dir", type=Path,
+                        help="folder for <stem>.wav and instrumental.wav")
+    parser.add_argument("--chunk-seconds", type=float,
+                        help="chunk length (default: the config's inference.chunk_size, as "
+                             "msst-inference; with --onnx 8, the paper's: the paper model "
+                             "needs ~4.3 GB for onnxruntime at 8 s)")
+    parser.add_argument("--overlap", type=int,
+                        help="1: the paper's non-overlapping chunks; n > 1: overlap-add "
+                             "(default: the config's inference.num_overlap; with --onnx 1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing <stem>.wav files in OUT_DIR")
+    parser.add_argument("--batch-size", type=int, default=1, help="chunks per call")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    # the names of inference.cpu_variants.VARIANTS, restated: importing that module here
+    # would put torch into `bsmamba2 --help` (tests/test_cli.py keeps the lists equal)
+    parser.add_argument("--variant", default="fp32",
+                        choices=("auto", "fp32", "int8", "int8-compiled", "bf16",
+                                 "bf16-compiled", "onnx-fp32", "onnx-int8"),
+                        help="with --checkpoint: CPU variant (inference/cpu_variants.py); "
+                             "auto picks by the CPU's flags (default: fp32)")
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep (default): glibc's malloc keeps freed memory for reuse "
+                             "(faster on Linux: less page zero-filling per layer; peak RSS "
+                             "about one chunk's working set higher); default: glibc's own "
+                             "settings. No effect off glibc")
+    parser.set_defaults(func=run, interrupted=("Nothing is lost: the stems are written only when "
+                                               "all are complete, and nothing was. Run the same "
+                                               "command again."))
 
-    if args.command == "export-onnx":
-        for path in (args.config, args.checkpoint):
-            if not path.is_file():
-                raise UserFileNotFoundError(f"export-onnx: no such file: {path}")
-        refuse_existing([args.out], overwrite=args.overwrite,
-                        inputs=[args.config, args.checkpoint], instead="another OUT")
-        model, stems, rate = load_bsmamba2(args.config, args.checkpoint)
-        export_onnx(model, args.out, stems=stems, sample_rate=rate)
-        print(f"wrote {args.out}: features (batch, frames, {sum(model.config.band_widths)}) "
-              f"-> masks (batch, {model.config.num_stems}, frames, "
-              f"{sum(model.config.band_widths)}); stems {', '.join(stems)}")
-        return 0
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference.onnx_runtime import OnnxSeparator
+    from ..inference.song_files import load_bsmamba2, separate_to_files
 
     import torch
 
@@ -39,7 +70,7 @@ def run_onnx_command(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.malloc == "keep":
-        from .inference.cpu_variants import keep_freed_memory
+        from ..inference.cpu_variants import keep_freed_memory
 
         keep_freed_memory()
     chunk = (args.chunk_seconds, "--chunk-seconds")
@@ -68,7 +99,7 @@ def run_onnx_command(args: argparse.Namespace) -> int:
         model, stems, rate = load_bsmamba2(args.config, args.checkpoint)
         chunk, overlap = config_inference(args, rate)
         if args.variant != "fp32":
-            from .inference.cpu_variants import build_cpu_variant, pick_cpu_variant
+            from ..inference.cpu_variants import build_cpu_variant, pick_cpu_variant
 
             variant = pick_cpu_variant() if args.variant == "auto" else args.variant
             print(f"CPU variant: {variant}")
@@ -84,29 +115,11 @@ def run_onnx_command(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_CHUNK_SECONDS = 8.0  # the paper's, for an --onnx file (it carries no inference:)
-
-
-def check_numbers(args: argparse.Namespace, command: str) -> None:
-    """--chunk-seconds > 0, --overlap >= 1, --batch-size >= 1, or one line naming the flag."""
-    chunks = args.chunk_seconds if isinstance(args.chunk_seconds, list) else [args.chunk_seconds]
-    for value in chunks:
-        if value is not None and not value > 0:
-            raise UserValueError(f"{command}: --chunk-seconds: expected a number of seconds > 0, "
-                                 f"got {value:g}. Fix: e.g. --chunk-seconds 8 (the paper's).")
-    for flag, value, example in (("--overlap", args.overlap, "1 (non-overlapping chunks) or "
-                                  "2-4 (overlap-add)"),
-                                 ("--batch-size", args.batch_size, "1 (chunks per model call)")):
-        if value is not None and value < 1:
-            raise UserValueError(f"{command}: {flag}: expected an integer >= 1, got {value}. "
-                                 f"Fix: e.g. {flag} {example}.")
-
-
 def config_inference(args: argparse.Namespace, rate: int
                      ) -> tuple[tuple[float, str], tuple[int, str]]:
     """((chunk seconds, where from), (overlap, where from)): the flags when given, else the
     config's `inference:` section, as msst-inference uses it."""
-    from .msst_integration.config_checks import load_msst_yaml
+    from ..msst_integration.config_checks import load_msst_yaml
 
     raw = load_msst_yaml(args.config)
     inference = raw.get("inference") or {}

@@ -1,0 +1,7 @@
+"""`python -m bsmamba2_plugin.cli`: the `bsmamba2` command (recipes run it this way)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
