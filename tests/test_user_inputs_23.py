@@ -26,6 +26,7 @@ import yaml
 
 from bsmamba2_plugin import BSMamba2
 from bsmamba2_plugin.cli import main
+from bsmamba2_plugin.errors import UserError
 from bsmamba2_plugin.inference.chunked import separate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,6 +210,19 @@ def test_an_error_from_inside_a_library_keeps_its_traceback(monkeypatch) -> None
     monkeypatch.setattr(summary, "run", lambda args: json.loads("{"))
     with pytest.raises(json.JSONDecodeError):
         main(["summary"])
+
+
+def test_a_failed_check_of_ours_keeps_its_traceback(model_files, tmp_path, monkeypatch) -> None:
+    """Only a UserError (and msst's errors for users) is one line: an internal check that
+    fails inside the package, here `chunked.separate` handed empty audio by a broken reader,
+    is a bug (issue 24: it was printed as a user error because it was raised in our code)."""
+    from bsmamba2_plugin.inference import audio_io
+
+    song(tmp_path / "song.wav")
+    monkeypatch.setattr(audio_io, "read_song", lambda *args: np.zeros((2, 0), np.float32))
+    with pytest.raises(ValueError, match="samples >= 1") as caught:
+        run_separate(model_files, str(tmp_path / "song.wav"), str(tmp_path / "out"))
+    assert not isinstance(caught.value, UserError)
 
 
 def test_summary_refuses_a_misspelt_plugin_section(model_files, tmp_path, capsys) -> None:
