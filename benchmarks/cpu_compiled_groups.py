@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from bsmamba2_plugin.evaluation.cpu_variants import build_cpu_variant, keep_freed_memory
+from bsmamba2_plugin.inference.cpu_variants import build_cpu_variant, keep_freed_memory
 from bsmamba2_plugin.network.config import BSMamba2Config
 from bsmamba2_plugin.network.cpu_compiled import CompiledBiMamba2
 from bsmamba2_plugin.network.model import BSMamba2

@@ -35,7 +35,7 @@ import time
 import torch
 from torch import nn
 
-from bsmamba2_plugin.evaluation.cpu_variants import cpu_features, keep_freed_memory, native_bf16
+from bsmamba2_plugin.inference.cpu_variants import cpu_features, keep_freed_memory, native_bf16
 from bsmamba2_plugin.network.config import BSMamba2Config
 from bsmamba2_plugin.network.model import BSMamba2
 from cpu_vs_bs_roformer import build_bs_roformer  # the same baseline (run from benchmarks/)

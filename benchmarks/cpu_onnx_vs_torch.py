@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from bsmamba2_plugin.evaluation.onnx_runtime import OnnxSeparator, export_onnx, load_bsmamba2
+from bsmamba2_plugin.inference.onnx_runtime import OnnxSeparator, export_onnx
+from bsmamba2_plugin.inference.song_files import load_bsmamba2
 from bsmamba2_plugin.network.config import BSMamba2Config
 from bsmamba2_plugin.network.model import BSMamba2
 from bsmamba2_plugin.network.portable import PortableNetwork

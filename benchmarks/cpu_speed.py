@@ -8,7 +8,7 @@ One 8 s stereo chunk at 44.1 kHz (801 frames), float32 in and out, under
 `torch.inference_mode()`. The models run round-robin (A B C ... A B C ...) after one
 warm-up each, so drifts in machine speed hit all of them; the table gives medians.
 BSMamba2 is the paper config (random weights, or --config/--checkpoint); its variants
-(`bsmamba2_plugin.evaluation.cpu_variants`): fp32 (reference backend), int8 (dynamic
+(`bsmamba2_plugin.inference.cpu_variants`): fp32 (reference backend), int8 (dynamic
 quantisation of the Linears), int8-compiled (int8 + TorchInductor-compiled blocks; its
 first call compiles, "first call s"), bf16 (CPU autocast), bf16-compiled (the compiled
 blocks with bfloat16 projections), onnx-fp32 and onnx-int8 (onnxruntime).
@@ -53,10 +53,10 @@ from pathlib import Path
 
 import torch
 
-from bsmamba2_plugin.evaluation.cpu_variants import (VARIANTS, build_cpu_variant, cpu_features,
-                                                     keep_freed_memory, pick_cpu_variant,
-                                                     quality_guard)
-from bsmamba2_plugin.evaluation.onnx_runtime import load_bsmamba2
+from bsmamba2_plugin.evaluation.variant_quality import quality_guard
+from bsmamba2_plugin.inference.cpu_variants import (VARIANTS, build_cpu_variant, cpu_features,
+                                                    keep_freed_memory, pick_cpu_variant)
+from bsmamba2_plugin.inference.song_files import load_bsmamba2
 from bsmamba2_plugin.network.config import BSMamba2Config
 from bsmamba2_plugin.network.model import BSMamba2
 from cpu_vs_bs_roformer import build_bs_roformer  # the same baseline (run from benchmarks/)

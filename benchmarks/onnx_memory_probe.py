@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bsmamba2_plugin.evaluation.onnx_runtime import export_onnx
+from bsmamba2_plugin.inference.onnx_runtime import export_onnx
 from bsmamba2_plugin.network.config import BSMamba2Config
 from bsmamba2_plugin.network.model import BSMamba2
 

@@ -19,14 +19,19 @@ PACKAGE = "bsmamba2_plugin"
 ROOT = Path(bsmamba2_plugin.__file__).resolve().parent
 MAX_LINES = 600
 
-# layer -> the other layers it may import (cli and the top-level modules may import any)
+# layer -> the other layers it may import (the command line, cli/, may import any)
 ALLOWED_LAYERS = {
     "network": set(),
     "training": {"network"},
     "msst_integration": {"network", "training"},
     "data": set(),
-    "evaluation": {"network", "training", "data", "msst_integration"},
+    "inference": {"network", "training", "msst_integration", "data"},
+    "evaluation": {"network", "training", "data", "msst_integration", "inference"},
+    "experiments": {"data"},
 }
+# modules below every layer, which every layer may import: they import only the standard
+# library (errors.py: the UserError types the command line prints in one line)
+BASE_MODULES = {f"{PACKAGE}.errors"}
 # third-party packages network may import (mamba_ssm and triton: the kernel backend, lazily)
 NETWORK_THIRD_PARTY = {"torch", "mamba_ssm", "triton"}
 
@@ -77,7 +82,7 @@ def package_files() -> list[Path]:
 
 
 def layer_of(name: str) -> str | None:
-    """'network' for bsmamba2_plugin.network.ssd; None for cli, cli_onnx and __init__"""
+    """'network' for bsmamba2_plugin.network.ssd; None for cli, errors and __init__"""
     parts = name.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in ALLOWED_LAYERS else None
 
@@ -121,7 +126,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_import_walker_sees_imports_inside_functions() -> None:
     graph = import_graph()
     # both are imported lazily, inside functions
-    assert f"{PACKAGE}.data.render" in graph[f"{PACKAGE}.cli"]
+    assert f"{PACKAGE}.data.render" in graph[f"{PACKAGE}.cli.make_dataset"]
     assert f"{PACKAGE}.msst_integration.bridge" in graph[f"{PACKAGE}.msst_integration.hook"]
 
 
@@ -133,10 +138,10 @@ def test_every_layer_imports_only_the_layers_it_may() -> None:
         if layer is None:
             continue
         for line, target in imported_names(path):
-            if not target.startswith(PACKAGE):
+            if not target.startswith(PACKAGE) or target in BASE_MODULES:
                 continue
             other = layer_of(target)
-            if other is None:  # the package root, cli, cli_onnx
+            if other is None:  # the package root, cli
                 wrong.append(f"{source}:{line} imports {target} (above every layer)")
             elif other != layer and other not in ALLOWED_LAYERS[layer]:
                 allowed = sorted(ALLOWED_LAYERS[layer]) or "no other layer"
@@ -154,11 +159,21 @@ def test_network_imports_only_torch_the_standard_library_and_itself() -> None:
             top = target.split(".")[0]
             if top in sys.stdlib_module_names or top == "__future__":
                 continue
-            if top == PACKAGE and layer_of(target) == "network":
+            if top == PACKAGE and (layer_of(target) == "network" or target in BASE_MODULES):
                 continue
             if top not in NETWORK_THIRD_PARTY:
                 wrong.append(f"{source}:{line} imports {target}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_base_modules_import_only_the_standard_library() -> None:
+    """What every layer may import must not pull any layer (or torch) in behind it."""
+    wrong = [f"{module_name(path)}:{line} imports {target}"
+             for path in package_files() if module_name(path) in BASE_MODULES
+             for line, target in imported_names(path)
+             if target.split(".")[0] not in sys.stdlib_module_names | {"__future__"}]
+    assert not wrong, "\n".join(wrong)
+    assert all(is_module(name) for name in BASE_MODULES)
 
 
 def test_only_msst_integration_imports_msst() -> None:
@@ -357,6 +372,46 @@ def test_the_package_has_no_import_cycle() -> None:
 def test_find_cycle_reports_the_cycle(graph: dict[str, set[str]],
                                       expected: list[str] | None) -> None:
     assert find_cycle(graph) == expected
+
+
+CLI = f"{PACKAGE}.cli"
+
+
+def test_each_command_has_its_own_module_in_cli() -> None:
+    """`bsmamba2 make-dataset` is registered and run by cli/make_dataset.py (dashes as
+    underscores), and no module of cli/ but the private helpers (`_*.py`) and the package's
+    `__init__`/`__main__` is anything but one command: the parser dispatches through
+    `args.func`, so `main` names no command and has no fall-through."""
+    import argparse
+
+    from bsmamba2_plugin.cli import build_parser
+
+    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    wrong, expected = [], set()
+    for command, parser in action.choices.items():
+        module = f"{CLI}.{command.replace('-', '_')}"
+        expected.add(module)
+        run = parser.get_default("func")
+        if getattr(run, "__module__", None) != module:
+            wrong.append(f"bsmamba2 {command} runs {run!r}, expected {module}.run")
+        if not parser.get_default("interrupted"):
+            wrong.append(f"bsmamba2 {command} sets no Ctrl-C message (interrupted=...)")
+    modules = {module_name(path) for path in (ROOT / "cli").glob("*.py")
+               if not path.name.startswith("_")}
+    wrong += [f"{name} is in cli/ but is no command's module" for name in modules - expected]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_command_line_dispatches_without_naming_commands() -> None:
+    """No `if args.command == ...` chain: cli/ never compares `.command` with anything."""
+    wrong = []
+    for path in sorted((ROOT / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Compare) and any(
+                    isinstance(part, ast.Attribute) and part.attr == "command"
+                    for part in [node.left, *node.comparators]):
+                wrong.append(f"{module_name(path)}:{node.lineno}: {ast.unparse(node)}")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_no_module_is_longer_than_600_lines() -> None:

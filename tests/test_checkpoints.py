@@ -141,3 +141,33 @@ def test_weights_that_contradict_the_source_meta_are_an_error(tmp_path, capsys) 
         convert_checkpoint(tmp_path / "best.ckpt", tmp_path / "out.ckpt", model=MODEL,
                            weights="raw")
     assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_every_reader_finds_the_weights_under_the_same_key_as_msst(tmp_path) -> None:
+    """One unwrapping, in msst's key order (`state`, `state_dict`, `model_state_dict`):
+    convert-checkpoint, the fit check, `separate` / `export-onnx` and `evaluate` load the
+    tensors msst-valid would load, even from a file with two candidate keys."""
+    from bsmamba2_plugin.evaluation.evaluate import _read_checkpoint_state
+    from bsmamba2_plugin.inference.song_files import load_bsmamba2
+    from bsmamba2_plugin.msst_integration.checkpoints import (extract_state_dict,
+                                                              unwrap_state_dict)
+    from bsmamba2_plugin.msst_integration.run_safety import fit_problem
+
+    fits = BSMamba2(**MODEL).state_dict()
+    other = BSMamba2(**{**MODEL, "dim": 8}).state_dict()
+    assert unwrap_state_dict(fits) == (fits, "")
+    assert unwrap_state_dict({"model_state_dict": fits}) == (fits, "model_state_dict")
+    assert unwrap_state_dict({"state": {"model_state_dict": fits}}) == (
+        fits, "state/model_state_dict")
+    both = {"model_state_dict": other, "state": fits, "meta": {"model_type": "bsmamba2"}}
+    assert unwrap_state_dict(both) == (fits, "state")
+    state, kind = extract_state_dict(both)
+    assert state == fits and kind == "msst checkpoint (state)"
+    assert fit_problem(BSMamba2(**MODEL), both, path="both.ckpt", model_type="bsmamba2") is None
+    torch.save(both, tmp_path / "both.ckpt")
+    assert _read_checkpoint_state(tmp_path / "both.ckpt")[1].keys() == fits.keys()
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n" + "".join(f"  {k}: {list(v) if isinstance(v, tuple) else v}\n"
+                                           for k, v in MODEL.items()))
+    model, _, _ = load_bsmamba2(config, tmp_path / "both.ckpt")
+    assert all(torch.equal(value, fits[key]) for key, value in model.state_dict().items())

@@ -86,7 +86,7 @@ def test_doctor_names_an_unloadable_torchaudio_and_the_fix(tmp_path) -> None:
 
 
 def test_torchaudio_fix_matches_the_torch_release() -> None:
-    from bsmamba2_plugin.cli_doctor import _torchaudio_fix
+    from bsmamba2_plugin.cli.doctor import _torchaudio_fix
 
     assert _torchaudio_fix("2.11.0+cu130").endswith("'torchaudio==2.11.0'")
     assert _torchaudio_fix("2.9.1").endswith("'torchaudio==2.9.1'")
@@ -131,7 +131,7 @@ def test_separate_offers_every_cpu_variant() -> None:
     """The CLI restates the variant names (importing cpu_variants would put torch into
     the CLI's import); this keeps the two lists the same."""
     from bsmamba2_plugin.cli import build_parser
-    from bsmamba2_plugin.evaluation.cpu_variants import VARIANTS
+    from bsmamba2_plugin.inference.cpu_variants import VARIANTS
 
     parser = build_parser()
     separate = next(action for action in parser._subparsers._group_actions[0].choices[

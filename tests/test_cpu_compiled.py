@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bsmamba2_plugin.evaluation.cpu_variants import cpu_features
+from bsmamba2_plugin.inference.cpu_variants import cpu_features
 from bsmamba2_plugin.network.cpu_compiled import CompiledBiMamba2, scan_chunk
 from bsmamba2_plugin.network.model import BSMamba2
 

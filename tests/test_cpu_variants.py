@@ -13,13 +13,13 @@ import pytest
 import soundfile
 import torch
 
-from bsmamba2_plugin.evaluation.cpu_variants import (
+from bsmamba2_plugin.evaluation.variant_quality import quality_guard
+from bsmamba2_plugin.inference.cpu_variants import (
     PREFERENCE,
     VARIANTS,
     build_cpu_variant,
     cpu_features,
     pick_cpu_variant,
-    quality_guard,
 )
 from bsmamba2_plugin.network.config import BSMamba2Config
 from bsmamba2_plugin.network.model import BSMamba2
@@ -56,7 +56,7 @@ def test_pick_follows_the_preference_and_what_the_cpu_has() -> None:
 
 def test_compiled_variant_without_a_compiler_says_what_to_install(tiny_config,
                                                                  monkeypatch) -> None:
-    from bsmamba2_plugin.evaluation import cpu_variants
+    from bsmamba2_plugin.inference import cpu_variants
 
     monkeypatch.setattr(cpu_variants, "find_cxx", lambda: None)
     with pytest.raises(RuntimeError, match="apt install g\\+\\+.*'int8' variant"):
@@ -71,7 +71,7 @@ def test_compiled_variant_runs_large_groups_only_with_freed_memory_kept(tiny_con
     """Groups of 16384 tokens are faster only when glibc keeps freed memory (with its
     defaults they were 2.5x slower: page faults), so the variant uses them only after
     keep_freed_memory() succeeded."""
-    from bsmamba2_plugin.evaluation import cpu_variants
+    from bsmamba2_plugin.inference import cpu_variants
     from bsmamba2_plugin.network.cpu_compiled import CompiledBiMamba2
 
     def groups() -> set[int]:
@@ -92,7 +92,7 @@ def test_unknown_variant_lists_the_valid_ones(tiny_config) -> None:
 
 KEEP_CHECK = """
 import os, sys, torch
-from bsmamba2_plugin.evaluation.cpu_variants import keep_freed_memory
+from bsmamba2_plugin.inference.cpu_variants import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def rss():
@@ -128,7 +128,7 @@ def test_separate_keeps_freed_memory_unless_told_not_to(tiny_config, tmp_path,
     import yaml
 
     from bsmamba2_plugin.cli import main
-    from bsmamba2_plugin.evaluation import cpu_variants
+    from bsmamba2_plugin.inference import cpu_variants
 
     calls = []
     monkeypatch.setattr(cpu_variants, "keep_freed_memory", lambda: calls.append(1) or True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bsmamba2_plugin.cli import build_parser, main
-from bsmamba2_plugin.evaluation.evaluate import write_report
+from bsmamba2_plugin.evaluation.report import write_report
 
 
 def make_rows(model: str, usdr: list[float], csdr: list[float], chunk: float = 8.0
@@ -44,7 +44,7 @@ def test_report_headlines_usdr_mean_and_csdr_median_over_tracks(tmp_path: Path) 
 
 
 def test_demo_prints_the_headline_aggregates(tmp_path: Path, monkeypatch, capsys) -> None:
-    from bsmamba2_plugin.data import recipes
+    from bsmamba2_plugin.experiments import runner
 
     def fake_run_recipe(recipe, workdir, **kwargs):
         write_report(make_rows("bsmamba2", usdr=[0.0, 0.0, 9.0], csdr=[1.0, 2.0, 9.0]),
@@ -52,7 +52,7 @@ def test_demo_prints_the_headline_aggregates(tmp_path: Path, monkeypatch, capsys
         return []
 
     (tmp_path / "demo" / "report").mkdir(parents=True)
-    monkeypatch.setattr(recipes, "run_recipe", fake_run_recipe)
+    monkeypatch.setattr(runner, "run_recipe", fake_run_recipe)
     assert main(["demo", "--workdir", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "uSDR 3.00 dB (mean over 3 tracks)" in out

@@ -43,3 +43,18 @@ def test_public_names_resolve_lazily() -> None:
               p.__version__)
     """)
     assert out.split()[:3] == ["BSMamba2", "BSMamba2Config", "build_model"]
+
+
+def test_the_command_line_parser_loads_no_heavy_module() -> None:
+    """`bsmamba2 --help` builds every command's parser; the commands import what they run
+    inside `run`, so that neither torch nor numpy is loaded for it."""
+    out = run_python("""
+        import sys
+        from bsmamba2_plugin.cli import main
+        try:
+            main(["--help"])
+        except SystemExit:
+            pass
+        print("heavy:", [m for m in ("torch", "numpy", "yaml") if m in sys.modules])
+    """)
+    assert "usage: bsmamba2" in out and out.endswith("heavy: []\n")

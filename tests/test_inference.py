@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bsmamba2_plugin import BSMamba2
-from bsmamba2_plugin.evaluation.inference import separate
+from bsmamba2_plugin.inference.chunked import separate
 
 
 class Identity(torch.nn.Module):

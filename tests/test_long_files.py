@@ -23,7 +23,7 @@ import torch
 msst = pytest.importorskip("msst")
 pytest.importorskip("librosa")
 
-from bsmamba2_plugin.evaluation.inference import separate
+from bsmamba2_plugin.inference.chunked import separate
 from bsmamba2_plugin.msst_integration import bridge, streaming
 
 pytestmark = pytest.mark.msst
@@ -212,7 +212,7 @@ print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 _SEPARATE_RUN = """
 import json, resource, sys
 import torch
-from bsmamba2_plugin.evaluation.inference import separate
+from bsmamba2_plugin.inference.chunked import separate
 class StandIn(torch.nn.Module):
     def forward(self, x):
         return 0.5 * x.unsqueeze(1)

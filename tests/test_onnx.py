@@ -71,7 +71,7 @@ def test_portable_network_matches_model_network(tiny_config, shape) -> None:
 
 
 def test_missing_onnx_names_the_extra(tiny_config, tmp_path, monkeypatch) -> None:
-    from bsmamba2_plugin.evaluation import onnx_runtime
+    from bsmamba2_plugin.inference import onnx_runtime
 
     real_import = importlib.import_module
 
@@ -90,7 +90,7 @@ def test_missing_onnx_names_the_extra(tiny_config, tmp_path, monkeypatch) -> Non
 
 @pytest.fixture
 def exported(tiny_config, tmp_path):
-    from bsmamba2_plugin.evaluation.onnx_runtime import OnnxSeparator, export_onnx
+    from bsmamba2_plugin.inference.onnx_runtime import OnnxSeparator, export_onnx
 
     model = BSMamba2(tiny_config).eval()
     path = export_onnx(model, tmp_path / "tiny.onnx", stems=["vocals"], sample_rate=8000)
@@ -124,7 +124,7 @@ def test_onnx_sessions_run_without_buffer_reuse(exported) -> None:
 @needs_onnx
 def test_onnx_separator_matches_pytorch_waveforms(exported) -> None:
     model, path, separator = exported
-    from bsmamba2_plugin.evaluation.onnx_runtime import read_onnx_metadata
+    from bsmamba2_plugin.inference.onnx_runtime import read_onnx_metadata
 
     config, stems, rate = read_onnx_metadata(path)
     assert config == model.config and stems == ["vocals"] and rate == 8000
@@ -143,7 +143,7 @@ def test_cli_export_and_separate_with_onnx_and_checkpoint(tiny_config, tmp_path,
     import yaml
 
     from bsmamba2_plugin.cli import main
-    from bsmamba2_plugin.evaluation import cpu_variants
+    from bsmamba2_plugin.inference import cpu_variants
 
     # (the allocator setting is process-wide: not in the test process; tested on its own)
     monkeypatch.setattr(cpu_variants, "keep_freed_memory", lambda: True)

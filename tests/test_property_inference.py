@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bsmamba2_plugin import BSMamba2
-from bsmamba2_plugin.evaluation.inference import separate
+from bsmamba2_plugin.inference.chunked import separate
 
 
 @settings(max_examples=15, deadline=None, derandomize=True)

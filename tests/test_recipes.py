@@ -7,12 +7,9 @@ import pytest
 import yaml
 
 from bsmamba2_plugin.cli import main
-from bsmamba2_plugin.data.recipes import (
-    SettingsChangedError,
-    load_recipe,
-    parse_overrides,
-    run_recipe,
-)
+from bsmamba2_plugin.experiments.recipe import load_recipe, parse_overrides
+from bsmamba2_plugin.experiments.runner import run_recipe
+from bsmamba2_plugin.experiments.stage_marks import SettingsChangedError
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 TINY = Path(__file__).parent.parent / "configs" / "config_tiny_bsmamba2.yaml"

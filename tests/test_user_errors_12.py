@@ -24,7 +24,7 @@ import yaml
 
 from bsmamba2_plugin import BSMamba2
 from bsmamba2_plugin.cli import main
-from bsmamba2_plugin.evaluation.inference import separate
+from bsmamba2_plugin.inference.chunked import separate
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "config_tiny_bsmamba2.yaml"
@@ -204,7 +204,7 @@ def test_convert_checkpoint_on_a_full_disk_leaves_nothing(tmp_path, monkeypatch,
 
 
 def test_recipe_copy_stage_on_a_full_disk_leaves_no_half_copy(tmp_path, monkeypatch) -> None:
-    from bsmamba2_plugin.data import recipes
+    from bsmamba2_plugin.experiments import recipe, runner
 
     source = tmp_path / "song.wav"
     source.write_bytes(b"x" * 10000)
@@ -219,12 +219,12 @@ def test_recipe_copy_stage_on_a_full_disk_leaves_no_half_copy(tmp_path, monkeypa
         Path(dst).write_bytes(b"half")
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
 
-    monkeypatch.setattr(recipes.shutil, "copyfile", full)
+    monkeypatch.setattr(runner.shutil, "copyfile", full)
     with pytest.raises(OSError):
-        recipes.run_recipe(recipes.load_recipe(recipe_path), tmp_path / "w", echo=lambda s: None)
+        runner.run_recipe(recipe.load_recipe(recipe_path), tmp_path / "w", echo=lambda s: None)
     assert not [p for p in (tmp_path / "w").rglob("*") if p.is_file() and "song" in p.name]
     monkeypatch.undo()  # space freed
-    recipes.run_recipe(recipes.load_recipe(recipe_path), tmp_path / "w", echo=lambda s: None)
+    runner.run_recipe(recipe.load_recipe(recipe_path), tmp_path / "w", echo=lambda s: None)
     assert (tmp_path / "w" / "songs" / "song.wav").read_bytes() == source.read_bytes()
 
 
@@ -282,7 +282,7 @@ def test_empty_audio_is_refused_one_sample_and_silence_work(tiny_model) -> None:
 def test_evaluate_refuses_nan_empty_and_corrupt_audio(tmp_path) -> None:
     import soundfile as sf
 
-    from bsmamba2_plugin.evaluation.audio_io import read_track_file as _read
+    from bsmamba2_plugin.inference.audio_io import read_track_file as _read
 
     nan = np.zeros((100, 2), np.float32)
     nan[7, 0] = np.nan

@@ -26,7 +26,8 @@ import yaml
 
 from bsmamba2_plugin import BSMamba2
 from bsmamba2_plugin.cli import main
-from bsmamba2_plugin.evaluation.inference import separate
+from bsmamba2_plugin.errors import UserError
+from bsmamba2_plugin.inference.chunked import separate
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "configs" / "config_tiny_bsmamba2.yaml"
@@ -105,7 +106,8 @@ def test_other_writers_keep_an_existing_file_unless_overwrite(model_files, tmp_p
                                                               command) -> None:
     """The same rule for every file our commands write (the writers are stand-ins here:
     what is tested is whether they are reached)."""
-    from bsmamba2_plugin.evaluation import bench, onnx_runtime, training_summary
+    from bsmamba2_plugin.evaluation import bench, training_summary
+    from bsmamba2_plugin.inference import onnx_runtime
 
     def fake_writer(path_of):
         def write(*args, **kwargs):
@@ -203,11 +205,24 @@ def test_an_error_from_inside_a_library_keeps_its_traceback(monkeypatch) -> None
     library's code is a missing check of ours and must stay debuggable."""
     import json
 
-    from bsmamba2_plugin import cli
+    from bsmamba2_plugin.cli import summary
 
-    monkeypatch.setattr(cli, "_summary", lambda args: json.loads("{"))
+    monkeypatch.setattr(summary, "run", lambda args: json.loads("{"))
     with pytest.raises(json.JSONDecodeError):
         main(["summary"])
+
+
+def test_a_failed_check_of_ours_keeps_its_traceback(model_files, tmp_path, monkeypatch) -> None:
+    """Only a UserError (and msst's errors for users) is one line: an internal check that
+    fails inside the package, here `chunked.separate` handed empty audio by a broken reader,
+    is a bug (issue 24: it was printed as a user error because it was raised in our code)."""
+    from bsmamba2_plugin.inference import audio_io
+
+    song(tmp_path / "song.wav")
+    monkeypatch.setattr(audio_io, "read_song", lambda *args: np.zeros((2, 0), np.float32))
+    with pytest.raises(ValueError, match="samples >= 1") as caught:
+        run_separate(model_files, str(tmp_path / "song.wav"), str(tmp_path / "out"))
+    assert not isinstance(caught.value, UserError)
 
 
 def test_summary_refuses_a_misspelt_plugin_section(model_files, tmp_path, capsys) -> None:
@@ -378,22 +393,22 @@ def test_doctor_with_the_msst_hook_off_ends_with_a_problem_and_exit_1() -> None:
 
 
 HANDLERS = {  # command -> (module, attribute main reaches it through, argv)
-    "doctor": ("bsmamba2_plugin.cli", "_doctor", ["doctor"]),
-    "summary": ("bsmamba2_plugin.cli", "_summary", ["summary"]),
-    "convert-checkpoint": ("bsmamba2_plugin.cli", "_convert",
+    "doctor": ("bsmamba2_plugin.cli.doctor", "run", ["doctor"]),
+    "summary": ("bsmamba2_plugin.cli.summary", "run", ["summary"]),
+    "convert-checkpoint": ("bsmamba2_plugin.cli.convert_checkpoint", "run",
                            ["convert-checkpoint", "a.ckpt", "b.ckpt"]),
-    "make-dataset": ("bsmamba2_plugin.cli", "_make_dataset",
+    "make-dataset": ("bsmamba2_plugin.cli.make_dataset", "run",
                      ["make-dataset", "d", "--tracks", "1", "--seconds", "1"]),
-    "recipe": ("bsmamba2_plugin.cli", "_recipe", ["recipe", "run", "demo_cpu"]),
-    "demo": ("bsmamba2_plugin.cli", "_demo", ["demo"]),
-    "evaluate": ("bsmamba2_plugin.cli", "_evaluate",
+    "recipe": ("bsmamba2_plugin.cli.recipe", "run", ["recipe", "run", "demo_cpu"]),
+    "demo": ("bsmamba2_plugin.cli.demo", "run", ["demo"]),
+    "evaluate": ("bsmamba2_plugin.cli.evaluate", "run",
                  ["evaluate", "--config", "c", "--checkpoint", "k", "--data", "d", "--out", "o"]),
-    "training-summary": ("bsmamba2_plugin.cli", "_training_summary",
+    "training-summary": ("bsmamba2_plugin.cli.training_summary", "run",
                          ["training-summary", "r", "--out", "summary.md"]),
     "bench": ("bsmamba2_plugin.evaluation.bench", "run_bench", ["bench"]),
-    "export-onnx": ("bsmamba2_plugin.cli_onnx", "run_onnx_command",
+    "export-onnx": ("bsmamba2_plugin.cli.export_onnx", "run",
                     ["export-onnx", "c.yaml", "k.ckpt", "o.onnx"]),
-    "separate": ("bsmamba2_plugin.cli_onnx", "run_onnx_command",
+    "separate": ("bsmamba2_plugin.cli.separate", "run",
                  ["separate", "--onnx", "m.onnx", "in.wav", "out"]),
 }
 

@@ -11,7 +11,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["refuse_existing"]
+from ..errors import UserFileExistsError
+
+__all__ = ["refuse_existing", "temporary_beside", "write_text_atomic"]
 
 
 def refuse_existing(targets: Sequence[str | os.PathLike], *, overwrite: bool,
@@ -32,10 +34,29 @@ def refuse_existing(targets: Sequence[str | os.PathLike], *, overwrite: bool,
     sources = {Path(p).resolve() for p in inputs}
     for target in targets:
         if Path(target).resolve() in sources:
-            raise FileExistsError(f"{os.fspath(target)} is the input file; writing there would "
-                                  f"destroy it. Fix: choose {instead}.")
+            raise UserFileExistsError(f"{os.fspath(target)} is the input file; writing there would "
+                                      f"destroy it. Fix: choose {instead}.")
     existing = [os.fspath(t) for t in targets if Path(t).exists()]
     if existing and not overwrite:
         verb, which = ("exists", "it") if len(existing) == 1 else ("exist", "them")
-        raise FileExistsError(f"{', '.join(existing)} already {verb}; nothing was written. "
-                              f"Fix: choose {instead}, or pass --overwrite to replace {which}.")
+        raise UserFileExistsError(f"{', '.join(existing)} already {verb}; nothing was written. "
+                                  f"Fix: choose {instead}, or pass --overwrite to replace {which}.")
+
+
+def temporary_beside(path: Path) -> Path:
+    """A temporary name for `path` in its folder (created if missing), so that os.replace
+    onto `path` is atomic. The writer creates the file, so it gets the usual permissions
+    (mkstemp's are 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file, so a reader never sees half a file (and a full disk
+    leaves none behind)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

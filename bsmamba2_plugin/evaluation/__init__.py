@@ -1,1 +1,2 @@
-"""Evaluation: metrics, the silence suite, chunked inference and `bsmamba2 evaluate`."""
+"""Evaluation: metrics, the silence suite, `bsmamba2 evaluate` and its report, training
+summaries and the bench. Separation itself is the `inference` layer's."""

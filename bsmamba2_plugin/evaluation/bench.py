@@ -47,6 +47,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserValueError
+
 __all__ = ["DEFAULT_MODELS", "MEASURED_PEAK_GIB", "Result", "forward_flop_counts",
            "memory_note", "run_bench"]
 
@@ -88,7 +90,7 @@ class Result:
 
 # ------------------------------------------------------------------ models
 def _config_path(name: str) -> Path:
-    from ..data.recipes import find_resource
+    from ..data.resources import find_resource
 
     return find_resource("configs", name)
 
@@ -119,9 +121,9 @@ def build_variant(name: str, device) -> tuple[Any, str]:
     if name == "bs_mamba2":
         model = baselines.msst_bs_mamba2(_config_path("config_musdb18_bsmamba2.yaml"))
         return model.to(device), "bfloat16"
-    raise ValueError(f"bench: unknown model {name!r}; expected one of "
-                     f"{', '.join(DEFAULT_MODELS + EXTRA_MODELS)}"
-                     f" (optionally with '+compile').")
+    raise UserValueError(f"bench: unknown model {name!r}; expected one of "
+                         f"{', '.join(DEFAULT_MODELS + EXTRA_MODELS)}"
+                         f" (optionally with '+compile').")
 
 
 # ------------------------------------------------------------------ timing
@@ -361,8 +363,8 @@ def _check_names(models: Sequence[str]) -> None:
              "bs_roformer_256x11-noflash"]
     for name in models:
         if name.removesuffix("+compile") not in known:
-            raise ValueError(f"bench: unknown model {name!r}; expected one of "
-                             f"{', '.join(known)} (optionally with '+compile').")
+            raise UserValueError(f"bench: unknown model {name!r}; expected one of "
+                                 f"{', '.join(known)} (optionally with '+compile').")
 
 
 def _card_gib(device) -> float | None:

@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .evaluate import _save_figure, _write_text
+from ..data.outputs import write_text_atomic
+from ..errors import UserFileNotFoundError, UserValueError
+from .report import save_figure
 
 __all__ = ["loss_curve", "summarise_run", "write_training_summary"]
 
@@ -25,9 +27,9 @@ __all__ = ["loss_curve", "summarise_run", "write_training_summary"]
 def _checkpoint(folder: Path) -> Path:
     found = sorted(p for p in folder.glob("last_*.ckpt") if not p.stem.endswith("_ema"))
     if not found:
-        raise FileNotFoundError(f"{folder}: no last_<model_type>.ckpt (msst writes it after "
-                                f"each epoch). Fix: point at an msst --results_path folder "
-                                f"of a run that finished at least one epoch.")
+        raise UserFileNotFoundError(f"{folder}: no last_<model_type>.ckpt (msst writes it after "
+                                    f"each epoch). Fix: point at an msst --results_path folder "
+                                    f"of a run that finished at least one epoch.")
     return found[0]
 
 
@@ -39,7 +41,7 @@ def loss_curve(folder: str | Path) -> list[float]:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     history = saved.get("all_losses") if isinstance(saved, Mapping) else None
     if not isinstance(history, Mapping):
-        raise ValueError(f"{path}: no all_losses in the checkpoint (msst's training history).")
+        raise UserValueError(f"{path}: no all_losses in the checkpoint (msst's training history).")
     epochs = sorted(history, key=lambda key: int(str(key).rsplit("_", 1)[-1]))
     return [float(value) for key in epochs for value in history[key]]
 
@@ -47,9 +49,9 @@ def loss_curve(folder: str | Path) -> list[float]:
 def _timing(folder: Path) -> list[dict[str, Any]]:
     path = folder / "train_timing.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; the bridge writes it when msst trains with "
-                                f"bsmamba2-plugin installed. Fix: train with the plugin "
-                                f"installed (it times every model type).")
+        raise UserFileNotFoundError(f"{path}: not found; the bridge writes it when msst trains "
+                                    f"with bsmamba2-plugin installed. Fix: train with the plugin "
+                                    f"installed (it times every model type).")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -95,8 +97,8 @@ def write_training_summary(folders: Sequence[str | Path], out: str | Path, *,
     out = Path(out)
     labels = list(labels or [])
     if labels and len(labels) != len(folders):
-        raise ValueError(f"--labels: {len(labels)} labels for {len(folders)} folders; give "
-                         f"one per folder or none.")
+        raise UserValueError(f"--labels: {len(labels)} labels for {len(folders)} folders; give "
+                             f"one per folder or none.")
     runs = []
     for i, folder in enumerate(folders):
         label = labels[i] if labels else None
@@ -124,9 +126,9 @@ def write_training_summary(folders: Sequence[str | Path], out: str | Path, *,
                                          "scale." if any(r["loss_scale"] != 1.0 for r in runs)
                                          else ".")]
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(out, "\n".join(lines + notes) + "\n")
+    write_text_atomic(out, "\n".join(lines + notes) + "\n")
     data = {"runs": runs}
-    _write_text(out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
+    write_text_atomic(out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
     _plot(runs, out.with_name(f"{out.stem}_loss.png"))
     return data
 
@@ -154,6 +156,6 @@ def _plot(runs: Sequence[dict[str, Any]], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     try:
-        _save_figure(fig, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)

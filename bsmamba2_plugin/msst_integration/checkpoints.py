@@ -8,6 +8,9 @@ Understood inputs (all loaded with `torch.load(weights_only=True)`):
 - msst checkpoints (`model_state_dict`, `state_dict` or `state`) and bare state dicts,
   e.g. msst's `bs_mamba2_vocals.ckpt`.
 
+Every command of this package that loads weights finds them with `unwrap_state_dict`, in
+the key order msst's own loader uses, so that a file means the same to all of them.
+
 Output: `{"model_state_dict": ..., "meta": {...}}` as msst writes it, with
 `meta.model_type = "bsmamba2"` and `meta.weights` saying raw or EMA (carried over from
 a source that records it), so `msst-valid`/`msst-inference --model_type bsmamba2`
@@ -25,10 +28,13 @@ from typing import Any
 
 import torch
 
+from ..errors import (UserFileExistsError, UserFileNotFoundError, UserRuntimeError,
+                      UserValueError)
 from ..network.config import BSMamba2Config
 from .registry import MODEL_TYPE
 
-__all__ = ["convert_checkpoint", "extract_state_dict", "load_checkpoint_file"]
+__all__ = ["STATE_DICT_KEYS", "convert_checkpoint", "extract_state_dict",
+           "load_checkpoint_file", "unwrap_state_dict"]
 
 _MSST_FORMAT_VERSION = 1
 _MSST_VERSION = "0.1.0"
@@ -44,15 +50,43 @@ def load_checkpoint_file(path: str | os.PathLike, *, trust: bool = False) -> Any
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise UserFileNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as error:
-        raise ValueError(
+        raise UserValueError(
             f"{path}: weights-only loading refused this file ({str(error).splitlines()[0]}). "
             f"It holds pickled Python objects besides tensors (Lightning stores its "
             f"hyper-parameters that way). Fix: if you trust where the file comes from, "
             f"pass --trust-pickle (torch.load with weights_only=False).") from error
+
+
+#: Where checkpoint files keep the model's weights, in the order msst 0.1.0's
+#: `load_start_checkpoint` looks for them: `state` (htdemucs), then `state_dict` (apollo),
+#: then `model_state_dict` (what msst-train and convert-checkpoint write), descending into
+#: each one present. `unwrap_state_dict` follows it, so that our commands, the fit check and
+#: msst-valid / msst-inference load the same tensors from the same file.
+STATE_DICT_KEYS = ("state", "state_dict", "model_state_dict")
+
+
+def unwrap_state_dict(checkpoint: Any) -> tuple[Any, str]:
+    """The weights in a loaded checkpoint, found as msst's loader finds them.
+
+    Descends into each key of `STATE_DICT_KEYS` that the mapping at hand holds, in that
+    order (msst's). Nothing is checked: the caller decides what to do with a result that is
+    no state dict (the official Lightning layout, with `model.` prefixes, is
+    `extract_state_dict`'s to recognise).
+
+    Returns:
+        (what is under those keys: `checkpoint` itself for a bare state dict, the keys
+        descended into joined by "/", "" when none).
+    """
+    state, path = checkpoint, []
+    for key in STATE_DICT_KEYS:
+        if isinstance(state, Mapping) and key in state:
+            state = state[key]
+            path.append(key)
+    return state, "/".join(path)
 
 
 def _looks_like_state_dict(obj: Any) -> bool:
@@ -88,33 +122,32 @@ def extract_state_dict(checkpoint: Any, *, weights: str = "raw", source: str = "
         states = checkpoint.get("optimizer_states") or []
         ema = states[0].get("ema") if states and isinstance(states[0], Mapping) else None
         if ema is None:
-            raise ValueError(f"{source}: --weights ema was asked for, but this Lightning "
-                             f"checkpoint has no optimizer_states[0]['ema'] (trained without "
-                             f"the EMA callback?). Fix: use --weights raw.")
+            raise UserValueError(f"{source}: --weights ema was asked for, but this Lightning "
+                                 f"checkpoint has no optimizer_states[0]['ema'] (trained without "
+                                 f"the EMA callback?). Fix: use --weights raw.")
         if len(ema) != len(names):
-            raise ValueError(f"{source}: the EMA holds {len(ema)} tensors but the model has "
-                             f"{len(names)} parameters; cannot pair them by order.")
+            raise UserValueError(f"{source}: the EMA holds {len(ema)} tensors but the model has "
+                                 f"{len(names)} parameters; cannot pair them by order.")
         out = {}
         for name, tensor in zip(names, ema):
             if tuple(tensor.shape) != tuple(full[name].shape):
-                raise ValueError(f"{source}: EMA tensor for {name} has shape "
-                                 f"{tuple(tensor.shape)}, the weight has {tuple(full[name].shape)}.")
+                raise UserValueError(f"{source}: EMA tensor for {name} has shape "
+                                     f"{tuple(tensor.shape)}, the weight has "
+                                     f"{tuple(full[name].shape)}.")
             out[name[len("model."):]] = tensor
         return out, "official Lightning checkpoint (EMA weights)"
     if isinstance(checkpoint, Mapping):
         if weights == "ema":
             if _looks_like_state_dict(checkpoint.get("ema_state_dict")):
                 return dict(checkpoint["ema_state_dict"]), "msst checkpoint (EMA weights)"
-            raise ValueError(f"{source}: --weights ema was asked for, but the file has no EMA "
-                             f"weights. Fix: use --weights raw.")
-        for key in ("model_state_dict", "state_dict", "state"):
-            if _looks_like_state_dict(checkpoint.get(key)):
-                return dict(checkpoint[key]), f"msst checkpoint ({key})"
-        if _looks_like_state_dict(checkpoint):
-            return dict(checkpoint), "bare state dict"
-    raise ValueError(f"{source}: not a BSMamba2 checkpoint this tool knows (expected a "
-                     f"Lightning 'state_dict' with 'model.' keys, an msst checkpoint with "
-                     f"'model_state_dict', or a bare state dict).")
+            raise UserValueError(f"{source}: --weights ema was asked for, but the file has no EMA "
+                                 f"weights. Fix: use --weights raw.")
+        state, keys = unwrap_state_dict(checkpoint)
+        if _looks_like_state_dict(state):
+            return dict(state), f"msst checkpoint ({keys})" if keys else "bare state dict"
+    raise UserValueError(f"{source}: not a BSMamba2 checkpoint this tool knows (expected a "
+                         f"Lightning 'state_dict' with 'model.' keys, an msst checkpoint with "
+                         f"'model_state_dict', or a bare state dict).")
 
 
 def _stored_weights(checkpoint: Any, weights: str | None, source: str) -> tuple[str, str]:
@@ -137,7 +170,7 @@ def _stored_weights(checkpoint: Any, weights: str | None, source: str) -> tuple[
     model_type = meta.get("model_type") or MODEL_TYPE
     where = (f"last_{model_type}.ckpt of the same run" if weights == "raw" else
              f"best_{model_type}.ckpt or last_{model_type}_ema.ckpt of the same run")
-    raise ValueError(
+    raise UserValueError(
         f"{source}: its meta.weights says it holds {recorded} weights, but --weights "
         f"{weights} was asked for. Fix: drop --weights (the file's meta.weights is carried "
         f"over), or convert {where} for {weights} weights.")
@@ -172,7 +205,7 @@ def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike, *,
 
     target = Path(target)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass --overwrite to replace it.")
+        raise UserFileExistsError(f"{target} exists; pass --overwrite to replace it.")
     checkpoint = load_checkpoint_file(source, trust=trust)
     extract, weights = _stored_weights(checkpoint, weights, str(source))
     state, kind = extract_state_dict(checkpoint, weights=extract, source=str(source))
@@ -198,9 +231,9 @@ def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike, *,
         problems.append(f"e.g. {k} is {tuple(state[k].shape)} in the file, {expected[k]} in "
                         f"the model")
     if problems:
-        raise RuntimeError(f"{source} ({kind}) does not fit the model config: "
-                           f"{'; '.join(problems)}. Fix: pass --config with the model: section "
-                           f"the checkpoint was trained with.")
+        raise UserRuntimeError(f"{source} ({kind}) does not fit the model config: "
+                               f"{'; '.join(problems)}. Fix: pass --config with the model: section "
+                               f"the checkpoint was trained with.")
     net.load_state_dict(state, strict=True)
     n_stems = config.num_stems
     meta: dict[str, Any] = {

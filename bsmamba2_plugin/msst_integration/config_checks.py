@@ -15,6 +15,7 @@ import functools
 import os
 from typing import Any
 
+from ..errors import UserFileNotFoundError, UserValueError
 from . import plugins, training_clock
 
 __all__ = ["MSST_SECTIONS", "PLUGIN_SECTIONS", "check_config_sections", "load_msst_yaml",
@@ -39,7 +40,7 @@ def load_msst_yaml(path: str | os.PathLike, flag: str = "--config", *,
     import yaml
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{flag}: no such file: {os.fspath(path)}")
+        raise UserFileNotFoundError(f"{flag}: no such file: {os.fspath(path)}")
     try:
         with open(path, encoding="utf-8") as handle:
             config = yaml.load(handle, Loader=yaml.FullLoader)
@@ -47,16 +48,18 @@ def load_msst_yaml(path: str | os.PathLike, flag: str = "--config", *,
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ValueError(f"{os.fspath(path)}: not valid YAML ({where}{problem}). Fix: correct "
-                         f"the file there (an unclosed bracket or quote, a missing colon, a tab "
-                         f"instead of spaces).") from error
+        raise UserValueError(f"{os.fspath(path)}: not valid YAML ({where}{problem}). Fix: "
+                             f"correct the file there (an unclosed bracket or quote, a missing "
+                             f"colon, a tab instead of spaces).") from error
     except UnicodeDecodeError as error:
-        raise ValueError(f"{os.fspath(path)}: not a text file ({error.reason}). Fix: pass the "
-                         f"msst YAML config, e.g. configs/config_tiny_bsmamba2.yaml.") from error
+        raise UserValueError(f"{os.fspath(path)}: not a text file ({error.reason}). Fix: pass "
+                             f"the msst YAML config, e.g. configs/config_tiny_bsmamba2.yaml."
+                             ) from error
     if not isinstance(config, dict) or (require_model and not isinstance(config.get("model"),
                                                                           dict)):
-        raise ValueError(f"{os.fspath(path)}: expected an msst config with a 'model:' mapping. "
-                         f"Fix: point {flag} at a YAML such as configs/config_tiny_bsmamba2.yaml.")
+        raise UserValueError(f"{os.fspath(path)}: expected an msst config with a 'model:' "
+                             f"mapping. Fix: point {flag} at a YAML such as "
+                             f"configs/config_tiny_bsmamba2.yaml.")
     return config
 
 

@@ -51,6 +51,7 @@ import torch
 from msst.utils.dataset import MSSDataset, load_chunk
 from tqdm.auto import tqdm
 
+from ..errors import UserFileNotFoundError, UserValueError
 from ..training.audio_files import training_set_problem
 from ..training.augment import AugmentConfig, apply_draw, draw_stem, salient_starts
 from . import run_state
@@ -94,7 +95,7 @@ class BSMamba2Dataset(MSSDataset):
         problem = training_set_problem(self._stem_files(), self.sample_rate,
                                        f"--data_path {data_path}")
         if problem:
-            raise ValueError(problem)
+            raise UserValueError(problem)
         section = config[SECTION] if SECTION in config else None
         self.recipe = None if section is None else AugmentConfig.from_mapping(section)
         self.salient: dict[str, list[tuple[str, int]]] | None = None
@@ -108,7 +109,7 @@ class BSMamba2Dataset(MSSDataset):
         run.datasets.add(self)  # the accelerate launcher advances their epochs
         if self.recipe is not None and self.recipe.salient_windows:
             if dataset_type != 1:
-                raise ValueError(
+                raise UserValueError(
                     f"{SECTION}.salient_windows draws every stem from its own track, which "
                     f"is msst's --dataset_type 1; got --dataset_type {dataset_type}. Fix: "
                     f"train with --dataset_type 1, or set salient_windows: false.")
@@ -161,7 +162,7 @@ class BSMamba2Dataset(MSSDataset):
         if missing:
             shown = ", ".join(repr(m) for m in missing[:3])
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"{SECTION}: {len(missing)} stem file(s) missing from the training data: "
                 f"{shown}{more} (or .{' or .'.join(self.file_types[1:])}). Every track folder "
                 f"needs one file per stem of training.instruments "
@@ -185,7 +186,7 @@ class BSMamba2Dataset(MSSDataset):
             salient[instr].extend((path, int(s)) for s in starts)
         empty = [instr for instr, windows in salient.items() if not windows]
         if empty:
-            raise ValueError(
+            raise UserValueError(
                 f"{SECTION}: no salient {self.chunk_size}-sample window for stem(s) "
                 f"{', '.join(empty)} in {self.data_path}. Every stem needs at least one "
                 f"window where more than {recipe.sad_min_active:.0%} of sub-chunks are above "

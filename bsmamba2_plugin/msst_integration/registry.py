@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UserKeyError, UserValueError
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..network.model import BSMamba2
 
@@ -40,8 +42,8 @@ def build_msst_model(config: Any, *, pretrained: bool = False) -> BSMamba2:
     """
     del pretrained
     if not hasattr(config, "model"):
-        raise KeyError("model: the config has no 'model:' section; bsmamba2 reads its keys "
-                       "there (see configs/config_tiny_bsmamba2.yaml).")
+        raise UserKeyError("model: the config has no 'model:' section; bsmamba2 reads its keys "
+                           "there (see configs/config_tiny_bsmamba2.yaml).")
     model = build_model(config.model, path="model")
     training = getattr(config, "training", None)
     instruments = list(getattr(training, "instruments", None) or [])
@@ -52,7 +54,7 @@ def build_msst_model(config: Any, *, pretrained: bool = False) -> BSMamba2:
             because = (f"training.target_instrument is {target!r}" if target else
                        f"training.target_instrument is null and training.instruments lists "
                        f"{len(instruments)} stems")
-            raise ValueError(
+            raise UserValueError(
                 f"model.num_stems is {model.config.num_stems}, but {because}, so msst trains "
                 f"and scores {wanted} stem(s). Fix: set model.num_stems: {wanted}, or change "
                 f"training.target_instrument.")

@@ -63,11 +63,10 @@ def _checkpoint_error(message: str) -> Exception:
 
 # ----------------------------------------------------------------- fit check
 def _weights_of(checkpoint: Any) -> Mapping[str, Any] | None:
-    """The state dict msst's load_start_checkpoint would load (same unwrapping order)."""
-    state = checkpoint
-    for key in ("state", "state_dict", "model_state_dict"):
-        if isinstance(state, Mapping) and key in state:
-            state = state[key]
+    """The state dict msst's load_start_checkpoint would load, or None."""
+    from .checkpoints import unwrap_state_dict
+
+    state, _ = unwrap_state_dict(checkpoint)
     return state if isinstance(state, Mapping) else None
 
 

@@ -50,6 +50,7 @@ import inspect
 from numbers import Integral
 from typing import Any
 
+from ..errors import UserRuntimeError, UserValueError
 from .common import cfg_get, is_plugin_type
 
 __all__ = ["demix_streaming", "make_bigshifts_wrapper", "make_demix", "make_separate_audio",
@@ -58,7 +59,7 @@ __all__ = ["demix_streaming", "make_bigshifts_wrapper", "make_demix", "make_sepa
 
 def _positive_int(value: Any, path: str, fix: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{path}: expected a positive integer, got {value!r}. Fix: {fix}")
+        raise UserValueError(f"{path}: expected a positive integer, got {value!r}. Fix: {fix}")
     return int(value)
 
 
@@ -127,8 +128,8 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
     overlap = _positive_int(inference.num_overlap, "inference.num_overlap",
                             "1 for non-overlapping chunks, 2-4 for overlap-add.")
     if overlap > chunk:
-        raise ValueError(f"inference.num_overlap: {overlap} is larger than the chunk "
-                         f"({chunk} samples), so the step would be 0. Fix: use at most 4.")
+        raise UserValueError(f"inference.num_overlap: {overlap} is larger than the chunk "
+                             f"({chunk} samples), so the step would be 0. Fix: use at most 4.")
     batch_size = _positive_int(inference.batch_size, "inference.batch_size",
                                "chunks per model call, e.g. 2.")
     instruments = list(prefer_target_instrument(config))
@@ -137,8 +138,8 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
     if target:
         configured = list(config.training.instruments)
         if target not in configured:
-            raise ValueError(f"training.target_instrument: {target!r} is not in "
-                             f"training.instruments {configured}. Fix: add it there.")
+            raise UserValueError(f"training.target_instrument: {target!r} is not in "
+                                 f"training.instruments {configured}. Fix: add it there.")
         target_index = configured.index(target)
         core = model.module if hasattr(model, "module") else model
         try:
@@ -173,9 +174,9 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
         part = source[:, low:high].index_select(1, index - low)
         if not torch.isfinite(part).all():
             bad = int(index[~torch.isfinite(part).all(0)][0])
-            raise ValueError(f"demix: the input has a NaN or infinite sample at sample {bad} "
-                             f"({model_type}); nothing was written. Fix: repair or skip "
-                             f"the file (msst-inference --skip_errors skips it).")
+            raise UserValueError(f"demix: the input has a NaN or infinite sample at sample {bad} "
+                                 f"({model_type}); nothing was written. Fix: repair or skip "
+                                 f"the file (msst-inference --skip_errors skips it).")
         mode = "reflect" if not paper and part.shape[-1] > chunk // 2 else "constant"
         return F.pad(part, (0, chunk - part.shape[-1]), mode=mode, value=0), stop - start
 
@@ -212,7 +213,7 @@ def demix_streaming(config: Any, model: Any, mix: Any, device: Any, model_type: 
                     x = x[:, target_index:target_index + 1]
                 x = x.float().cpu()
                 if not torch.isfinite(x).all():
-                    raise RuntimeError(
+                    raise UserRuntimeError(
                         f"demix: the {model_type} model returned NaN or infinite values for "
                         f"the chunk at sample {max(batch_starts[0] - pad, 0)} of a finite "
                         f"input; nothing was written. Fix: check the checkpoint (was it saved "

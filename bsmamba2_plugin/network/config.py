@@ -28,6 +28,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import UserKeyError, UserTypeError, UserValueError
+
 __all__ = [
     "BACKENDS",
     "reject_unknown_keys",
@@ -137,38 +139,38 @@ class BSMamba2Config:
             _check_positive_int("chunk_size", self.chunk_size)
         recompute = self.gradient_checkpointing
         if not (isinstance(recompute, bool) or recompute == "selective"):
-            raise TypeError(f"model.gradient_checkpointing: expected true, false or "
-                            f"'selective', got {self.gradient_checkpointing!r}. Fix: "
-                            f"'selective' on a GPU with the kernel backend saves most of the "
-                            f"memory of true at a smaller cost in time.")
+            raise UserTypeError(f"model.gradient_checkpointing: expected true, false or "
+                                f"'selective', got {self.gradient_checkpointing!r}. Fix: "
+                                f"'selective' on a GPU with the kernel backend saves most of the "
+                                f"memory of true at a smaller cost in time.")
         for name in ("stereo", "stft_normalized", "fused_block", "short_scan"):
             value = getattr(self, name)
             if not isinstance(value, bool):
-                raise TypeError(f"model.{name}: expected true or false, got {value!r} "
-                                f"({type(value).__name__}).")
+                raise UserTypeError(f"model.{name}: expected true or false, got {value!r} "
+                                    f"({type(value).__name__}).")
         if not isinstance(self.backend, str) or self.backend not in BACKENDS:
-            raise ValueError(f"model.backend: expected one of {', '.join(BACKENDS)}, got "
-                             f"{self.backend!r}. Fix: use 'auto' unless you need to force one.")
+            raise UserValueError(f"model.backend: expected one of {', '.join(BACKENDS)}, got "
+                                 f"{self.backend!r}. Fix: use 'auto' unless you need to force one.")
         bands = self.freqs_per_bands
         if not isinstance(bands, tuple) or not bands:
-            raise TypeError(f"model.freqs_per_bands: expected a non-empty list of positive "
-                            f"integers, got {bands!r}.")
+            raise UserTypeError(f"model.freqs_per_bands: expected a non-empty list of positive "
+                                f"integers, got {bands!r}.")
         for k, f in enumerate(bands):
             if isinstance(f, bool) or not isinstance(f, int) or f < 1:
-                raise ValueError(f"model.freqs_per_bands[{k}]: expected a positive integer "
-                                 f"number of bins, got {f!r}.")
+                raise UserValueError(f"model.freqs_per_bands[{k}]: expected a positive integer "
+                                     f"number of bins, got {f!r}.")
         n_bins = self.stft_n_fft // 2 + 1
         if sum(bands) != n_bins:
-            raise ValueError(
+            raise UserValueError(
                 f"model.freqs_per_bands: the {len(bands)} bands hold {sum(bands)} bins, but "
                 f"stft_n_fft={self.stft_n_fft} gives {n_bins} bins (n_fft // 2 + 1). Fix: make "
                 f"the bands sum to {n_bins}, or change stft_n_fft."
             )
         if self.stft_win_length > self.stft_n_fft:
-            raise ValueError(f"model.stft_win_length: {self.stft_win_length} is longer than "
-                             f"stft_n_fft={self.stft_n_fft}. Fix: use a window <= n_fft.")
+            raise UserValueError(f"model.stft_win_length: {self.stft_win_length} is longer than "
+                                 f"stft_n_fft={self.stft_n_fft}. Fix: use a window <= n_fft.")
         if (self.dim * self.expand) % self.headdim:
-            raise ValueError(
+            raise UserValueError(
                 f"model.headdim: d_inner = dim * expand = {self.dim} * {self.expand} = "
                 f"{self.dim * self.expand} is not a multiple of headdim={self.headdim}. Fix: "
                 f"pick headdim dividing {self.dim * self.expand} (the paper uses 64)."
@@ -227,8 +229,8 @@ class BSMamba2Config:
             try:
                 mapping = dict(mapping)  # msst's ConfigDict is not a Mapping subclass
             except (TypeError, ValueError) as error:
-                raise TypeError(f"{path}: expected a mapping of model keys, got "
-                                f"{type(mapping).__name__}.") from error
+                raise UserTypeError(f"{path}: expected a mapping of model keys, got "
+                                    f"{type(mapping).__name__}.") from error
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         ignored: list[str] = []
@@ -238,7 +240,7 @@ class BSMamba2Config:
             elif key in IGNORED_MSST_KEYS:
                 honoured = IGNORED_MSST_KEYS[key]
                 if honoured is not None and value != honoured:
-                    raise ValueError(
+                    raise UserValueError(
                         f"{path}.{key}: bsmamba2 implements only {key}={honoured!r} "
                         f"(the paper's graph), got {value!r}. Fix: set it to {honoured!r} or "
                         f"remove the key."
@@ -285,18 +287,19 @@ def reject_unknown_keys(keys: Any, valid: Any, path: str, *, note: str = "") -> 
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise KeyError(f"{path}.{key}: unknown key.{hint} Valid keys: "
-                           f"{', '.join(valid)}{note}.")
+            raise UserKeyError(f"{path}.{key}: unknown key.{hint} Valid keys: "
+                               f"{', '.join(valid)}{note}.")
 
 
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"model.{name}: expected a positive integer, got {value!r} "
-                        f"({type(value).__name__}). Fix: write a whole number without quotes "
-                        f"(the paper's value is {getattr(BSMamba2Config, name, None)!r}).")
+        raise UserTypeError(f"model.{name}: expected a positive integer, got {value!r} "
+                            f"({type(value).__name__}). Fix: write a whole number without quotes "
+                            f"(the paper's value is {getattr(BSMamba2Config, name, None)!r}).")
     if value < 1:
-        raise ValueError(f"model.{name}: expected a positive integer, got {value}. Fix: use "
-                         f"1 or more (the paper's value is {getattr(BSMamba2Config, name, None)!r}).")
+        raise UserValueError(f"model.{name}: expected a positive integer, got {value}. Fix: "
+                             f"use 1 or more (the paper's value is "
+                             f"{getattr(BSMamba2Config, name, None)!r}).")
 
 
 def _to_tuple(value: Any) -> Any:

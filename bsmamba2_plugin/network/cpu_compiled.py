@@ -8,7 +8,7 @@ functions compiled once per input shape and thread count by `torch.compile`
 (TorchInductor's C++ code, vectorised, one loop over memory where eager PyTorch makes
 several), while the projections stay `nn.Linear` modules run eagerly, so
 `quantize_dynamic` can make them int8 (the `int8-compiled` variant,
-`evaluation/cpu_variants.py`), or they run in
+`inference/cpu_variants.py`), or they run in
 bfloat16 (`proj_dtype`, the `bf16-compiled` variant: oneDNN's bfloat16 GEMMs, on AMX
 tiles where the CPU has them); then the compiled functions also hand the projections
 their inputs in bfloat16 and read their outputs from it (half the bytes), while the

@@ -55,6 +55,8 @@ import math
 
 import torch
 
+from ..errors import UserValueError
+
 __all__ = ["GRID_LIMIT", "INDEX_LIMIT", "KernelSizeError", "check_length", "rows_per_call",
            "sequences_per_call", "sm_count", "split_sizes"]
 
@@ -72,8 +74,9 @@ def sm_count(device: torch.device | str) -> int:
     return SM_COUNT_BOUND
 
 
-class KernelSizeError(ValueError):
-    """One sequence is too long for one call of the kernel path (no batch split helps)."""
+class KernelSizeError(UserValueError):
+    """One sequence is too long for one call of the kernel path (no batch split helps): a
+    chunk length the user chose, so the message says which shorter one to pass."""
 
 
 def _chunked_scan_limit(length: int, *, nheads: int, headdim: int, ngroups: int,

@@ -46,6 +46,7 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
+from ..errors import UserValueError
 from . import kernel_limits
 from .config import BACKENDS
 
@@ -453,17 +454,17 @@ def describe_backend(requested: str, device: torch.device | str) -> tuple[str, s
         (name, reason) with name "reference" or "kernel".
     """
     if requested not in BACKENDS:
-        raise ValueError(f"model.backend: expected one of {', '.join(BACKENDS)}, got "
-                         f"{requested!r}.")
+        raise UserValueError(f"model.backend: expected one of {', '.join(BACKENDS)}, got "
+                             f"{requested!r}.")
     device = torch.device(device)
     if requested == "reference":
         return "reference", "model.backend is 'reference'"
     if requested == "kernel":
         if device.type != "cuda":
-            raise ValueError(f"model.backend is 'kernel', but the tensors are on "
-                             f"{device.type!r}; mamba_ssm's kernels need CUDA. Fix: move the "
-                             f"model to a CUDA device, or set model.backend to 'auto' or "
-                             f"'reference'.")
+            raise UserValueError(f"model.backend is 'kernel', but the tensors are on "
+                                 f"{device.type!r}; mamba_ssm's kernels need CUDA. Fix: move the "
+                                 f"model to a CUDA device, or set model.backend to 'auto' or "
+                                 f"'reference'.")
         ops = load_mamba_triton()
         return "kernel", f"model.backend is 'kernel' (mamba_ssm {ops.version}, {ops.how})"
     if device.type != "cuda":

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..errors import UserTypeError, UserValueError
 from ..network.config import reject_unknown_keys
 
 __all__ = [
@@ -73,8 +74,8 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         path = "augmentations_bsmamba2"
         if not isinstance(self.salient_windows, bool):
-            raise TypeError(f"{path}.salient_windows: expected true or false, got "
-                            f"{self.salient_windows!r}.")
+            raise UserTypeError(f"{path}.salient_windows: expected true or false, got "
+                                f"{self.salient_windows!r}.")
         numbers = {"sad_hop_seconds": (0.0, None, False), "sad_quantile": (0.0, 1.0, True),
                    "sad_floor": (0.0, None, True), "sad_min_active": (0.0, 1.0, True),
                    "gain_min": (0.0, None, True), "gain_max": (0.0, None, True),
@@ -86,17 +87,17 @@ class AugmentConfig:
             bad = bad or (high is not None and value > high)
             if bad:
                 bounds = f"{'>=' if low_ok else '>'} {low}" + (f" and <= {high}" if high else "")
-                raise ValueError(f"{path}.{name}: expected a number {bounds}, got {value!r}.")
+                raise UserValueError(f"{path}.{name}: expected a number {bounds}, got {value!r}.")
         if isinstance(self.sad_chunks, bool) or not isinstance(self.sad_chunks, int) \
                 or self.sad_chunks < 1:
-            raise ValueError(f"{path}.sad_chunks: expected a positive integer, got "
-                             f"{self.sad_chunks!r}.")
+            raise UserValueError(f"{path}.sad_chunks: expected a positive integer, got "
+                                 f"{self.sad_chunks!r}.")
         if self.gain_min > self.gain_max:
-            raise ValueError(f"{path}: gain_min {self.gain_min} is above gain_max "
-                             f"{self.gain_max}.")
+            raise UserValueError(f"{path}: gain_min {self.gain_min} is above gain_max "
+                                 f"{self.gain_max}.")
         for i, spec in enumerate(self.batch):
             if not isinstance(spec, Mapping) or spec.get("name") not in BATCH_TRANSFORMS:
-                raise ValueError(
+                raise UserValueError(
                     f"{path}.batch[{i}]: expected a mapping with 'name' one of "
                     f"{', '.join(BATCH_TRANSFORMS)} and its arguments, got {spec!r}.")
 

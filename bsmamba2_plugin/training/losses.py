@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UserValueError
 from ..network.config import reject_unknown_keys
 
 __all__ = [
@@ -70,7 +71,7 @@ def multi_resolution_complex_stft_l1(
     samples = estimate.shape[-1]
     largest = max(max(w, min_n_fft) for w in window_sizes)
     if samples <= largest // 2:
-        raise ValueError(
+        raise UserValueError(
             f"loss: the multi-resolution STFT loss needs more than {largest // 2} samples "
             f"(n_fft {largest}), got {samples}. Fix: use a longer audio.chunk_size or smaller "
             f"window_sizes in the loss section.")
@@ -104,16 +105,17 @@ class PaperLossConfig:
         for name in ("time_weight", "stft_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"loss_bsmamba2.{name}: expected a number >= 0, got {value!r}.")
+                raise UserValueError(f"loss_bsmamba2.{name}: expected a number >= 0, got "
+                                     f"{value!r}.")
         if not self.window_sizes or any(
                 isinstance(w, bool) or not isinstance(w, int) or w < 2 for w in self.window_sizes):
-            raise ValueError(f"loss_bsmamba2.window_sizes: expected a list of integers >= 2, "
-                             f"got {self.window_sizes!r}.")
+            raise UserValueError(f"loss_bsmamba2.window_sizes: expected a list of integers >= 2, "
+                                 f"got {self.window_sizes!r}.")
         for name in ("hop_length", "min_n_fft"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"loss_bsmamba2.{name}: expected a positive integer, got "
-                                 f"{value!r}.")
+                raise UserValueError(f"loss_bsmamba2.{name}: expected a positive integer, got "
+                                     f"{value!r}.")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None,
@@ -126,7 +128,7 @@ class PaperLossConfig:
         try:
             return cls(**mapping)
         except (TypeError, ValueError) as error:
-            raise ValueError(str(error).replace("loss_bsmamba2.", f"{path}.")) from error
+            raise UserValueError(str(error).replace("loss_bsmamba2.", f"{path}.")) from error
 
 
 def build_loss(config: PaperLossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

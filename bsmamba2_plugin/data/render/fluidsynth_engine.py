@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import UserRuntimeError
 from .dsp import _Room, _with_reverb
 from .instruments import _bass_notes, _drum_hits, _Note, _other_parts
 from .song import _Song
@@ -164,8 +165,8 @@ def _fluidsynth(midi_paths: Sequence[Path], sample_rate: int,
     for midi_path, process, message in zip(midi_paths, processes, messages):
         wav_path = midi_path.with_suffix(".wav")
         if process.returncode != 0 or not wav_path.is_file():
-            raise RuntimeError(f"fluidsynth failed (exit {process.returncode}) on "
-                               f"{midi_path.name}: {message.strip()}")
+            raise UserRuntimeError(f"fluidsynth failed (exit {process.returncode}) on "
+                                   f"{midi_path.name}: {message.strip()}")
         audio, _ = soundfile.read(str(wav_path), dtype="float64", always_2d=True)
         kept = audio[:n_samples].T
         out = np.zeros((2, n_samples))

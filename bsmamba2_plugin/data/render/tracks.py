@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import UserFileExistsError, UserTypeError, UserValueError
 from .dsp import _plan_room
 from .fluidsynth_engine import _render_band_fluidsynth, missing_requirements
 from .instruments import _render_bass, _render_drums, _render_other
@@ -164,14 +165,14 @@ def _check_arguments(*, tracks: Any, seconds: Any, seed: Any, sample_rate: Any,
     """Validate the numeric arguments; return the number of valid tracks."""
     _check_int("tracks", tracks, 1, "the number of train tracks")
     if not isinstance(seconds, numbers.Real) or isinstance(seconds, bool):
-        raise TypeError(f"seconds: expected a number of seconds, got {seconds!r}.")
+        raise UserTypeError(f"seconds: expected a number of seconds, got {seconds!r}.")
     if not math.isfinite(seconds) or seconds < MIN_SECONDS:
-        raise ValueError(f"seconds: expected a track length >= {MIN_SECONDS} s, got "
-                         f"{seconds!r}; pass seconds={MIN_SECONDS} or more.")
+        raise UserValueError(f"seconds: expected a track length >= {MIN_SECONDS} s, got "
+                             f"{seconds!r}; pass seconds={MIN_SECONDS} or more.")
     _check_int("seed", seed, 0, "a non-negative random seed")
     _check_int("sample_rate", sample_rate, 8000, "a sample rate in Hz")
     if sample_rate > 192000:
-        raise ValueError(f"sample_rate: expected at most 192000 Hz, got {sample_rate}.")
+        raise UserValueError(f"sample_rate: expected at most 192000 Hz, got {sample_rate}.")
     if valid_tracks is None:
         return max(1, tracks // 4)
     _check_int("valid_tracks", valid_tracks, 0, "the number of valid tracks, or None")
@@ -180,20 +181,20 @@ def _check_arguments(*, tracks: Any, seconds: Any, seed: Any, sample_rate: Any,
 
 def _check_int(name: str, value: Any, minimum: int, meaning: str) -> None:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name}: expected an integer ({meaning}), got {value!r}.")
+        raise UserTypeError(f"{name}: expected an integer ({meaning}), got {value!r}.")
     if value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum} ({meaning}), got "
-                         f"{value}; pass {name}={minimum} or more.")
+        raise UserValueError(f"{name}: expected an integer >= {minimum} ({meaning}), got "
+                             f"{value}; pass {name}={minimum} or more.")
 
 
 def _check_engine(engine: Any) -> None:
     if engine not in ENGINES:
         valid = ", ".join(repr(name) for name in ENGINES)
-        raise ValueError(f"engine: unknown engine {engine!r}; valid engines: {valid}.")
+        raise UserValueError(f"engine: unknown engine {engine!r}; valid engines: {valid}.")
     if engine == "fluidsynth":
         missing = missing_requirements()
         if missing:
-            raise ValueError(
+            raise UserValueError(
                 f"engine: 'fluidsynth' needs {' and '.join(missing)}, which this machine "
                 "lacks; on Debian/Ubuntu run `apt-get install fluidsynth fluid-soundfont-gm`, "
                 "or pass engine='synth'.")
@@ -201,12 +202,12 @@ def _check_engine(engine: Any) -> None:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"out: {out} exists and is a file; pass a folder path.")
+        raise UserFileExistsError(f"out: {out} exists and is a file; pass a folder path.")
     if out.is_dir() and not overwrite:
         entries = sorted(entry.name for entry in out.iterdir())
         if entries:
             shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-            raise FileExistsError(
+            raise UserFileExistsError(
                 f"out: {out} is not empty ({len(entries)} entries: {shown}); nothing was "
                 "written. Fix: pass a new or empty folder, or --overwrite (Python: "
                 "overwrite=True) to render into it again (this also completes an "

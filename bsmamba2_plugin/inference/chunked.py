@@ -33,6 +33,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from ..errors import UserRuntimeError, UserValueError
+
 __all__ = ["separate"]
 
 
@@ -86,9 +88,9 @@ def separate(model: torch.nn.Module, mixture: torch.Tensor, chunk_samples: int, 
         piece = mixture[:, a:b].float()
         if not torch.isfinite(piece).all():
             bad = a + int(torch.nonzero(~torch.isfinite(piece).all(0))[0])
-            raise ValueError(f"separate: the mixture has a NaN or infinite sample at sample "
-                             f"{bad} (of {samples}). Fix: repair the file; nothing was "
-                             f"separated.")
+            raise UserValueError(f"separate: the mixture has a NaN or infinite sample at sample "
+                                 f"{bad} (of {samples}). Fix: repair the file; nothing was "
+                                 f"separated.")
         return F.pad(piece, (a - start, start + chunk_samples - b))
 
     out: torch.Tensor | None = None
@@ -116,7 +118,7 @@ def separate(model: torch.nn.Module, mixture: torch.Tensor, chunk_samples: int, 
             batch = torch.stack([read(k) for k in indices])
             estimates = model(batch.to(device)).float().cpu()  # (b, stems, c, chunk)
             if not torch.isfinite(estimates).all():
-                raise RuntimeError(
+                raise UserRuntimeError(
                     f"separate: the model returned NaN or infinite values for the chunk at "
                     f"sample {max(first * hop - lead, 0)} of a finite mixture. Fix: check "
                     f"the checkpoint (was it saved after a NaN loss?).")

@@ -21,19 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserValueError
 from ..training.audio_files import wav_cut_short
 
-__all__ = ["find_tracks", "read_song", "read_track_file", "resample"]
+__all__ = ["read_song", "read_track_file", "resample"]
 
 RESAMPLER = "soxr_hq"  # librosa.load's default: what msst-inference reads files with
 
 
 def _check(path: Path, audio: np.ndarray, where: str) -> None:
     if audio.shape[-1] == 0:
-        raise ValueError(f"{path}: the file holds 0 samples. Fix: replace the file{where}.")
+        raise UserValueError(f"{path}: the file holds 0 samples. Fix: replace the file{where}.")
     if not np.isfinite(audio).all():
-        raise ValueError(f"{path}: the audio holds NaN or infinite samples. Fix: repair the "
-                         f"file{where}; nothing was written for it.")
+        raise UserValueError(f"{path}: the audio holds NaN or infinite samples. Fix: repair the "
+                             f"file{where}; nothing was written for it.")
 
 
 def _decoder_errors() -> tuple[type[BaseException], ...]:
@@ -55,7 +56,7 @@ def read_song(path: Path, sample_rate: int, echo: Callable[[str], None]) -> np.n
     """
     problem = wav_cut_short(path)
     if problem:
-        raise ValueError(problem)
+        raise UserValueError(problem)
     try:
         import librosa
     except ModuleNotFoundError:
@@ -73,14 +74,14 @@ def read_song(path: Path, sample_rate: int, echo: Callable[[str], None]) -> np.n
                                         category=FutureWarning)
                 audio, rate = librosa.load(path, sr=None, mono=False, dtype=np.float32)
     except _decoder_errors() as error:
-        raise ValueError(
+        raise UserValueError(
             f"{path}: soundfile cannot read this format and no system decoder for it is "
             f"installed ({type(error).__name__}). Fix: install FFmpeg (e.g. apt install "
             f"ffmpeg), which librosa and msst-inference use for such files, or convert the "
             f"file to WAV or FLAC.") from error
     except (RuntimeError, EOFError, ValueError) as error:  # corrupt, empty, unknown format
-        raise ValueError(f"{path}: cannot read the audio ({' '.join(str(error).split())}). "
-                         f"Fix: replace the file, or convert it to WAV or FLAC.") from error
+        raise UserValueError(f"{path}: cannot read the audio ({' '.join(str(error).split())}). "
+                             f"Fix: replace the file, or convert it to WAV or FLAC.") from error
     audio = audio[np.newaxis] if audio.ndim == 1 else audio
     _check(path, audio, "")
     if rate != sample_rate:
@@ -102,12 +103,12 @@ def read_track_file(path: Path) -> tuple[np.ndarray, int]:
 
     problem = wav_cut_short(path)
     if problem:
-        raise ValueError(f"{problem[:-1]}, or move its track folder out of --data.")
+        raise UserValueError(f"{problem[:-1]}, or move its track folder out of --data.")
     try:
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
     except RuntimeError as error:  # corrupt, empty, unknown format
-        raise ValueError(f"{path}: cannot read the audio ({error}). Fix: replace the file, "
-                         f"or move its track folder out of --data.") from error
+        raise UserValueError(f"{path}: cannot read the audio ({error}). Fix: replace the file, "
+                             f"or move its track folder out of --data.") from error
     _check(path, audio.T, ", or move its track folder out of --data")
     # (channels, samples) view of the (samples, channels) array: a long track is not copied
     return audio.T, rate
@@ -128,27 +129,3 @@ def resample(audio: np.ndarray, rate: int, target: int, length: int | None = Non
     if length is not None:
         out = librosa.util.fix_length(out, size=length, axis=-1)
     return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def find_tracks(data: Path) -> list[Path]:
-    """Track folders of `data`: every folder with a mixture.wav or a vocals.wav, which must
-    have both.
-
-    Raises:
-        FileNotFoundError: no track folder, or folders that lack one of the two files.
-    """
-    folders = sorted(p for p in data.iterdir() if p.is_dir() and (
-        (p / "mixture.wav").is_file() or (p / "vocals.wav").is_file())) if data.is_dir() else []
-    if not folders:
-        raise FileNotFoundError(f"--data {data}: no track folders with mixture.wav and "
-                                f"vocals.wav. Fix: point it at a split folder (e.g. DATA/valid).")
-    incomplete = [f"{p} (no {name})" for p in folders
-                  for name in ("mixture.wav", "vocals.wav") if not (p / name).is_file()]
-    if incomplete:
-        shown = ", ".join(incomplete[:3]) + (f" and {len(incomplete) - 3} more"
-                                             if len(incomplete) > 3 else "")
-        raise FileNotFoundError(
-            f"--data {data}: {len(incomplete)} track folder(s) lack a file every track needs: "
-            f"{shown}. Fix: add it (vocals.wav: the reference the estimate is scored against), "
-            f"or move the folder out of --data.")
-    return folders

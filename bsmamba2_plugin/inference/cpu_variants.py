@@ -23,8 +23,8 @@ keeps the model's STFT/iSTFT in float32 torch:
 
 `pick_cpu_variant` chooses from what the CPU supports (`cpu_features`). Which variant is
 fastest is a measurement (`benchmarks/cpu_speed.py`); the order in `PREFERENCE` holds
-only variants that passed the quality guard (uSDR within 0.1 dB of fp32, or outputs within
-1e-4 of the peak for onnx-fp32) and must be re-checked by a timing on a quiet machine.
+only variants that passed the quality guard (`evaluation.variant_quality`: uSDR within
+0.1 dB of fp32, or outputs within 1e-4 of the peak for onnx-fp32) and must be re-checked by a timing on a quiet machine.
 """
 
 from __future__ import annotations
@@ -38,18 +38,17 @@ import shutil
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..errors import UserRuntimeError
 from ..network.model import BSMamba2
-from .inference import separate
-from .metrics import usdr
 
 __all__ = ["PREFERENCE", "VARIANTS", "build_cpu_variant", "cpu_features", "keep_freed_memory",
-           "pick_cpu_variant", "quality_guard"]
+           "pick_cpu_variant"]
 
 VARIANTS = ("fp32", "int8", "int8-compiled", "bf16", "bf16-compiled", "onnx-fp32", "onnx-int8")
 # Tried in this order; the first the CPU supports wins (see the module docstring).
@@ -174,12 +173,12 @@ def _compiled_blocks(model: BSMamba2, variant: str) -> BSMamba2:
     float32 for `int8-compiled`, which quantises them next, or in bfloat16)."""
     fallback = "int8" if variant == "int8-compiled" else "bf16"
     if find_cxx() is None:
-        raise RuntimeError(
+        raise UserRuntimeError(
             f"build_cpu_variant: {variant!r} needs a C++ compiler for TorchInductor and "
             f"none was found (tried $CXX, g++, c++, clang++). Fix: install one (Debian/Ubuntu: "
             f"apt install g++) or use the {fallback!r} variant.")
     if not _has_python_headers():
-        raise RuntimeError(
+        raise UserRuntimeError(
             f"build_cpu_variant: {variant!r} needs Python's C headers for TorchInductor "
             f"and {sysconfig.get_paths()['include']}/Python.h does not exist. Fix: install "
             f"them (Debian/Ubuntu: apt install python3-dev) or use the {fallback!r} variant.")
@@ -244,34 +243,3 @@ def build_cpu_variant(model: BSMamba2, variant: str, *, workdir: str | os.PathLi
                                       weight_type=quantization.QuantType.QInt8)
         path = target
     return OnnxSeparator.from_file(path, threads=threads).eval()
-
-
-def quality_guard(reference: nn.Module, variant: nn.Module, tracks: Sequence[tuple[torch.Tensor,
-                  torch.Tensor]], *, chunk_samples: int, stem: int = 0) -> dict[str, float]:
-    """How far `variant` is from `reference` on whole tracks (the paper's chunking).
-
-    Args:
-        reference: the float32 model.
-        variant: the variant to check (same stems).
-        tracks: (mixture (c, samples), target (c, samples)) pairs, e.g. rendered vocals.
-        chunk_samples: chunk length for `inference.separate`.
-        stem: which output stem the targets belong to.
-
-    Returns:
-        {"usdr_reference", "usdr_variant": mean uSDR over tracks in dB, "usdr_delta_db":
-        variant minus reference, "max_error_over_peak": max |variant - reference| over
-        the largest |reference| sample, over all tracks}.
-    """
-    scores: dict[str, list[float]] = {"reference": [], "variant": []}
-    error = peak = 0.0
-    for mixture, target in tracks:
-        ref = separate(reference, mixture, chunk_samples)[stem]
-        var = separate(variant, mixture, chunk_samples)[stem]
-        scores["reference"].append(usdr(target, ref))
-        scores["variant"].append(usdr(target, var))
-        error = max(error, (var - ref).abs().max().item())
-        peak = max(peak, ref.abs().max().item())
-    mean_ref = sum(scores["reference"]) / len(tracks)
-    mean_var = sum(scores["variant"]) / len(tracks)
-    return {"usdr_reference": mean_ref, "usdr_variant": mean_var,
-            "usdr_delta_db": mean_var - mean_ref, "max_error_over_peak": error / max(peak, 1e-30)}

@@ -1,22 +1,33 @@
 """`bsmamba2 doctor`: versions, devices, the Mamba2 backend, torchaudio and the msst hook.
 
-Kept out of `cli.py` (one module per concern); `cli.main` dispatches here lazily. Every
-problem found ends the report as a `Problem: ...` line with the command that fixes it,
-and the exit code is then 1.
+Every problem found ends the report as a `Problem: ...` line with the command that fixes
+it, and the exit code is then 1.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import importlib.util
 import os
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
-from . import __version__
+from .. import __version__
 
-__all__ = ["doctor"]
+__all__ = ["doctor", "register", "run"]
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("doctor", help="print versions, devices and the Mamba2 "
+                                                "backend that would run")
+    parser.set_defaults(func=run, interrupted="Nothing is lost: doctor only reads. Run it again.")
+
+
+def run(args: argparse.Namespace) -> int:
+    return doctor()
 
 
 def _dist_version(name: str) -> str:
@@ -30,10 +41,10 @@ def doctor() -> int:
     """Print the environment report; 1 when a problem was found (each with its fix)."""
     import torch
 
-    from .msst_integration.bridge import doctor_rows, hook_problem
-    from .network.config import BSMamba2Config
-    from .network.plan import resolve_plan
-    from .network.ssd import describe_backend
+    from ..msst_integration.bridge import doctor_rows, hook_problem
+    from ..network.config import BSMamba2Config
+    from ..network.plan import resolve_plan
+    from ..network.ssd import describe_backend
 
     rows = [
         ("bsmamba2-plugin", __version__),

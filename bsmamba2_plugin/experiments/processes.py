@@ -1,4 +1,4 @@
-"""Stage processes of `bsmamba2 recipe run`: each command in its own process group, with
+"""Stage processes of `bsmamba2 recipe run` (`runner`): each command in its own process group, with
 an optional time limit (SIGTERM, then SIGKILL after 60 s) and output to a log file."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import UserFileNotFoundError, UserRuntimeError
+
 
 def executable(name: str) -> list[str]:
     if name == "bsmamba2":
@@ -21,9 +23,9 @@ def executable(name: str) -> list[str]:
         return [str(local)]
     found = shutil.which(name)
     if found is None:
-        raise FileNotFoundError(f"command {name!r} not found next to {sys.executable} or on "
-                                f"PATH. Fix: install what provides it (msst commands: "
-                                f"pip install 'bsmamba2-plugin[msst]').")
+        raise UserFileNotFoundError(f"command {name!r} not found next to {sys.executable} or on "
+                                    f"PATH. Fix: install what provides it (msst commands: "
+                                    f"pip install 'bsmamba2-plugin[msst]').")
     return [found]
 
 
@@ -58,7 +60,7 @@ def finish_command(process: subprocess.Popen, command: list[str], *,
             process.wait()
         return "time limit"
     if code != 0:
-        raise RuntimeError(f"command failed with exit code {code}: {shlex.join(command)}")
+        raise UserRuntimeError(f"command failed with exit code {code}: {shlex.join(command)}")
     return "ok"
 
 
