@@ -33,8 +33,9 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
 [ $# -gt 0 ] || set -- tests profile bench
-CUDA_TESTS="tests/test_kernel_cuda.py tests/test_bimamba2_fused.py tests/test_short_scan.py
-    tests/test_kernel_sizes_cuda.py tests/test_kernel_limits.py"
+# CUDA_TESTS=... runs a subset of the files (a full run may need two calls of 10 minutes)
+CUDA_TESTS=${CUDA_TESTS:-"tests/test_kernel_cuda.py tests/test_bimamba2_fused.py
+    tests/test_short_scan.py tests/test_kernel_sizes_cuda.py tests/test_kernel_limits.py"}
 n=0
 for step in "$@"; do
   # python3 -P: the package comes from PYTHONPATH alone (not from the working directory)
