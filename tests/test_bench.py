@@ -51,3 +51,52 @@ def test_a_crashing_variant_is_reported_and_the_next_still_runs(monkeypatch) -> 
     assert ran.params == 48_098_188 and ran.fwd_gflop_per_audio_s > 0
     table = printed[-1]
     assert "| bsmamba2-reference |" in table and "crashed (exit code 1)" in table
+
+
+def test_each_row_is_printed_and_saved_when_its_variant_ends(monkeypatch, tmp_path) -> None:
+    """A run stopped from outside (a time limit, Ctrl-C) keeps what it measured: after the
+    first variant (stopped at its --variant-timeout) its row is printed and the JSON file
+    holds it, marked incomplete; the finished run's file says complete."""
+    import json
+
+    real = bench._child_command
+    seen = []
+
+    def command(name, **kwargs):
+        if name == "bsmamba2-reference":
+            return [sys.executable, "-c", "import time; time.sleep(60)"]
+        seen.append(json.loads((tmp_path / "b.json").read_text()))  # before the 2nd starts
+        return real(name, **kwargs)
+
+    real_run = bench._run_child
+    timeouts = []
+
+    def run_child(name, cmd, flops, echo, timeout_s):
+        timeouts.append(timeout_s)  # what --variant-timeout gave; the sleeper gets 1 s
+        return real_run(name, cmd, flops, echo, 1.0 if name == "bsmamba2-reference"
+                        else timeout_s)
+
+    monkeypatch.setattr(bench, "_child_command", command)
+    monkeypatch.setattr(bench, "_run_child", run_child)
+    printed = []
+    bench.run_bench(["bsmamba2-reference", "bsmamba2"], seconds=0.05, repeats=1,
+                    json_path=tmp_path / "b.json", variant_timeout_s=300.0,
+                    echo=printed.append)
+    assert timeouts == [300.0, 300.0]
+    partial, = seen
+    assert partial["complete"] is False
+    assert [r["model"] for r in partial["results"]] == ["bsmamba2-reference"]
+    assert partial["results"][0]["note"].startswith("not finished within 1 s (stopped")
+    rows = [line for line in printed if line.startswith("bench: | ")]
+    assert [row.split("|")[1].strip() for row in rows] == ["bsmamba2-reference", "bsmamba2"]
+    final = json.loads((tmp_path / "b.json").read_text())
+    assert final["complete"] is True and len(final["results"]) == 2
+    assert final["results"][1]["train_ms"] > 0
+
+
+def test_a_variant_timeout_of_zero_is_refused_in_one_line(capsys) -> None:
+    from bsmamba2_plugin.cli import main
+
+    assert main(["bench", "--models", "bsmamba2", "--variant-timeout", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--variant-timeout" in err and "Fix:" in err

@@ -11,31 +11,42 @@ __all__ = ["register", "run"]
 
 
 def register(commands: Any) -> None:
+    from ..evaluation.bench import CHILD_TIMEOUT_S, DEFAULT_MODELS, EXTRA_MODELS  # torch-free
+
     parser = commands.add_parser("bench", help="time training and inference of BSMamba2 next "
                                                "to msst's BS-RoFormer (GPU; CPU without one)")
     parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help="variants, '+compile' to compile (default: bsmamba2, "
-                             "bsmamba2-unfused, bs_roformer_256x6, bs_roformer_256x11, "
-                             "bs_mamba2; also bsmamba2-ckpt, bsmamba2-selective, "
-                             "bsmamba2-reference)")
+                        help=f"variants, '+compile' to compile (default: "
+                             f"{', '.join(DEFAULT_MODELS)}; also {', '.join(EXTRA_MODELS)})")
     parser.add_argument("--seconds", type=float, default=8.0, help="chunk length (default 8)")
     parser.add_argument("--train-batch", type=int, default=5)
     parser.add_argument("--infer-batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
+    parser.add_argument("--variant-timeout", type=float, default=None, metavar="SECONDS",
+                        help="stop a variant that runs longer and say so in its row "
+                             f"(default {CHILD_TIMEOUT_S}; torch.compile variants take minutes)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --json FILE if it exists")
     parser.set_defaults(func=run, interrupted=("Nothing is lost: bench writes only its --json "
-                                               "file, at the end. Run it again."))
+                                               "file, after each variant (\"complete\": "
+                                               "false until the end). Run it again."))
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.outputs import refuse_existing
+    from ..errors import UserValueError
     from ..evaluation.bench import DEFAULT_MODELS, run_bench
 
+    if args.variant_timeout is not None and not args.variant_timeout > 0:
+        raise UserValueError(f"bench: --variant-timeout must be a number of seconds > 0, got "
+                             f"{args.variant_timeout:g}. Fix: e.g. --variant-timeout 900, or "
+                             f"leave it out.")
     refuse_existing([args.json] if args.json else [], overwrite=args.overwrite,
                     instead="another --json FILE")
     run_bench(args.models or list(DEFAULT_MODELS), seconds=args.seconds,
               train_batch=args.train_batch, infer_batch=args.infer_batch,
-              repeats=args.repeats, json_path=args.json)
+              repeats=args.repeats, json_path=args.json,
+              **({"variant_timeout_s": args.variant_timeout}
+                 if args.variant_timeout is not None else {}))
     return 0

@@ -49,8 +49,8 @@ from typing import Any
 
 from ..errors import UserValueError
 
-__all__ = ["DEFAULT_MODELS", "MEASURED_PEAK_GIB", "Result", "forward_flop_counts",
-           "memory_note", "run_bench"]
+__all__ = ["DEFAULT_MODELS", "EXTRA_MODELS", "MEASURED_PEAK_GIB", "Result", "format_row",
+           "forward_flop_counts", "memory_note", "run_bench"]
 
 DEFAULT_MODELS = ("bsmamba2-selective", "bsmamba2", "bs_roformer_256x6", "bs_roformer_256x11",
                   "bs_mamba2")
@@ -63,7 +63,8 @@ EXTRA_MODELS = ("bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference",
 #: variant does not fit every card. `bsmamba2` (gradient_checkpointing false): 86.5 GiB at
 #: batch 5 on an H200 (benchmarks/results/gpu_h200_2026-11-30/short_scan_default/).
 MEASURED_PEAK_GIB = {"bsmamba2": (86.5, 5)}
-#: a child process that runs longer than this is stopped and its row says so
+#: default for `run_bench(variant_timeout_s=...)`: a child process that runs longer is
+#: stopped and its row says so
 CHILD_TIMEOUT_S = 1800
 _CHUNKED_SCAN = "-chunked-scan"
 SAMPLE_RATE = 44100
@@ -292,22 +293,23 @@ def bench_one(name: str, *, device, seconds: float, train_batch: int, infer_batc
     return result
 
 
-def format_table(results: list[Result], train_batch: int, infer_batch: int) -> str:
+def format_row(r: Result) -> str:
+    """One variant's row of `format_table`."""
     def num(value, fmt):
         return "-" if value is None else format(value, fmt)
 
-    head = (f"| model | params | precision | train step b{train_batch} ms | peak GiB | "
-            f"s-audio/s | train TFLOP/s | first step s | infer b{infer_batch} ms | x real time "
-            f"| infer TFLOP/s | first infer s | note |")
-    lines = [head, "|" + "---|" * 13]
-    for r in results:
-        lines.append(
-            f"| {r.model} | {r.params / 1e6:.1f}M | {r.precision} | {num(r.train_ms, '.0f')} | "
+    return (f"| {r.model} | {r.params / 1e6:.1f}M | {r.precision} | {num(r.train_ms, '.0f')} | "
             f"{num(r.train_peak_gib, '.1f')} | {num(r.train_audio_s_per_s, '.3g')} | "
             f"{num(r.train_tflops, '.3g')} | {num(r.train_first_s, '.1f')} | "
             f"{num(r.infer_ms, '.0f')} | {num(r.infer_x_realtime, '.3g')} | "
             f"{num(r.infer_tflops, '.3g')} | {num(r.infer_first_s, '.1f')} | {r.note} |")
-    return "\n".join(lines)
+
+
+def format_table(results: list[Result], train_batch: int, infer_batch: int) -> str:
+    head = (f"| model | params | precision | train step b{train_batch} ms | peak GiB | "
+            f"s-audio/s | train TFLOP/s | first step s | infer b{infer_batch} ms | x real time "
+            f"| infer TFLOP/s | first infer s | note |")
+    return "\n".join([head, "|" + "---|" * 13, *map(format_row, results)])
 
 
 def memory_note(name: str, train_batch: int, seconds: float, card_gib: float | None
@@ -337,12 +339,13 @@ _MARK = "BENCH-RESULT "
 
 
 def _run_child(name: str, command: Sequence[str], flops: dict[str, float],
-               echo: Callable[[str], None]) -> Result:
+               echo: Callable[[str], None], timeout_s: float = CHILD_TIMEOUT_S) -> Result:
     """Run one variant's child process; its result, or a row that says how it ended."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return Result(model=name, note=f"not finished within {CHILD_TIMEOUT_S} s (stopped)")
+        return Result(model=name, note=f"not finished within {timeout_s:g} s (stopped; "
+                                       f"--variant-timeout)")
     for line in done.stdout.splitlines():
         if line.startswith(_MARK):
             payload = json.loads(line[len(_MARK):])
@@ -377,9 +380,12 @@ def _card_gib(device) -> float | None:
 
 def run_bench(models: list[str], *, seconds: float = 8.0, train_batch: int = 5,
               infer_batch: int = 8, repeats: int = 5, json_path: Path | None = None,
+              variant_timeout_s: float = CHILD_TIMEOUT_S,
               echo: Callable[[str], None] = print) -> list[Result]:
-    """Run each variant in a child process of its own, in order; print one table; write
-    JSON (atomically) if asked."""
+    """Run each variant in a child process of its own, in order. Each variant's row is
+    printed when it ends and the JSON file (if asked) is rewritten atomically after each,
+    with `"complete": false` until the last, so a run stopped from outside keeps what it
+    measured; the whole table is printed at the end."""
     import platform
 
     import torch
@@ -389,33 +395,39 @@ def run_bench(models: list[str], *, seconds: float = 8.0, train_batch: int = 5,
         train_batch, infer_batch = 1, 1
     _check_names(models)
     card_gib = _card_gib(device)
-    flops: dict[str, float] = {}
-    results = []
-    for name in models:
-        note = memory_note(name, train_batch, seconds, card_gib)
-        if note:
-            echo(f"bench: {name} {note}")
-            results.append(Result(model=name, note=note))
-            continue
-        echo(f"bench: {name} ...")
-        command = _child_command(name, seconds=seconds, train_batch=train_batch,
-                                 infer_batch=infer_batch, repeats=repeats, flops=flops)
-        results.append(_run_child(name, command, flops, echo))
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
                else f"CPU ({platform.processor() or platform.machine()}, "
                     f"{torch.get_num_threads()} threads)")
-    echo(f"\n{machine}, torch {torch.__version__}, {seconds:g} s stereo chunks, medians of "
-         f"{repeats}\n")
-    echo(format_table(results, train_batch, infer_batch))
-    if json_path is not None:
+    flops: dict[str, float] = {}
+    results: list[Result] = []
+
+    def write_json(complete: bool) -> None:
+        if json_path is None:
+            return
         payload = {"machine": machine, "torch": torch.__version__, "seconds": seconds,
                    "train_batch": train_batch, "infer_batch": infer_batch, "repeats": repeats,
-                   "date": time.strftime("%Y-%m-%d"),
+                   "date": time.strftime("%Y-%m-%d"), "complete": complete,
                    "results": [dataclasses.asdict(r) for r in results]}
         json_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = json_path.with_name(json_path.name + ".tmp")
         tmp.write_text(json.dumps(payload, indent=2))
         tmp.replace(json_path)
+
+    for name in models:
+        note = memory_note(name, train_batch, seconds, card_gib)
+        if note:
+            results.append(Result(model=name, note=note))
+        else:
+            echo(f"bench: {name} ...")
+            command = _child_command(name, seconds=seconds, train_batch=train_batch,
+                                     infer_batch=infer_batch, repeats=repeats, flops=flops)
+            results.append(_run_child(name, command, flops, echo, variant_timeout_s))
+        echo(f"bench: {format_row(results[-1])}")
+        write_json(complete=False)
+    echo(f"\n{machine}, torch {torch.__version__}, {seconds:g} s stereo chunks, medians of "
+         f"{repeats}\n")
+    echo(format_table(results, train_batch, infer_batch))
+    write_json(complete=True)
     return results
 
 
