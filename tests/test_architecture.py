@@ -184,7 +184,15 @@ def test_only_msst_integration_imports_msst() -> None:
 
 
 def _environment_reads(tree: ast.AST) -> list[tuple[int, str]]:
-    """(line, enclosing function) of every `os.environ` / `os.getenv` use in a module."""
+    """(line, enclosing function) of every `os.environ` / `os.getenv` use in a module, also
+    through an alias (`import os as o`, `from os import environ, getenv as g`)."""
+    os_names, direct = {"os"}, set()  # names bound to the module os; to environ/getenv
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            os_names |= {a.asname or a.name for a in node.names if a.name == "os"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            direct |= {a.asname or a.name for a in node.names
+                       if a.name in ("environ", "getenv", "environb", "getenvb")}
     found = []
 
     def visit(node: ast.AST, function: str) -> None:
@@ -192,12 +200,24 @@ def _environment_reads(tree: ast.AST) -> list[tuple[int, str]]:
             inner = child.name if isinstance(child, (ast.FunctionDef,
                                                      ast.AsyncFunctionDef)) else function
             if isinstance(child, ast.Attribute) and child.attr in ("environ", "getenv") \
-                    and isinstance(child.value, ast.Name) and child.value.id == "os":
+                    and isinstance(child.value, ast.Name) and child.value.id in os_names:
+                found.append((child.lineno, function))
+            elif isinstance(child, ast.Name) and child.id in direct:
                 found.append((child.lineno, function))
             visit(child, inner)
 
     visit(tree, "<module>")
     return found
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("import os\ndef f():\n    return os.environ.get('X')\n", [(3, "f")]),
+    ("import os as o\nX = o.getenv('X')\n", [(2, "<module>")]),
+    ("from os import environ as e\ndef g():\n    return e['X']\n", [(3, "g")]),
+    ("import os\nP = os.path.join('a', 'b')\n", []),
+])
+def test_the_environment_rule_sees_reads_through_aliases(source: str, expected) -> None:
+    assert _environment_reads(ast.parse(source)) == expected
 
 
 # network's one environment read: Triton's own TRITON_CACHE_AUTOTUNING, so that the
