@@ -480,11 +480,13 @@ def describe_backend(requested: str, device: torch.device | str) -> tuple[str, s
     return "kernel", f"CUDA tensors and mamba_ssm {ops.version} imports ({ops.how})"
 
 
+@torch.compiler.assume_constant_result
 def resolve_backend(requested: str, device: torch.device | str) -> str:
     """Name of the backend to run for `requested` on `device`.
 
     Decided once per (requested, device type) and process, and logged then
-    (`_decided`).
+    (`_decided`). Under torch.compile it runs once while tracing and its answer is a
+    constant of the graph (traced, its log call and imports would split the graph).
 
     Raises:
         ValueError: 'kernel' requested for a non-CUDA device, or an unknown name.
