@@ -44,7 +44,10 @@ def test_describe_gives_one_line_per_decision(monkeypatch) -> None:
         "backend: kernel (mamba_ssm 2.3.2)",
         "BiMamba2 block: both directions in one pass (fused)",
         "band axis (<= 64 steps): short_scan",
+        "gated norm: mamba_ssm's rmsnorm_fn",
         "while training: block input and scan output kept, the rest recomputed"]
+    ours = resolve_plan(BSMamba2Config.paper(gated_norm="bsmamba2"), "cuda")
+    assert ours.gated_norm == "bsmamba2" and "gated norm: ours (gated_norm.py)" in ours.describe()
     assert dataclasses.replace(plan, fused_block=False).describe()[1:] == [
         "BiMamba2 block: one direction after the other",
         "while training: block input and scan output kept, the rest recomputed"]

@@ -25,7 +25,8 @@ reference backend), `bsmamba2-unfused` (kernel backend, one direction after the 
 `fused_block: false`), `bsmamba2-ckpt` (gradient checkpointing of whole blocks),
 `bsmamba2-selective` (`gradient_checkpointing: selective`), `bsmamba2-chunked-scan` and
 `bsmamba2-selective-chunked-scan` (the band axis through mamba_ssm's chunked scan instead
-of `short_scan`: `short_scan: false`),
+of `short_scan`: `short_scan: false`), `bsmamba2-gated-norm` and
+`bsmamba2-selective-gated-norm` (our gated-norm kernels: `gated_norm: bsmamba2`),
 `bsmamba2-reference` (`-ckpt`: with checkpointing), `bs_roformer_256x6`,
 `bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
 `-noflash` after the name sets `flash_attn: false`),
@@ -58,7 +59,8 @@ DEFAULT_MODELS = ("bsmamba2-selective", "bsmamba2", "bs_roformer_256x6", "bs_rof
 #: the reference backend, mamba_ssm's chunked scan on the band axis
 EXTRA_MODELS = ("bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference",
                 "bsmamba2-reference-ckpt", "bsmamba2-chunked-scan",
-                "bsmamba2-selective-chunked-scan")
+                "bsmamba2-selective-chunked-scan", "bsmamba2-gated-norm",
+                "bsmamba2-selective-gated-norm")
 #: variant -> (training peak GiB, at train batch, of 8 s chunks): measured, where a
 #: variant does not fit every card. `bsmamba2` (gradient_checkpointing false): 86.5 GiB at
 #: batch 5 on an H200 (benchmarks/results/gpu_h200_2026-11-30/short_scan_default/).
@@ -67,6 +69,7 @@ MEASURED_PEAK_GIB = {"bsmamba2": (86.5, 5)}
 #: stopped and its row says so
 CHILD_TIMEOUT_S = 1800
 _CHUNKED_SCAN = "-chunked-scan"
+_GATED_NORM = "-gated-norm"
 SAMPLE_RATE = 44100
 
 
@@ -103,7 +106,9 @@ def build_variant(name: str, device) -> tuple[Any, str]:
     from ..network.model import BSMamba2
 
     short_scan = not name.endswith(_CHUNKED_SCAN)
-    name = name.removesuffix(_CHUNKED_SCAN) if name in EXTRA_MODELS else name
+    gated_norm = "bsmamba2" if name.endswith(_GATED_NORM) else "mamba_ssm"
+    if name in EXTRA_MODELS:
+        name = name.removesuffix(_CHUNKED_SCAN).removesuffix(_GATED_NORM)
     if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-selective",
                 "bsmamba2-reference", "bsmamba2-reference-ckpt"):
         backend = "reference" if name.startswith("bsmamba2-reference") else "auto"
@@ -111,7 +116,7 @@ def build_variant(name: str, device) -> tuple[Any, str]:
                      "bsmamba2-selective": "selective"}.get(name, False)
         config = BSMamba2Config.paper(backend=backend, gradient_checkpointing=recompute,
                                       fused_block=name != "bsmamba2-unfused",
-                                      short_scan=short_scan)
+                                      short_scan=short_scan, gated_norm=gated_norm)
         return BSMamba2(config).to(device), "bfloat16"
     if name.startswith(("bs_roformer_256x6", "bs_roformer_256x11")):
         depth = name.split("-")[0].rsplit("x", 1)[1]

@@ -370,7 +370,7 @@ class _SelectiveRecompute(torch.autograd.Function):
 
 def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = None,
                    split: object = split_conv, recompute: bool = False,
-                   short_scan: bool = True) -> torch.Tensor:
+                   short_scan: bool = True, gated_norm: str = "mamba_ssm") -> torch.Tensor:
     """`block` (a `mamba2.BiMamba2`) applied to x (n, l, d) with the fused kernel path.
 
     The n sequences run in as many calls as `kernel_limits.sequences_per_call` needs for
@@ -389,6 +389,8 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
             backward pass and recompute the rest there (`_SelectiveRecompute`).
         short_scan: with the default ops, run sequences of at most 64 steps through
             `short_scan` (an `ExecutionPlan`'s `short_scan`).
+        gated_norm: with the default ops, whose kernels compute the gated norm:
+            "mamba_ssm" or "bsmamba2" (`gated_norm.py`; an `ExecutionPlan`'s `gated_norm`).
 
     Returns: (n, l, d), the same function as `block._forward(x)`.
 
@@ -404,6 +406,10 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         ops = load_mamba_triton()
         if short_scan and short_scan_fits(length, mf.headdim, mf.d_state):
             ops = short_scan_ops(ops)
+        if gated_norm == "bsmamba2":
+            from .gated_norm import gated_norm_ops
+
+            ops = gated_norm_ops(ops)
     dims = _Dims(mf.d_inner, mf.d_state, mf.nheads, mf.headdim,
                  kernel_chunk_size(length, mf.chunk_size), norm_f.eps, mf.norm.eps)
     per_call = block_sequences_per_call(block, length, device=x.device,

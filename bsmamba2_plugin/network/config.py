@@ -32,6 +32,7 @@ from ..errors import UserKeyError, UserTypeError, UserValueError
 
 __all__ = [
     "BACKENDS",
+    "GATED_NORMS",
     "reject_unknown_keys",
     "DEFAULT_FREQS_PER_BANDS",
     "IGNORED_MSST_KEYS",
@@ -45,6 +46,8 @@ DEFAULT_FREQS_PER_BANDS: tuple[int, ...] = (
 )
 
 BACKENDS: tuple[str, ...] = ("auto", "reference", "kernel")
+#: `model.gated_norm`: whose kernels compute the gated norm on the fused kernel path
+GATED_NORMS: tuple[str, ...] = ("mamba_ssm", "bsmamba2")
 
 # Keys of msst's `bs_mamba2` that have no meaning for the Mamba2 graph. The value is
 # the setting we can honour (None: any value is fine), checked in `from_mapping`.
@@ -107,6 +110,9 @@ class BSMamba2Config:
         short_scan: fused kernel path: run sequences of at most 64 steps (the band axis)
             through our one-chunk `short_scan` kernels; false uses mamba_ssm's chunked scan
             there too (same numbers, slower, more memory).
+        gated_norm: fused kernel path: which kernels compute the gated RMSNorm,
+            "mamba_ssm" (its `rmsnorm_fn`) or "bsmamba2" (ours, `gated_norm.py`: many rows
+            per program in the backward pass; same numbers to float32 rounding).
     """
 
     dim: int = 256
@@ -128,6 +134,7 @@ class BSMamba2Config:
     gradient_checkpointing: bool | str = False
     fused_block: bool = True
     short_scan: bool = True
+    gated_norm: str = "mamba_ssm"
 
     # ----------------------------------------------------------------- checks
     def __post_init__(self) -> None:
@@ -148,6 +155,9 @@ class BSMamba2Config:
             if not isinstance(value, bool):
                 raise UserTypeError(f"model.{name}: expected true or false, got {value!r} "
                                     f"({type(value).__name__}).")
+        if not isinstance(self.gated_norm, str) or self.gated_norm not in GATED_NORMS:
+            raise UserValueError(f"model.gated_norm: expected one of {', '.join(GATED_NORMS)}, "
+                                 f"got {self.gated_norm!r}. Fix: leave it out (mamba_ssm).")
         if not isinstance(self.backend, str) or self.backend not in BACKENDS:
             raise UserValueError(f"model.backend: expected one of {', '.join(BACKENDS)}, got "
                                  f"{self.backend!r}. Fix: use 'auto' unless you need to force one.")

@@ -229,7 +229,8 @@ class BiMamba2(nn.Module):
                     from .bimamba2_fused import bimamba2_fused
 
                     return bimamba2_fused(self, x, recompute=plan.recompute == "selective",
-                                          short_scan=plan.short_scan)
+                                          short_scan=plan.short_scan,
+                                          gated_norm=plan.gated_norm or "mamba_ssm")
                 return self._forward(x, plan.backend)
         group = plan.cpu_tokens_per_group
         if not group or torch.is_grad_enabled() or n * length <= group:

@@ -12,6 +12,7 @@ the same plan from its config). No environment variable and no class attribute t
     fused_block     model.fused_block, kernel backend only  both directions in one pass
     short_scan      model.short_scan, fused kernel path     sequences of <= 64 steps (the
                                                             band axis) through short_scan
+    gated_norm      model.gated_norm, fused kernel path     mamba_ssm | bsmamba2 (ours)
     recompute       model.gradient_checkpointing            none | block | selective
                     ("selective" needs the fused kernel path; elsewhere it is "block")
     cpu_grouping    the device (CPU)                        sequences in groups of about
@@ -50,6 +51,8 @@ class ExecutionPlan:
             (`bimamba2_fused`); False: one direction after the other.
         short_scan: fused kernel path: sequences of at most 64 steps through `short_scan`
             instead of mamba_ssm's chunked scan.
+        gated_norm: fused kernel path: whose kernels compute the gated RMSNorm,
+            "mamba_ssm" or "bsmamba2" (`gated_norm.py`); None elsewhere.
         recompute: while gradients are taken: "none" keeps every activation, "block"
             recomputes whole blocks in the backward pass, "selective" keeps each block's
             input and scan output (fused kernel path only).
@@ -61,6 +64,7 @@ class ExecutionPlan:
     backend: str
     fused_block: bool
     short_scan: bool
+    gated_norm: str | None
     recompute: str
     cpu_tokens_per_group: int | None
 
@@ -75,6 +79,8 @@ class ExecutionPlan:
         if kernel and self.fused_block:
             lines.append("band axis (<= 64 steps): " + ("short_scan" if self.short_scan
                                                         else "mamba_ssm chunked scan"))
+            lines.append("gated norm: " + ("ours (gated_norm.py)" if self.gated_norm == "bsmamba2"
+                                           else "mamba_ssm's rmsnorm_fn"))
         lines.append("while training: " + {
             "none": "every activation kept",
             "block": "whole blocks recomputed in the backward pass",
@@ -103,7 +109,8 @@ def resolve_plan(config: BSMamba2Config, device: torch.device | str) -> Executio
         recompute = "block" if recompute else "none"
     return ExecutionPlan(
         device_type=device.type, backend=backend, fused_block=fused,
-        short_scan=fused and config.short_scan, recompute=recompute,
+        short_scan=fused and config.short_scan,
+        gated_norm=config.gated_norm if fused else None, recompute=recompute,
         cpu_tokens_per_group=CPU_TOKENS_PER_GROUP if device.type == "cpu" else None)
 
 

@@ -480,19 +480,24 @@ def describe_backend(requested: str, device: torch.device | str) -> tuple[str, s
     return "kernel", f"CUDA tensors and mamba_ssm {ops.version} imports ({ops.how})"
 
 
-@torch.compiler.assume_constant_result
 def resolve_backend(requested: str, device: torch.device | str) -> str:
     """Name of the backend to run for `requested` on `device`.
 
     Decided once per (requested, device type) and process, and logged then
     (`_decided`). Under torch.compile it runs once while tracing and its answer is a
-    constant of the graph (traced, its log call and imports would split the graph).
+    constant of the graph (traced, its log call and imports would split the graph):
+    marked as `torch.compiler.assume_constant_result` marks, without importing
+    torch._dynamo (which imports triton) at model import; tests/test_compile.py checks
+    the effect, tests/test_import.py that building a model imports no triton.
 
     Raises:
         ValueError: 'kernel' requested for a non-CUDA device, or an unknown name.
         ModuleNotFoundError: 'kernel' requested without mamba_ssm (message has the hint).
     """
     return _decided(requested, torch.device(device).type)
+
+
+resolve_backend._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,158 @@
+"""Our gated RMSNorm for the fused kernel path, behind mamba_ssm's `rmsnorm_fn` signature.
+
+The Mamba2 mixer's norm with the gate first (`norm_before_gate=False`, no bias):
+RMSNorm(y * silu(z)) * w per group of `group_size` columns, as `ssd.gated_rmsnorm_reference`
+computes it for one group. Kernels: `gated_norm_triton.py` (formulas there). Why our own:
+mamba_ssm's backward runs one program per SM and group and walks its rows one after the
+other; at the paper's widths (rows of 2 x 1024 columns in the fused block) it spent 45.7 ms
+of a 495 ms training step on an H200 (benchmarks/results/gpu_h200_2026-12-06/) for about
+5 GB of memory traffic per call. Ours tiles several rows per program.
+
+Chosen by the execution plan (`model.gated_norm: bsmamba2`; default `mamba_ssm` until the
+GPU measurement says otherwise). Float32 arithmetic inside; outputs in the inputs' dtypes
+(out and dy as y, dz as z, dw as the weight), as mamba_ssm's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+
+import torch
+
+from .kernel_limits import sm_count
+
+__all__ = ["gated_norm", "gated_norm_backward", "gated_norm_forward", "gated_norm_ops",
+           "gated_norm_reference"]
+
+#: programs per SM of the backward pass (each adds up its part of dw)
+PROGRAMS_PER_SM = 8
+
+
+def _kernels():
+    from . import gated_norm_triton as k  # imports triton
+
+    return k.gated_norm_fwd, k.gated_norm_bwd
+
+
+def _tiles(group_size: int) -> dict:
+    """Rows per program tile (BM) and the padded group width (BG): ~4096 elements a tile."""
+    width = 1 << max(0, group_size - 1).bit_length()
+    return {"BM": max(1, min(16, 4096 // width)), "BG": width}
+
+
+def _warps(group_size: int) -> int:
+    return 8 if group_size >= 512 else 4
+
+
+def _check(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
+           group_size: int) -> tuple[int, int]:
+    if y.dim() != 2 or z.shape != y.shape or weight.shape != (y.shape[1],):
+        raise ValueError(f"gated_norm: y and z must be (rows, columns) of one shape and the "
+                         f"weight (columns,); got y {tuple(y.shape)}, z {tuple(z.shape)}, "
+                         f"weight {tuple(weight.shape)}")
+    if group_size <= 0 or y.shape[1] % group_size:
+        raise ValueError(f"gated_norm: group_size {group_size} must divide the "
+                         f"{y.shape[1]} columns")
+    if group_size > 8192:
+        raise ValueError(f"gated_norm: groups of at most 8192 columns, got {group_size}")
+    return y.shape[0], y.shape[1] // group_size
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def gated_norm_forward(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
+                       eps: float, group_size: int) -> torch.Tensor:
+    """RMSNorm(y * silu(z)) * weight per group of `group_size` columns. y, z: (M, N)."""
+    rows, groups = _check(y, z, weight, group_size)
+    y, z = _rows(y), _rows(z)
+    out = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+    if rows:
+        tiles = _tiles(group_size)
+        fwd, _ = _kernels()
+        with _on(y.device):
+            fwd[(-(-rows // tiles["BM"]), groups)](
+                y, z, weight, out, y.stride(0), z.stride(0), rows, y.shape[1], group_size,
+                float(eps), **tiles, num_warps=_warps(group_size))
+    return out
+
+
+def gated_norm_backward(dout: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+                        weight: torch.Tensor, eps: float,
+                        group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (dy, dz, dweight) of `gated_norm_forward` for the output gradient dout."""
+    rows, groups = _check(y, z, weight, group_size)
+    if dout.shape != y.shape:
+        raise ValueError(f"gated_norm: dout {tuple(dout.shape)} must match y "
+                         f"{tuple(y.shape)}")
+    y, z, dout = _rows(y), _rows(z), _rows(dout)
+    dy = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+    dz = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+    if not rows:
+        return dy, dz, torch.zeros_like(weight)
+    tiles = _tiles(group_size)
+    n_tiles = -(-rows // tiles["BM"])
+    per_program = -(-n_tiles // (sm_count(y.device) * PROGRAMS_PER_SM))  # tiles
+    per_program = 1 << max(0, per_program - 1).bit_length()  # few compiled variants
+    programs = -(-n_tiles // per_program)
+    part = torch.empty((programs, y.shape[1]), dtype=torch.float32, device=y.device)
+    _, bwd = _kernels()
+    with _on(y.device):
+        bwd[(programs, groups)](y, z, weight, dout, dy, dz, part, y.stride(0), z.stride(0),
+                                dout.stride(0), rows, y.shape[1], group_size, float(eps),
+                                TILES=per_program, **tiles, num_warps=_warps(group_size))
+    return dy, dz, part.sum(0).to(weight.dtype)
+
+
+def _on(device: torch.device):
+    """Triton launches on the current CUDA device: make it the tensors' one."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def gated_norm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
+                         eps: float, group_size: int) -> torch.Tensor:
+    """The twin of `gated_norm_forward` in PyTorch (float32 arithmetic, float64 for
+    float64 input; `ssd.gated_rmsnorm_reference` is the one-group case): what the kernels
+    are tested against, its autograd what their backward is tested against."""
+    rows, groups = _check(y, z, weight, group_size)
+    compute = torch.float64 if y.dtype == torch.float64 else torch.float32
+    gated = (y.to(compute) * torch.nn.functional.silu(z.to(compute))).view(rows, groups, -1)
+    normed = gated * torch.rsqrt(gated.square().mean(-1, keepdim=True) + eps)
+    return (normed.view(rows, -1) * weight.to(compute)).to(y.dtype)
+
+
+class _GatedNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, z, weight, eps, group_size):
+        ctx.save_for_backward(y, z, weight)
+        ctx.eps, ctx.group_size = eps, group_size
+        return gated_norm_forward(y, z, weight, eps, group_size)
+
+    @staticmethod
+    def backward(ctx, dout):
+        y, z, weight = ctx.saved_tensors
+        dy, dz, dw = gated_norm_backward(dout, y, z, weight, ctx.eps, ctx.group_size)
+        return dy, dz, dw, None, None
+
+
+def gated_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               z: torch.Tensor | None = None, eps: float = 1e-6,
+               group_size: int | None = None, norm_before_gate: bool = True
+               ) -> torch.Tensor:
+    """Differentiable gated norm with mamba_ssm's `rmsnorm_fn` signature, for the case the
+    fused block uses (z given, no bias, `norm_before_gate=False`); x, z (..., N)."""
+    if z is None or bias is not None or norm_before_gate:
+        raise ValueError("gated_norm computes RMSNorm(x * silu(z)) * weight only: z given, "
+                         "bias None, norm_before_gate=False")
+    shape = x.shape
+    out = _GatedNorm.apply(x.reshape(-1, shape[-1]), z.reshape(-1, shape[-1]), weight,
+                           float(eps), group_size or shape[-1])
+    return out.view(shape)
+
+
+def gated_norm_ops(ops: object) -> types.SimpleNamespace:
+    """`ops` (the kernels a fused block runs, `ssd.load_mamba_triton`) with the gated norm
+    replaced by ours."""
+    return types.SimpleNamespace(**{**vars(ops), "rmsnorm_fn": gated_norm})

@@ -1,0 +1,173 @@
+"""Our gated RMSNorm kernels (`network/gated_norm.py`): under Triton's interpreter
+(TRITON_INTERPRET=1, in a child process: it must be set before triton is imported) the
+forward equals its float64 twin and the backward equals the twin's autograd, at the fused
+block's layout (rows of 2 groups), with a group width that is not a power of two, a
+strided z (a column slice of a wider tensor, as the fused block's split gives), rows that
+do not fill the last tile, programs that walk several tiles, and bfloat16 inputs. The
+speed is measured on a GPU (`bsmamba2 bench --models bsmamba2-selective-gated-norm`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from bsmamba2_plugin.network import gated_norm as module
+
+CHECK = """
+import torch
+from bsmamba2_plugin.network import gated_norm as m
+
+m.sm_count = lambda device: 1
+m.PROGRAMS_PER_SM = 2  # 2 programs at most: each walks several tiles, some fully masked
+torch.manual_seed(0)
+for rows, group, groups, dtype, tol in [(37, 48, 2, torch.float32, 1e-5),
+                                        (37, 1024, 2, torch.float32, 1e-5),
+                                        (70, 64, 1, torch.float32, 1e-5),
+                                        (37, 64, 2, torch.bfloat16, 2e-2)]:
+    width = group * groups
+    y = torch.randn(rows, width).to(dtype)
+    wide = torch.randn(rows, width + 24).to(dtype)
+    z = wide[:, 8:8 + width]  # row stride width + 24
+    w = (1 + 0.3 * torch.randn(width)).float()
+    dout = torch.randn(rows, width).to(dtype)
+    # the twin in float64, and its autograd
+    y64, z64, w64 = (t.double().requires_grad_(True) for t in (y, z, w))
+    ref = m.gated_norm_reference(y64, z64, w64, 1e-5, group)
+    ref.backward(dout.double())
+    out = m.gated_norm_forward(y, z, w, 1e-5, group)
+    dy, dz, dw = m.gated_norm_backward(dout, y, z, w, 1e-5, group)
+    assert out.dtype == dtype and dy.dtype == dtype and dz.dtype == dtype
+    assert dw.dtype == torch.float32
+    for name, got, want in [("out", out, ref), ("dy", dy, y64.grad), ("dz", dz, z64.grad),
+                            ("dw", dw, w64.grad)]:
+        err = ((got.double() - want.detach()).norm() / want.detach().norm()).item()
+        assert err < tol, (rows, group, groups, dtype, name, err)
+    # the autograd function through the rmsnorm_fn signature the fused block calls
+    y1, z1, w1 = (t.detach().clone().requires_grad_(True) for t in (y, z.contiguous(), w))
+    g = m.gated_norm(y1, w1, None, z=z1, eps=1e-5, group_size=group, norm_before_gate=False)
+    g.backward(dout)
+    assert torch.equal(g, out) and torch.equal(y1.grad, dy) and torch.equal(z1.grad, dz)
+    assert torch.allclose(w1.grad, dw)
+
+# the fused block (split conv and scan by the reference) with our norm against mamba_ssm's
+# norm computed by the reference, forward and gradients, selective recompute on and off
+import types
+from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv_reference
+from bsmamba2_plugin.network.config import BSMamba2Config
+from bsmamba2_plugin.network.mamba2 import BiMamba2
+from bsmamba2_plugin.network.ssd import gated_rmsnorm_reference, ssd_reference
+
+def scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False):
+    return ssd_reference(x, dt, A, B, C, D, chunk_size=chunk_size, dt_bias=dt_bias,
+                         dt_softplus=dt_softplus)
+
+def norm(y, weight, bias, z=None, eps=1e-6, group_size=None, norm_before_gate=True):
+    return m.gated_norm_reference(y, z, weight, eps, group_size)
+
+theirs = types.SimpleNamespace(mamba_chunk_scan_combined=scan, rmsnorm_fn=norm)
+config = BSMamba2Config(dim=32, depth=1, headdim=16, d_state=16, stft_n_fft=64,
+                        stft_win_length=64, stft_hop_length=16, freqs_per_bands=(33,))
+block = BiMamba2(config)
+with torch.no_grad():
+    for mixer in (block.forward_blocks[0].mixer, block.backward_blocks[0].mixer):
+        mixer.norm.weight.mul_(1 + 0.3 * torch.randn_like(mixer.norm.weight))
+x = torch.randn(3, 21, 32)
+for recompute in (False, True):
+    results = []
+    for ops in (theirs, m.gated_norm_ops(theirs)):
+        block.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        out = bimamba2_fused(block, xi, ops=ops, split=split_conv_reference,
+                             recompute=recompute)
+        out.square().sum().backward()
+        results.append([out.detach(), xi.grad] + [p.grad.clone() for p in block.parameters()
+                                                  if p.grad is not None])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_gated_norm_kernels_match_the_float64_twin_in_the_interpreter() -> None:
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(CHECK)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0 and result.stdout.startswith("ok"), (
+        result.stdout[-2000:] + result.stderr[-3000:])
+
+
+def test_the_twin_is_the_one_group_norm_per_group() -> None:
+    from bsmamba2_plugin.network.ssd import gated_rmsnorm_reference
+
+    y, z = torch.randn(5, 96, dtype=torch.float64), torch.randn(5, 96, dtype=torch.float64)
+    w = torch.randn(96, dtype=torch.float64)
+    halves = torch.cat([gated_rmsnorm_reference(y[:, s], z[:, s], w[s], 1e-5)
+                        for s in (slice(0, 48), slice(48, 96))], 1)
+    torch.testing.assert_close(module.gated_norm_reference(y, z, w, 1e-5, 48), halves)
+
+
+def test_the_plan_routes_the_fused_block_to_our_norm(monkeypatch, tiny_config) -> None:
+    """`gated_norm: bsmamba2` sends the fused block's norm through ours, the default
+    through mamba_ssm's `rmsnorm_fn` (stand-ins record which ran)."""
+    import types
+
+    from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv_reference
+    from bsmamba2_plugin.network.mamba2 import BiMamba2
+    from bsmamba2_plugin.network.plan import resolve_plan
+    from bsmamba2_plugin.network.ssd import ssd_reference
+
+    calls = []
+
+    def scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False):
+        return ssd_reference(x, dt, A, B, C, D, chunk_size=chunk_size, dt_bias=dt_bias,
+                             dt_softplus=dt_softplus)
+
+    def norm(name):
+        def run(y, weight, bias, z=None, eps=1e-6, group_size=None, norm_before_gate=True):
+            calls.append(name)
+            return module.gated_norm_reference(y, z, weight, eps, group_size)
+        return run
+
+    fake = types.SimpleNamespace(mamba_chunk_scan_combined=scan, rmsnorm_fn=norm("mamba_ssm"))
+    monkeypatch.setattr("bsmamba2_plugin.network.ssd.load_mamba_triton", lambda: fake)
+    monkeypatch.setattr(module, "gated_norm", norm("bsmamba2"))
+    config = tiny_config.replace(headdim=16, d_state=16)
+    block, x = BiMamba2(config), torch.randn(2, 70, config.dim)
+    for choice in ("mamba_ssm", "bsmamba2"):
+        plan = resolve_plan(config.replace(backend="reference"), "cpu")
+        assert plan.gated_norm is None  # off the fused kernel path: nothing to choose
+        bimamba2_fused(block, x, split=split_conv_reference, short_scan=False,
+                       gated_norm=choice)
+    assert calls == ["mamba_ssm", "bsmamba2"]
+
+
+def test_the_gated_norm_choice_is_a_config_key() -> None:
+    from bsmamba2_plugin import BSMamba2Config
+
+    assert BSMamba2Config.paper().gated_norm == "mamba_ssm"
+    assert BSMamba2Config.paper(gated_norm="bsmamba2").gated_norm == "bsmamba2"
+    with pytest.raises(ValueError, match=r"model.gated_norm: expected one of mamba_ssm, "
+                                         r"bsmamba2, got 'ours'"):
+        BSMamba2Config.paper(gated_norm="ours")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: module.gated_norm(torch.ones(2, 8), torch.ones(8), None, z=None),
+     "z given"),
+    (lambda: module.gated_norm(torch.ones(2, 8), torch.ones(8), torch.ones(8),
+                               z=torch.ones(2, 8), norm_before_gate=False), "bias None"),
+    (lambda: module.gated_norm_forward(torch.ones(2, 8), torch.ones(2, 8), torch.ones(8),
+                                       1e-5, 3), "group_size 3 must divide the 8 columns"),
+    (lambda: module.gated_norm_forward(torch.ones(2, 8), torch.ones(2, 6), torch.ones(8),
+                                       1e-5, 4), "one shape"),
+])
+def test_unsupported_calls_are_refused(call, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
