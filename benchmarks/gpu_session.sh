@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (no network): install the carried wheels, run the CUDA
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
-#   [tests[ -k EXPR]] [tests-each FILE] [profile] [accuracy] [scan] [sizes[ CASES]]
+#   [tests[ -k EXPR]] [tests-each FILE] [profile] [accuracy] [scan] [norm] [sizes[ CASES]]
 #   ["bench MODELS..."] ["split-conv ARGS"] [train-runs] [compare[BUDGET_S]] ["cpu-speed ARGS"]
 #   (default: tests profile bench). tests: every CUDA test file, full log in tests.log;
 #   tests-each: each test of FILE in its own process (a CUDA error poisons its process);
-#   sizes: benchmarks/gpu_kernel_sizes.py; scan: benchmarks/gpu_short_scan.py;
+#   sizes: benchmarks/gpu_kernel_sizes.py; scan: benchmarks/gpu_short_scan.py; norm:
+#   benchmarks/gpu_gated_norm.py;
 #   split-conv: benchmarks/gpu_split_conv.py. train-runs: benchmarks/gpu_train_runs.py
 #   (2 GPUs); compare: recipes/gpu_compare_vs_bs_roformer.yaml (2 GPUs side by side).
 #   cpu-speed: benchmarks/cpu_speed.py on the host's CPU, pinned to cores 0-1, 2 threads
@@ -35,7 +36,8 @@ python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", tr
 [ $# -gt 0 ] || set -- tests profile bench
 # CUDA_TESTS=... runs a subset of the files (a full run may need two calls of 10 minutes)
 CUDA_TESTS=${CUDA_TESTS:-"tests/test_kernel_cuda.py tests/test_bimamba2_fused.py
-    tests/test_short_scan.py tests/test_kernel_sizes_cuda.py tests/test_kernel_limits.py"}
+    tests/test_short_scan.py tests/test_kernel_sizes_cuda.py tests/test_kernel_limits.py
+    tests/test_gated_norm.py tests/test_compile.py"}
 n=0
 for step in "$@"; do
   # python3 -P: the package comes from PYTHONPATH alone (not from the working directory)
@@ -77,6 +79,7 @@ for step in "$@"; do
                 --threads ${THREADS:-2} --malloc keep $opts) 2>&1 | grep -v "Warning\|qweight = " \
                 | tee -a "$OUT/cpu_speed.log" ;;
     scan) timeout 200 python3 -P benchmarks/gpu_short_scan.py 2>&1 | tee "$OUT/${tag}short_scan.log" ;;
+    norm) timeout 200 python3 -P benchmarks/gpu_gated_norm.py 2>&1 | tee "$OUT/${tag}gated_norm.log" ;;
     accuracy) timeout 200 python3 -P benchmarks/gpu_kernel_vs_reference.py --skip-timing 2>&1 \
               | tee "$OUT/${tag}accuracy.log" ;;
   esac

@@ -1,0 +1,89 @@
+"""The fused block's gated norm alone: our kernels (`network/gated_norm.py`) against
+mamba_ssm's `rmsnorm_fn` (CUDA).
+
+    python benchmarks/gpu_gated_norm.py [--repeats 20] [--batch 5]
+
+The fused block's layout at the paper's widths: rows of both directions (2 groups of
+1024 columns), bf16 y and z as under autocast (z a column slice of the in_proj output, as
+the split gives it), float32 weight; rows = batch x 62 bands x 801 frames of 8 s (the same
+count on both axes). Forward alone and backward alone (the output gradient given), medians
+of CUDA-event timings after two warm-up calls, the memory traffic each pass must move at
+least and the bandwidth that gives, and the largest difference between the two
+implementations relative to each tensor's largest value. One table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from bsmamba2_plugin.network.gated_norm import gated_norm_backward, gated_norm_forward
+from bsmamba2_plugin.network.ssd import load_mamba_triton
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(begin.elapsed_time(end))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=5)
+    args = parser.parse_args()
+    rmsnorm_fn = load_mamba_triton().rmsnorm_fn
+    rows, width, group, eps = args.batch * 62 * 801, 2048, 1024, 1e-5
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    y = torch.randn(rows, width, device="cuda", generator=gen).bfloat16()
+    wide = torch.randn(rows, 2 * width + 160, device="cuda", generator=gen).bfloat16()
+    z = wide[:, width:2 * width]
+    w = 1 + 0.3 * torch.randn(width, device="cuda", generator=gen)
+    dout = torch.randn(rows, width, device="cuda", generator=gen).bfloat16()
+
+    def theirs_fwd():
+        return rmsnorm_fn(y, w, None, z=z, eps=eps, group_size=group, norm_before_gate=False)
+
+    yt, zt, wt = (t.detach().clone().requires_grad_(True) for t in (y, z, w))
+    out_t = rmsnorm_fn(yt, wt, None, z=zt, eps=eps, group_size=group, norm_before_gate=False)
+
+    def theirs_bwd():
+        return torch.autograd.grad(out_t, (yt, zt, wt), dout, retain_graph=True)
+
+    def ours_fwd():
+        return gated_norm_forward(y, z, w, eps, group)
+
+    def ours_bwd():
+        return gated_norm_backward(dout, y, z, w, eps, group)
+
+    diffs = []
+    for a, b in zip([theirs_fwd(), *theirs_bwd()], [ours_fwd(), *ours_bwd()]):
+        diffs.append(((a.float() - b.float()).abs().max() / a.float().abs().max()).item())
+    gb = rows * width * 2 / 1e9  # one bf16 (rows, width) tensor
+    moved = {"fwd": 3 * gb, "bwd": 5 * gb}  # y, z -> out; y, z, dout -> dy, dz
+    print(f"{torch.cuda.get_device_name()}, rows {rows} x {width} (2 groups of {group}), "
+          f"bf16, medians of {args.repeats}\n")
+    print("| pass | mamba_ssm ms | ours ms | speed-up | ours GB/s (least traffic) |")
+    print("|---|---|---|---|---|")
+    for name, theirs, ours in (("forward", theirs_fwd, ours_fwd),
+                               ("backward", theirs_bwd, ours_bwd)):
+        t_theirs, t_ours = timed(theirs, args.repeats), timed(ours, args.repeats)
+        traffic = moved[name[:3]]
+        print(f"| {name} | {t_theirs:.3f} | {t_ours:.3f} | {t_theirs / t_ours:.2f}x | "
+              f"{traffic / (t_ours / 1e3):.0f} |")
+    print(f"\nmax |difference| / max |value| (out, dy, dz, dw): "
+          + ", ".join(f"{d:.2e}" for d in diffs))
+
+
+if __name__ == "__main__":
+    main()
