@@ -41,6 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch", type=int, default=5)
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time the backward at other tile shapes, warps and "
+                             "programs per SM (module constants of gated_norm)")
     args = parser.parse_args()
     rmsnorm_fn = load_mamba_triton().rmsnorm_fn
     rows, width, group, eps = args.batch * 62 * 801, 2048, 1024, 1e-5
@@ -70,7 +73,7 @@ def main() -> None:
     for a, b in zip([theirs_fwd(), *theirs_bwd()], [ours_fwd(), *ours_bwd()]):
         diffs.append(((a.float() - b.float()).abs().max() / a.float().abs().max()).item())
     gb = rows * width * 2 / 1e9  # one bf16 (rows, width) tensor
-    moved = {"fwd": 3 * gb, "bwd": 5 * gb}  # y, z -> out; y, z, dout -> dy, dz
+    moved = {"forward": 3 * gb, "backward": 5 * gb}  # y, z -> out; y, z, dout -> dy, dz
     print(f"{torch.cuda.get_device_name()}, rows {rows} x {width} (2 groups of {group}), "
           f"bf16, medians of {args.repeats}\n")
     print("| pass | mamba_ssm ms | ours ms | speed-up | ours GB/s (least traffic) |")
@@ -78,11 +81,25 @@ def main() -> None:
     for name, theirs, ours in (("forward", theirs_fwd, ours_fwd),
                                ("backward", theirs_bwd, ours_bwd)):
         t_theirs, t_ours = timed(theirs, args.repeats), timed(ours, args.repeats)
-        traffic = moved[name[:3]]
+        traffic = moved[name]
         print(f"| {name} | {t_theirs:.3f} | {t_ours:.3f} | {t_theirs / t_ours:.2f}x | "
               f"{traffic / (t_ours / 1e3):.0f} |")
     print(f"\nmax |difference| / max |value| (out, dy, dz, dw): "
           + ", ".join(f"{d:.2e}" for d in diffs))
+    if args.sweep:
+        from bsmamba2_plugin.network import gated_norm as module
+
+        print("\n| rows a tile | warps | programs per SM | backward ms | GB/s |")
+        print("|---|---|---|---|---|")
+        for rows_a_tile in (1, 2, 4, 8):
+            for warps in (4, 8, 16):
+                for per_sm in (2, 8, 32, 1 << 20):
+                    module._tiles = lambda g, backward=False, r=rows_a_tile: {"BM": r, "BG": 1024}
+                    module._warps = lambda g, backward=False, n=warps: n
+                    module.PROGRAMS_PER_SM = per_sm
+                    t = timed(ours_bwd, 10)
+                    print(f"| {rows_a_tile} | {warps} | {per_sm} | {t:.3f} | "
+                          f"{moved['backward'] / (t / 1e3):.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ Backward, with hn = h * r and dhn = dout * w:
     dh = r * (dhn - hn * mean_group(dhn * hn))
     dy = dh * silu(z),  dz = dh * y * sigmoid(z) * (1 + z * (1 - sigmoid(z)))
 
-Both kernels take a tile of BM rows x one group per program, so a row of 1024 columns
-keeps many programs on every SM (mamba_ssm's backward runs one program per SM and group,
-its rows one after the other). The backward recomputes h and r from y and z (nothing is
+Both kernels take tiles of BM rows x one group (BM = 1 for the paper's groups of 1024 in the
+backward pass, measured best); the forward runs one tile a program, the backward many
+programs per SM (mamba_ssm's backward runs one program per SM and group, its rows one
+after the other). The backward recomputes h and r from y and z (nothing is
 saved between the passes) and each program walks TILES tiles of rows, adding its part of
 dw in registers; the parts are summed by the caller (deterministic, no atomics).
 
