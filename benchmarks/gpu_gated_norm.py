@@ -15,26 +15,12 @@ implementations relative to each tensor's largest value. One table on stdout.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 
 from bsmamba2_plugin.network.gated_norm import gated_norm_backward, gated_norm_forward
 from bsmamba2_plugin.network.ssd import load_mamba_triton
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(begin.elapsed_time(end))
-    return statistics.median(times)
+from gpu_short_scan import timed  # CUDA-event medians (benchmarks/ on the path)
 
 
 def main() -> None:

@@ -79,7 +79,8 @@ for step in "$@"; do
                 --threads ${THREADS:-2} --malloc keep $opts) 2>&1 | grep -v "Warning\|qweight = " \
                 | tee -a "$OUT/cpu_speed.log" ;;
     scan) timeout 200 python3 -P benchmarks/gpu_short_scan.py 2>&1 | tee "$OUT/${tag}short_scan.log" ;;
-    norm) timeout 200 python3 -P benchmarks/gpu_gated_norm.py 2>&1 | tee "$OUT/${tag}gated_norm.log" ;;
+    norm) PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 200 python3 -P \
+              benchmarks/gpu_gated_norm.py 2>&1 | tee "$OUT/${tag}gated_norm.log" ;;
     accuracy) timeout 200 python3 -P benchmarks/gpu_kernel_vs_reference.py --skip-timing 2>&1 \
               | tee "$OUT/${tag}accuracy.log" ;;
   esac

@@ -10,10 +10,6 @@ The CUDA versions of both checks are in test_kernel_cuda.py.
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
-import textwrap
 import types
 
 import pytest
@@ -27,6 +23,8 @@ from bsmamba2_plugin.network.bimamba2_fused import (
 )
 from bsmamba2_plugin.network.mamba2 import BiMamba2
 from bsmamba2_plugin.network.ssd import gated_rmsnorm_reference, ssd_reference
+
+from triton_interpreter import run_interpreted
 
 
 def test_kernel_chunk_size_covers_the_band_axis_in_one_chunk() -> None:
@@ -199,11 +197,7 @@ SPLIT_CONV_CHECK = """
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_split_conv_triton_kernels_match_the_reference_in_the_interpreter() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SPLIT_CONV_CHECK)],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", (
-        result.stdout[-2000:] + result.stderr[-3000:])
+    run_interpreted(SPLIT_CONV_CHECK)
 
 
 def test_split_conv_reference_layout(tiny_config: BSMamba2Config) -> None:

@@ -9,15 +9,13 @@ speed is measured on a GPU (`bsmamba2 bench --models bsmamba2-selective-gated-no
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 
 from bsmamba2_plugin.network import gated_norm as module
+
+from triton_interpreter import run_interpreted
 
 CHECK = """
 import torch
@@ -96,11 +94,7 @@ print("ok")
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_gated_norm_kernels_match_the_float64_twin_in_the_interpreter() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(CHECK)],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0 and result.stdout.startswith("ok"), (
-        result.stdout[-2000:] + result.stderr[-3000:])
+    run_interpreted(CHECK)
 
 
 def test_the_twin_is_the_one_group_norm_per_group() -> None:

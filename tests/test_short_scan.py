@@ -9,10 +9,6 @@ The CUDA check against mamba_ssm's scan is in test_kernel_cuda.py.
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
-import textwrap
 import types
 
 import pytest
@@ -28,6 +24,7 @@ from bsmamba2_plugin.network.short_scan import (
 )
 
 from test_bimamba2_fused import reference_ops
+from triton_interpreter import run_interpreted
 
 SHORT_SCAN_CHECK = """
 import torch
@@ -76,11 +73,7 @@ print("ok", worst)
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_short_scan_kernels_match_the_reference_in_the_interpreter() -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SHORT_SCAN_CHECK)],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0 and result.stdout.startswith("ok"), (
-        result.stdout[-2000:] + result.stderr[-3000:])
+    run_interpreted(SHORT_SCAN_CHECK)
 
 
 def test_short_scan_takes_short_sequences_of_supported_widths() -> None:
