@@ -66,6 +66,7 @@ def _check(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
+    """t with unit column stride (its row stride is passed to the kernels)."""
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
@@ -73,7 +74,7 @@ def gated_norm_forward(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
                        eps: float, group_size: int) -> torch.Tensor:
     """RMSNorm(y * silu(z)) * weight per group of `group_size` columns. y, z: (M, N)."""
     rows, groups = _check(y, z, weight, group_size)
-    y, z = _rows(y), _rows(z)
+    y, z, weight = _rows(y), _rows(z), weight.contiguous()
     out = torch.empty(y.shape, dtype=y.dtype, device=y.device)
     if rows:
         tiles = _tiles(group_size)
@@ -93,7 +94,7 @@ def gated_norm_backward(dout: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
     if dout.shape != y.shape:
         raise ValueError(f"gated_norm: dout {tuple(dout.shape)} must match y "
                          f"{tuple(y.shape)}")
-    y, z, dout = _rows(y), _rows(z), _rows(dout)
+    y, z, dout, weight = _rows(y), _rows(z), _rows(dout), weight.contiguous()
     dy = torch.empty(y.shape, dtype=y.dtype, device=y.device)
     dz = torch.empty(z.shape, dtype=z.dtype, device=z.device)
     if not rows:
