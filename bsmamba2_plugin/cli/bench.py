@@ -30,7 +30,8 @@ def register(commands: Any) -> None:
                         help="replace --json FILE if it exists")
     parser.set_defaults(func=run, interrupted=("Nothing is lost: bench writes only its --json "
                                                "file, after each variant (\"complete\": "
-                                               "false until the end). Run it again."))
+                                               "false until the end). Run it again, with "
+                                               "--overwrite to reuse that file."))
 
 
 def run(args: argparse.Namespace) -> int:
