@@ -148,6 +148,31 @@ def test_nonfinite_loss_skips_the_step_and_stops_after_the_limit(tmp_path) -> No
     counts.in_a_row = 0
 
 
+def test_a_deferred_loss_check_counts_later_and_stops_naming_its_own_step(caplog) -> None:
+    """On CUDA with msst's GradScaler the loss is judged at the next step or the epoch's
+    end (no GPU->CPU wait between forward and backward): the same counts, warnings and
+    stop as an immediate check, one call later, naming the step the loss came from."""
+    from bsmamba2_plugin.msst_integration import run_safety
+    from bsmamba2_plugin.msst_integration.run_state import NonFiniteCounts
+
+    counts = NonFiniteCounts()
+    counts.new_epoch(4)
+    nan, one = torch.tensor(float("nan")), torch.tensor(1.0)
+    assert run_safety.check_loss(counts, nan, 2, deferred=True)  # step 1: not judged yet
+    assert counts.total == 0 and counts.pending is not None
+    assert run_safety.check_loss(counts, one, 2, deferred=True)  # judges step 1
+    assert (counts.total, counts.in_a_row) == (1, 1)
+    assert "epoch 4 step 1: training loss is nan" in caplog.text
+    run_safety.settle_losses(counts)  # step 2 was finite
+    assert (counts.total, counts.in_a_row, counts.pending) == (1, 0, None)
+    run_safety.check_loss(counts, nan, 2, deferred=True)  # step 3
+    run_safety.check_loss(counts, nan, 2, deferred=True)  # step 4; judges step 3
+    counts.new_epoch(5)  # (an epoch's end settles first: ema.train_one_epoch)
+    with pytest.raises(run_safety.NonFiniteLossError, match="epoch 4 step 4"):
+        run_safety.settle_losses(counts)
+    assert counts.total == 3 and counts.pending is None
+
+
 # ------------------------------------------------------------ kill and resume
 def test_sigkill_mid_epoch_then_resume_joins_the_uninterrupted_loss_curve(tmp_path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))

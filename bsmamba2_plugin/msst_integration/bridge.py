@@ -237,10 +237,12 @@ def _make_compute_training_loss(original, run: RunState):
             loss = paper_loss(estimate, y)
         limit = int(cfg_get(config.training, "max_nonfinite_steps",
                              run_safety.DEFAULT_MAX_NONFINITE_STEPS))
-        if not run_safety.check_loss(run.nonfinite, loss, limit) \
-                and not (use_amp and device.type == "cuda"):
+        # msst's enabled GradScaler (use_amp on CUDA) skips a NaN step itself: there the
+        # check waits until msst has read the loss (no stall between forward and backward)
+        scaler_skips = bool(use_amp and device.type == "cuda")
+        if not run_safety.check_loss(run.nonfinite, loss, limit, deferred=scaler_skips):
             # skip the step: a loss with no path to the weights leaves their .grad None,
-            # which the optimizer skips (msst's enabled GradScaler skips NaN steps itself)
+            # which the optimizer skips
             loss = torch.zeros((), device=device, requires_grad=True) * 1.0
         return loss, active_stem_mask
 

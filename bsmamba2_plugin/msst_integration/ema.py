@@ -83,6 +83,8 @@ def make_train_one_epoch(original, run: RunState):
             result = original(model, config, args, *rest, **kwargs)
         except training_clock.BudgetReached:
             pass  # msst goes on to save and validate; the next epoch is empty
+        if plugin:  # the last step's deferred loss check, before msst saves anything
+            run_safety.settle_losses(run.nonfinite)
         training_clock.epoch_ended(run.clock, config, args, int(bound["epoch"]),
                                    bound.get("world_size"))
         if plugin:

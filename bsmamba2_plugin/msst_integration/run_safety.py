@@ -19,7 +19,10 @@ Used by the bridge's patches; see its table for where each piece hooks in.
   draw identical batches.
 - `check_loss`: a NaN/Inf training loss skips the step (no gradient reaches the
   weights) and is logged with a count; `training.max_nonfinite_steps` (default 10) in a
-  row stops training with `NonFiniteLossError`.
+  row stops training with `NonFiniteLossError`. On CUDA with msst's GradScaler (which
+  skips such steps itself) the check waits for the next step or the epoch's end
+  (`settle_losses`), when msst's own `loss.item()` has synchronised: reading the loss at
+  once would make the CPU wait for the forward pass before it could queue the backward.
 
 The RNG state and the counts live in the process's `run_state.RunState` (`rng`,
 `last_checkpoint`, `nonfinite`); the functions here are given it.
@@ -41,6 +44,7 @@ __all__ = [
     "capture_rng",
     "check_fit",
     "check_loss",
+    "settle_losses",
     "fit_problem",
     "restore_rng",
     "start_resume",
@@ -226,27 +230,50 @@ class NonFiniteLossError(RuntimeError):
     """Too many training steps in a row had a NaN or Inf loss."""
 
 
-def check_loss(counts: NonFiniteCounts, loss: Any, limit: int) -> bool:
+def check_loss(counts: NonFiniteCounts, loss: Any, limit: int, *,
+               deferred: bool = False) -> bool:
     """True if `loss` is finite; else log, count, and raise after `limit` in a row.
 
+    deferred: judge this loss later (`settle_losses`: at the next call or the epoch's
+    end) and return True now. For steps whose skipping is not ours to do (msst's enabled
+    GradScaler skips a NaN/Inf step itself), so that reading the loss does not stall the
+    GPU between forward and backward.
+
     Raises:
-        NonFiniteLossError: `limit` non-finite losses in a row.
+        NonFiniteLossError: `limit` non-finite losses in a row (a deferred one's at the
+            next call or `settle_losses`, naming its own epoch and step).
     """
+    settle_losses(counts)
+    counts.step += 1
+    if deferred:
+        counts.pending = (loss.detach(), limit, counts.epoch, counts.step)
+        return True
+    return _judge(counts, loss.detach(), limit, counts.epoch, counts.step)
+
+
+def settle_losses(counts: NonFiniteCounts) -> None:
+    """Judge the loss `check_loss(deferred=True)` left, if any (raises as it would)."""
+    if counts.pending is not None:
+        loss, limit, epoch, step = counts.pending
+        counts.pending = None
+        _judge(counts, loss, limit, epoch, step)
+
+
+def _judge(counts: NonFiniteCounts, loss: Any, limit: int, epoch: int, step: int) -> bool:
     import torch
 
-    counts.step += 1
-    if bool(torch.isfinite(loss.detach()).all()):
+    if bool(torch.isfinite(loss).all()):
         counts.in_a_row = 0
         return True
     counts.in_a_row += 1
     counts.total += 1
     logger.warning("bsmamba2: epoch %d step %d: training loss is %s; step skipped "
                    "(%d in a row, %d skipped in this run; training.max_nonfinite_steps"
-                   "=%d)", counts.epoch, counts.step, float(loss.detach().float().sum()),
+                   "=%d)", epoch, step, float(loss.float().sum()),
                    counts.in_a_row, counts.total, limit)
     if counts.in_a_row >= limit:
         raise NonFiniteLossError(
-            f"Training stopped at epoch {counts.epoch} step {counts.step}: the loss was NaN "
+            f"Training stopped at epoch {epoch} step {step}: the loss was NaN "
             f"or Inf for {counts.in_a_row} steps in a row (training.max_nonfinite_steps="
             f"{limit}; {counts.total} skipped in this run). No weights with NaN were "
             f"saved; last_<type>.ckpt holds the last good epoch. Likely causes: learning "

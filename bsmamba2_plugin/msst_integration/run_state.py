@@ -55,12 +55,14 @@ class TrainingClock:
 @dataclasses.dataclass
 class NonFiniteCounts:
     """NaN/Inf training losses (`run_safety.check_loss`): `in_a_row` resets on a finite
-    loss, `total` never; `step` and `epoch` name where the last one happened."""
+    loss, `total` never; `step` and `epoch` name where the last one happened; `pending`
+    is a loss whose check waits (`run_safety.settle_losses`): (loss, limit, epoch, step)."""
 
     in_a_row: int = 0
     total: int = 0
     step: int = 0
     epoch: int = 0
+    pending: tuple | None = None
 
     def new_epoch(self, epoch: int) -> None:
         self.epoch, self.step = epoch, 0
