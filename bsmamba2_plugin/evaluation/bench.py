@@ -56,7 +56,7 @@ __all__ = ["DEFAULT_MODELS", "EXTRA_MODELS", "MEASURED_PEAK_GIB", "Result", "for
 DEFAULT_MODELS = ("bsmamba2-selective", "bsmamba2", "bs_roformer_256x6", "bs_roformer_256x11",
                   "bs_mamba2")
 #: further variants: the two directions one after the other, whole-block recomputation,
-#: the reference backend, mamba_ssm's chunked scan on the band axis
+#: the reference backend, mamba_ssm's chunked scan on the band axis, our gated norm
 EXTRA_MODELS = ("bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference",
                 "bsmamba2-reference-ckpt", "bsmamba2-chunked-scan",
                 "bsmamba2-selective-chunked-scan", "bsmamba2-gated-norm",
