@@ -238,9 +238,11 @@ def _make_compute_training_loss(original, run: RunState):
         limit = int(cfg_get(config.training, "max_nonfinite_steps",
                              run_safety.DEFAULT_MAX_NONFINITE_STEPS))
         # msst's enabled GradScaler (use_amp on CUDA) skips a NaN step itself: there the
-        # check waits until msst has read the loss (no stall between forward and backward)
+        # check waits until msst has read the loss (no stall between forward and backward),
+        # under msst's train_one_epoch, whose wrapper settles the last one (clock.managed)
         scaler_skips = bool(use_amp and device.type == "cuda")
-        if not run_safety.check_loss(run.nonfinite, loss, limit, deferred=scaler_skips):
+        if not run_safety.check_loss(run.nonfinite, loss, limit,
+                                     deferred=scaler_skips and run.clock.managed):
             # skip the step: a loss with no path to the weights leaves their .grad None,
             # which the optimizer skips
             loss = torch.zeros((), device=device, requires_grad=True) * 1.0
