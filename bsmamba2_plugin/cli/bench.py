@@ -9,6 +9,11 @@ from typing import Any
 
 __all__ = ["register", "run"]
 
+#: what Ctrl-C prints
+INTERRUPTED = ("Nothing is lost: bench writes only its --json file, after each variant "
+               "(\"complete\": false until the end). Run it again, with --overwrite to reuse "
+               "that file.")
+
 
 def register(commands: Any) -> None:
     from ..evaluation.bench import CHILD_TIMEOUT_S, DEFAULT_MODELS, EXTRA_MODELS  # torch-free
@@ -28,10 +33,7 @@ def register(commands: Any) -> None:
                              f"(default {CHILD_TIMEOUT_S}; torch.compile variants take minutes)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --json FILE if it exists")
-    parser.set_defaults(func=run, interrupted=("Nothing is lost: bench writes only its --json "
-                                               "file, after each variant (\"complete\": "
-                                               "false until the end). Run it again, with "
-                                               "--overwrite to reuse that file."))
+    parser.set_defaults(func=run, interrupted=INTERRUPTED)
 
 
 def run(args: argparse.Namespace) -> int:
