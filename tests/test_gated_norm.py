@@ -59,7 +59,7 @@ import types
 from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv_reference
 from bsmamba2_plugin.network.config import BSMamba2Config
 from bsmamba2_plugin.network.mamba2 import BiMamba2
-from bsmamba2_plugin.network.ssd import gated_rmsnorm_reference, ssd_reference
+from bsmamba2_plugin.network.ssd import ssd_reference
 
 def scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False):
     return ssd_reference(x, dt, A, B, C, D, chunk_size=chunk_size, dt_bias=dt_bias,
@@ -115,13 +115,10 @@ def test_the_plan_routes_the_fused_block_to_our_norm(monkeypatch, tiny_config) -
     from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv_reference
     from bsmamba2_plugin.network.mamba2 import BiMamba2
     from bsmamba2_plugin.network.plan import resolve_plan
-    from bsmamba2_plugin.network.ssd import ssd_reference
+    from test_bimamba2_fused import reference_ops
 
     calls = []
-
-    def scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False):
-        return ssd_reference(x, dt, A, B, C, D, chunk_size=chunk_size, dt_bias=dt_bias,
-                             dt_softplus=dt_softplus)
+    scan = reference_ops().mamba_chunk_scan_combined
 
     def norm(name):
         def run(y, weight, bias, z=None, eps=1e-6, group_size=None, norm_before_gate=True):

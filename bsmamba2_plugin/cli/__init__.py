@@ -20,7 +20,7 @@
                               [--overwrite]
                                       steps, audio seen, step time and loss curves of msst
                                       training runs (any model type)
-    bsmamba2 bench [--models NAME ...] [--json FILE]
+    bsmamba2 bench [--models NAME ...] [--json FILE] [--variant-timeout S]
                                       training/inference speed, memory and TFLOP/s next
                                       to msst's BS-RoFormer
     bsmamba2 export-onnx CONFIG CHECKPOINT OUT.onnx [--overwrite]

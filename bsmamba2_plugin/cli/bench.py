@@ -28,7 +28,8 @@ def register(commands: Any) -> None:
     parser.add_argument("--infer-batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
-    parser.add_argument("--variant-timeout", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--variant-timeout", type=float, default=CHILD_TIMEOUT_S,
+                        metavar="SECONDS",
                         help="stop a variant that runs longer and say so in its row "
                              f"(default {CHILD_TIMEOUT_S}; torch.compile variants take minutes)")
     parser.add_argument("--overwrite", action="store_true",
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserValueError
     from ..evaluation.bench import DEFAULT_MODELS, run_bench
 
-    if args.variant_timeout is not None and not args.variant_timeout > 0:
+    if not args.variant_timeout > 0:
         raise UserValueError(f"bench: --variant-timeout must be a number of seconds > 0, got "
                              f"{args.variant_timeout:g}. Fix: e.g. --variant-timeout 900, or "
                              f"leave it out.")
@@ -50,6 +51,5 @@ def run(args: argparse.Namespace) -> int:
     run_bench(args.models or list(DEFAULT_MODELS), seconds=args.seconds,
               train_batch=args.train_batch, infer_batch=args.infer_batch,
               repeats=args.repeats, json_path=args.json,
-              **({"variant_timeout_s": args.variant_timeout}
-                 if args.variant_timeout is not None else {}))
+              variant_timeout_s=args.variant_timeout)
     return 0

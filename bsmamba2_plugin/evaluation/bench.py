@@ -395,6 +395,8 @@ def run_bench(models: list[str], *, seconds: float = 8.0, train_batch: int = 5,
 
     import torch
 
+    from ..data.outputs import write_text_atomic
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         train_batch, infer_batch = 1, 1
@@ -414,9 +416,7 @@ def run_bench(models: list[str], *, seconds: float = 8.0, train_batch: int = 5,
                    "date": time.strftime("%Y-%m-%d"), "complete": complete,
                    "results": [dataclasses.asdict(r) for r in results]}
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_path.with_name(json_path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(json_path)
+        write_text_atomic(json_path, json.dumps(payload, indent=2))
 
     for name in models:
         note = memory_note(name, train_batch, seconds, card_gib)

@@ -230,7 +230,7 @@ class BiMamba2(nn.Module):
 
                     return bimamba2_fused(self, x, recompute=plan.recompute == "selective",
                                           short_scan=plan.short_scan,
-                                          gated_norm=plan.gated_norm or "mamba_ssm")
+                                          gated_norm=plan.gated_norm)
                 return self._forward(x, plan.backend)
         group = plan.cpu_tokens_per_group
         if not group or torch.is_grad_enabled() or n * length <= group:
