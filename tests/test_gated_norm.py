@@ -4,7 +4,7 @@ forward equals its float64 twin and the backward equals the twin's autograd, at 
 block's layout (rows of 2 groups), with a group width that is not a power of two, a
 strided z (a column slice of a wider tensor, as the fused block's split gives), rows that
 do not fill the last tile, programs that walk several tiles, and bfloat16 inputs. The
-speed is measured on a GPU (`bsmamba2 bench --models bsmamba2-selective-gated-norm`)."""
+speed is measured on a GPU (`bsmamba2 bench --models bsmamba2-selective bsmamba2-selective-mamba-norm`)."""
 
 from __future__ import annotations
 
@@ -108,8 +108,8 @@ def test_the_twin_is_the_one_group_norm_per_group() -> None:
 
 
 def test_the_plan_routes_the_fused_block_to_our_norm(monkeypatch, tiny_config) -> None:
-    """`gated_norm: bsmamba2` sends the fused block's norm through ours, the default
-    through mamba_ssm's `rmsnorm_fn` (stand-ins record which ran)."""
+    """`gated_norm: bsmamba2` (the default) sends the fused block's norm through ours,
+    `mamba_ssm` through mamba_ssm's `rmsnorm_fn` (stand-ins record which ran)."""
     import types
 
     from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv_reference
@@ -136,14 +136,15 @@ def test_the_plan_routes_the_fused_block_to_our_norm(monkeypatch, tiny_config) -
         assert plan.gated_norm is None  # off the fused kernel path: nothing to choose
         bimamba2_fused(block, x, split=split_conv_reference, short_scan=False,
                        gated_norm=choice)
-    assert calls == ["mamba_ssm", "bsmamba2"]
+    bimamba2_fused(block, x, split=split_conv_reference, short_scan=False)  # the default
+    assert calls == ["mamba_ssm", "bsmamba2", "bsmamba2"]
 
 
 def test_the_gated_norm_choice_is_a_config_key() -> None:
     from bsmamba2_plugin import BSMamba2Config
 
-    assert BSMamba2Config.paper().gated_norm == "mamba_ssm"
-    assert BSMamba2Config.paper(gated_norm="bsmamba2").gated_norm == "bsmamba2"
+    assert BSMamba2Config.paper().gated_norm == "bsmamba2"
+    assert BSMamba2Config.paper(gated_norm="mamba_ssm").gated_norm == "mamba_ssm"
     with pytest.raises(ValueError, match=r"model.gated_norm: expected one of mamba_ssm, "
                                          r"bsmamba2, got 'ours'"):
         BSMamba2Config.paper(gated_norm="ours")

@@ -25,8 +25,9 @@ reference backend), `bsmamba2-unfused` (kernel backend, one direction after the 
 `fused_block: false`), `bsmamba2-ckpt` (gradient checkpointing of whole blocks),
 `bsmamba2-selective` (`gradient_checkpointing: selective`), `bsmamba2-chunked-scan` and
 `bsmamba2-selective-chunked-scan` (the band axis through mamba_ssm's chunked scan instead
-of `short_scan`: `short_scan: false`), `bsmamba2-gated-norm` and
-`bsmamba2-selective-gated-norm` (our gated-norm kernels: `gated_norm: bsmamba2`),
+of `short_scan`: `short_scan: false`), `bsmamba2-mamba-norm` and
+`bsmamba2-selective-mamba-norm` (mamba_ssm's gated-norm kernels instead of ours:
+`gated_norm: mamba_ssm`),
 `bsmamba2-reference` (`-ckpt`: with checkpointing), `bs_roformer_256x6`,
 `bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
 `-noflash` after the name sets `flash_attn: false`),
@@ -56,11 +57,11 @@ __all__ = ["DEFAULT_MODELS", "EXTRA_MODELS", "MEASURED_PEAK_GIB", "Result", "for
 DEFAULT_MODELS = ("bsmamba2-selective", "bsmamba2", "bs_roformer_256x6", "bs_roformer_256x11",
                   "bs_mamba2")
 #: further variants: the two directions one after the other, whole-block recomputation,
-#: the reference backend, mamba_ssm's chunked scan on the band axis, our gated norm
+#: the reference backend, mamba_ssm's chunked scan on the band axis, mamba_ssm's gated norm
 EXTRA_MODELS = ("bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference",
                 "bsmamba2-reference-ckpt", "bsmamba2-chunked-scan",
-                "bsmamba2-selective-chunked-scan", "bsmamba2-gated-norm",
-                "bsmamba2-selective-gated-norm")
+                "bsmamba2-selective-chunked-scan", "bsmamba2-mamba-norm",
+                "bsmamba2-selective-mamba-norm")
 #: variant -> (training peak GiB, at train batch, of 8 s chunks): measured, where a
 #: variant does not fit every card. `bsmamba2` (gradient_checkpointing false): 86.5 GiB at
 #: batch 5 on an H200 (benchmarks/results/gpu_h200_2026-11-30/short_scan_default/).
@@ -69,7 +70,7 @@ MEASURED_PEAK_GIB = {"bsmamba2": (86.5, 5)}
 #: stopped and its row says so
 CHILD_TIMEOUT_S = 1800
 _CHUNKED_SCAN = "-chunked-scan"
-_GATED_NORM = "-gated-norm"
+_MAMBA_NORM = "-mamba-norm"
 SAMPLE_RATE = 44100
 
 
@@ -106,9 +107,9 @@ def build_variant(name: str, device) -> tuple[Any, str]:
     from ..network.model import BSMamba2
 
     short_scan = not name.endswith(_CHUNKED_SCAN)
-    gated_norm = "bsmamba2" if name.endswith(_GATED_NORM) else "mamba_ssm"
+    gated_norm = "mamba_ssm" if name.endswith(_MAMBA_NORM) else "bsmamba2"
     if name in EXTRA_MODELS:
-        name = name.removesuffix(_CHUNKED_SCAN).removesuffix(_GATED_NORM)
+        name = name.removesuffix(_CHUNKED_SCAN).removesuffix(_MAMBA_NORM)
     if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-selective",
                 "bsmamba2-reference", "bsmamba2-reference-ckpt"):
         backend = "reference" if name.startswith("bsmamba2-reference") else "auto"

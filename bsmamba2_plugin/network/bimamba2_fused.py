@@ -370,7 +370,7 @@ class _SelectiveRecompute(torch.autograd.Function):
 
 def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = None,
                    split: object = split_conv, recompute: bool = False,
-                   short_scan: bool = True, gated_norm: str = "mamba_ssm") -> torch.Tensor:
+                   short_scan: bool = True, gated_norm: str = "bsmamba2") -> torch.Tensor:
     """`block` (a `mamba2.BiMamba2`) applied to x (n, l, d) with the fused kernel path.
 
     The n sequences run in as many calls as `kernel_limits.sequences_per_call` needs for
@@ -390,7 +390,7 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         short_scan: with the default ops, run sequences of at most 64 steps through
             `short_scan` (an `ExecutionPlan`'s `short_scan`).
         gated_norm: with the default ops, whose kernels compute the gated norm:
-            "mamba_ssm" or "bsmamba2" (`gated_norm.py`; an `ExecutionPlan`'s `gated_norm`).
+            "bsmamba2" (`gated_norm.py`) or "mamba_ssm" (an `ExecutionPlan`'s `gated_norm`).
 
     Returns: (n, l, d), the same function as `block._forward(x)`.
 

@@ -111,8 +111,9 @@ class BSMamba2Config:
             through our one-chunk `short_scan` kernels; false uses mamba_ssm's chunked scan
             there too (same numbers, slower, more memory).
         gated_norm: fused kernel path: which kernels compute the gated RMSNorm,
-            "mamba_ssm" (its `rmsnorm_fn`) or "bsmamba2" (ours, `gated_norm.py`: many rows
-            per program in the backward pass; same numbers to float32 rounding).
+            "bsmamba2" (ours, `gated_norm.py`, the default: many programs per SM in the
+            backward pass) or "mamba_ssm" (its `rmsnorm_fn`); same numbers to float32
+            rounding.
     """
 
     dim: int = 256
@@ -134,7 +135,7 @@ class BSMamba2Config:
     gradient_checkpointing: bool | str = False
     fused_block: bool = True
     short_scan: bool = True
-    gated_norm: str = "mamba_ssm"
+    gated_norm: str = "bsmamba2"
 
     # ----------------------------------------------------------------- checks
     def __post_init__(self) -> None:
@@ -157,7 +158,7 @@ class BSMamba2Config:
                                     f"({type(value).__name__}).")
         if not isinstance(self.gated_norm, str) or self.gated_norm not in GATED_NORMS:
             raise UserValueError(f"model.gated_norm: expected one of {', '.join(GATED_NORMS)}, "
-                                 f"got {self.gated_norm!r}. Fix: leave it out (mamba_ssm).")
+                                 f"got {self.gated_norm!r}. Fix: leave it out (bsmamba2).")
         if not isinstance(self.backend, str) or self.backend not in BACKENDS:
             raise UserValueError(f"model.backend: expected one of {', '.join(BACKENDS)}, got "
                                  f"{self.backend!r}. Fix: use 'auto' unless you need to force one.")
