@@ -3,12 +3,16 @@
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
 #   [tests[ -k EXPR]] [tests-each FILE] [profile] [accuracy] [scan] [norm] [sizes[ CASES]]
 #   ["bench MODELS..."] ["split-conv ARGS"] [train-runs] [compare[BUDGET_S]] ["cpu-speed ARGS"]
-#   (default: tests profile bench). tests: every CUDA test file, full log in tests.log;
+#   [train-gap[STEPS]]
+#   (default: tests profile bench; BENCH_ARGS: more bench options, e.g. --variant-timeout). tests: every CUDA test file, full log in tests.log;
 #   tests-each: each test of FILE in its own process (a CUDA error poisons its process);
 #   sizes: benchmarks/gpu_kernel_sizes.py; scan: benchmarks/gpu_short_scan.py; norm:
 #   benchmarks/gpu_gated_norm.py;
 #   split-conv: benchmarks/gpu_split_conv.py. train-runs: benchmarks/gpu_train_runs.py
 #   (2 GPUs); compare: recipes/gpu_compare_vs_bs_roformer.yaml (2 GPUs side by side).
+#   train-gap: stock msst-train, one short epoch each of the shipped bsmamba2 config and
+#   BS-RoFormer 256x6 on a small rendered set, their median step (train_gap.log) to set
+#   beside the bench's step.
 #   cpu-speed: benchmarks/cpu_speed.py on the host's CPU, pinned to cores 0-1, 2 threads
 #   (THREADS=n CORES=0-15 for others), freed memory kept.
 #   A step written "old:STEP" runs STEP on the package in .old/ (a copy of an earlier
@@ -57,7 +61,7 @@ for step in "$@"; do
     profile) timeout 150 python3 -P benchmarks/gpu_profile.py 2>&1 \
               | tee "$OUT/${tag}profile.log" ;;
     bench*) models=${step#bench}; n=$((n + 1)); timeout ${BENCH_TIMEOUT:-560} python3 -P -m bsmamba2_plugin.cli \
-              bench ${models:+--models $models} --json "$OUT/${tag}bench-$n.json" 2>&1 \
+              bench ${models:+--models $models} $BENCH_ARGS --json "$OUT/${tag}bench-$n.json" 2>&1 \
               | tee "$OUT/${tag}bench-$n.log" ;;
     sizes*) cases=${step#sizes}; timeout 580 python3 -P benchmarks/gpu_kernel_sizes.py $cases \
               2>&1 | tee "$OUT/${tag}sizes.log" ;;
@@ -78,6 +82,26 @@ for step in "$@"; do
               (cd benchmarks && timeout ${CPU_TIMEOUT:-560} taskset -c "$cores" python3 cpu_speed.py \
                 --threads ${THREADS:-2} --malloc keep $opts) 2>&1 | grep -v "Warning\|qweight = " \
                 | tee -a "$OUT/cpu_speed.log" ;;
+    train-gap*) steps=${step#train-gap}; steps=${steps:-40}; gap=/tmp/gap
+              # stock msst-train for `steps` steps (one epoch) of bsmamba2 (shipped config)
+              # and BS-RoFormer 256x6 (only bsmamba2 for old:), median step from its log
+              [ -d $gap/data/train ] || python3 -P -m bsmamba2_plugin.cli make-dataset \
+                  $gap/data --tracks 8 --valid-tracks 1 --seconds 20 --seed 1 --workers 16 \
+                  --overwrite > /dev/null
+              for m in bsmamba2 ${tag:-bs_roformer}; do
+                [ $m = old- ] && continue
+                cfg=configs/config_musdb18_$m.yaml
+                [ $m = bs_roformer ] && cfg=configs/config_musdb18_bs_roformer_256x6.yaml
+                sed -e "s/^  num_steps: .*/  num_steps: $steps/" \
+                    -e "s/^  num_epochs: .*/  num_epochs: 1/" $cfg > $gap/$m.yaml
+                rm -rf $gap/$tag$m
+                echo "msst-train $m ($tag${tag:+code in .old, }$steps steps):"
+                timeout 240 msst-train --model_type $m --config_path $gap/$m.yaml \
+                    --data_path $gap/data/train --valid_path $gap/data/valid --dataset_type 1 \
+                    --results_path $gap/$tag$m --num_workers 8 --seed 1 --device_ids 0 2>&1 \
+                    | grep -i "median step\|error\|traceback" | cut -c1-400
+                cp $gap/$tag$m/train_timing.jsonl "$OUT/${tag}train_timing_$m.jsonl"
+              done 2>&1 | tee -a "$OUT/${tag}train_gap.log" ;;
     scan) timeout 200 python3 -P benchmarks/gpu_short_scan.py 2>&1 | tee "$OUT/${tag}short_scan.log" ;;
     norm) PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 200 python3 -P \
               benchmarks/gpu_gated_norm.py 2>&1 | tee "$OUT/${tag}gated_norm.log" ;;
