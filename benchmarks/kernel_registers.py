@@ -111,7 +111,10 @@ def _gated_norm_specs() -> list[Spec]:
     n, length = AXES["time"]
     rows, width, group = n * length, 2 * DI, DI
     fwd = gated_norm._tiles(group)
-    bwd = dict(gated_norm._tiles(group, backward=True), TILES=64)  # 132 SMs (H100)
+    bwd = gated_norm._tiles(group, backward=True)
+    # tiles a program, as gated_norm_backward picks them on a card of 132 SMs (H100, H200)
+    per_program = -(-rows // bwd["BM"] // (132 * gated_norm.PROGRAMS_PER_SM))
+    bwd["TILES"] = 1 << max(0, per_program - 1).bit_length()
     sizes = dict(M=rows, N=width, GS=group, eps=1e-5)
     return [
         Spec(gn_k.gated_norm_fwd, _constants(fwd), dict(
