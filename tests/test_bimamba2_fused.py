@@ -144,11 +144,17 @@ def test_selective_checkpointing_off_the_kernel_path_recomputes_the_whole_block(
 
 SPLIT_CONV_CHECK = """
     import torch
+    from bsmamba2_plugin.network import bimamba2_fused as fused
     from bsmamba2_plugin.network.bimamba2_fused import split_conv, split_conv_reference
     torch.manual_seed(0)
     di, ns, nh = 16, 8, 2
     e = 2 * di + 2 * ns + nh
-    for n, length in ((2, 37), (1, 3), (3, 64)):
+    # conv_bwd_pre walks its 64-row blocks fused._SB_PRE rows at a time; also 16 and 64
+    # (the whole block in one step), settings benchmarks/gpu_split_conv.py times
+    in_use = fused._SB_PRE
+    for step, n, length in [(step, n, length) for step in (in_use, 16, 64)
+                            for n, length in ((2, 37), (1, 3), (3, 64))]:
+        fused._SB_PRE = step
         P = torch.randn(n, length, 2 * e, requires_grad=True)
         w = torch.randn(2, di + 2 * ns, 4, requires_grad=True)
         b = torch.randn(2, di + 2 * ns, requires_grad=True)
@@ -161,7 +167,8 @@ SPLIT_CONV_CHECK = """
         want = torch.autograd.grad(ref_loss, [P, w, b])
         err = max(max((o - r).abs().max().item() for o, r in zip(outs, refs)),
                   max((g - h).abs().max().item() for g, h in zip(got, want)))
-        assert err < 1e-4, (n, length, err)
+        assert err < 1e-4, (step, n, length, err)
+    fused._SB_PRE = in_use
     # wider and longer: 176 conv channels (two channel blocks forward, three backward),
     # lengths 65 and 130 (the backward's 64-row blocks read a halo across each boundary),
     # bfloat16 P as under autocast, against float64 on the same (rounded) inputs

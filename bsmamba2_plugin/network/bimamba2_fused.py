@@ -130,8 +130,11 @@ def _kernels():
 _BL, _BC = 32, 128  # rows x channels per program (forward, copies)
 # the backward's two conv kernels: 64 x 64 (H200, bf16, paper widths, both axes:
 # conv_bwd_pre + conv_bwd_x 7.37 -> 5.79 ms per call on the time axis, 7.25 -> 5.96 on the
-# band axis; benchmarks/gpu_split_conv.py, GPU_NOTES change 6)
+# band axis; benchmarks/gpu_split_conv.py, GPU_NOTES change 6). conv_bwd_pre walks its 64
+# rows _SB_PRE at a time (80-95 registers for sm_90, no spills; all 64 at once took 161-167:
+# benchmarks/kernel_registers.py)
 _BL_BWD, _BC_BWD = 64, 64
+_SB_PRE = 8
 
 
 def _copy_cols(src, dst, src_off, dst_off, cols, flip):
@@ -205,7 +208,8 @@ class _SplitConv(torch.autograd.Function):
         fwd, pre, bwd_x, _ = _kernels()
         pre[grid](P, w, b, g_x, g_B, g_C, dpre, partial, length, blocks, P.stride(0),
                   P.stride(1), E=lay.width, XOFF=lay.xbc_offset,
-                  CH=lay.conv, DI=d_inner, NS=d_state, TAPS=taps, BL=_BL_BWD, BC=_BC_BWD)
+                  CH=lay.conv, DI=d_inner, NS=d_state, TAPS=taps, BL=_BL_BWD, BC=_BC_BWD,
+                  SB=_SB_PRE)
         dP = torch.empty_like(P)
         bwd_x[grid](w, dpre, dP, length, blocks, dP.stride(0), dP.stride(1), E=lay.width,
                     XOFF=lay.xbc_offset, CH=lay.conv, TAPS=taps, BL=_BL_BWD, BC=_BC_BWD)

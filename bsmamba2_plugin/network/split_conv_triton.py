@@ -4,7 +4,11 @@ Depthwise causal conv (kernel K) + SiLU over the xBC columns of both directions 
 packed projection P, the backward direction read backwards in time; its backward pass in
 two kernels (dpre with partial dW/dbias sums, then dx); and a column copy with an
 optional time flip for z and dt. Program grid: (sequences x row blocks, channel blocks,
-directions).
+directions). The dpre kernel walks its row block a few rows (SB) at a time, keeping the
+dW/dbias products as elementwise sums until the end, so its live tiles are SB rows high
+whatever the block's height (paper widths, SB 8 x 64 channels, 4 warps: 80-95 registers
+for sm_90, no spills; the whole 64-row block at once took 161-167:
+benchmarks/kernel_registers.py).
 
 Offsets: every part that grows with the batch or the sequence length is formed in 64-bit
 integers, once per program (the row block's base pointer: sequence x stride + first row x
@@ -62,6 +66,18 @@ def _load3(Gx, Gb, Gc, row, c, d, mask, DI: tl.constexpr, NS: tl.constexpr):
 
 
 @triton.jit
+def _tap_tile(rows, anchor, i, d, k, c, cmask, valid, length, stride_pl,
+              TAPS: tl.constexpr):
+    # _conv_pre's tap k alone: the input x it reads for the output steps row0 + i (those in
+    # `valid`), float32, zero outside the sequence
+    rel = _tap_rows(i, d, k, TAPS)
+    p = anchor + rel
+    m = (p >= 0) & (p < length) & valid
+    return tl.load(rows + rel[:, None] * stride_pl + c[None, :],
+                   mask=m[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _conv_pre(rows, W, Bias, anchor, i, s, c, d, cmask, length, stride_pl, CH: tl.constexpr,
               TAPS: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr):
     # bias + sum_k w_k x[anchor + tap_rows(k)]: the conv before SiLU, float32 (BL, BC);
@@ -109,31 +125,49 @@ def conv_fwd(P, W, Bias, Ox, Ob, Oc, length, n_l_blocks, stride_pn, stride_pl,
 def conv_bwd_pre(P, W, Bias, Gx, Gb, Gc, Dpre, Partial, length, n_l_blocks, stride_pn,
                  stride_pl, E: tl.constexpr, XOFF: tl.constexpr,
                  CH: tl.constexpr, DI: tl.constexpr, NS: tl.constexpr,
-                 TAPS: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr):
-    # dpre = dOut * silu'(pre), in processing order; partial sums of dW and dbias
-    pid, seq, row0, i, s, c, d = _block(length, n_l_blocks, BL, BC)
+                 TAPS: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr,
+                 SB: tl.constexpr):
+    # dpre = dOut * silu'(pre), in processing order; partial sums of dW and dbias over the
+    # program's BL steps, walked SB at a time (BL a multiple of SB): each step's tap tiles
+    # serve both the conv and the dW products, the products add up elementwise in (SB, BC)
+    # tiles, and the column sums come once at the end (module docstring: registers)
+    pid, seq, row0, _, _, c, d = _block(length, n_l_blocks, BL, BC)
     cmask = c < CH
-    valid = s < length
     anchor = _anchor(row0, length, d)
     rows = P + seq * stride_pn + anchor.to(tl.int64) * stride_pl + d * E + XOFF
-    acc = _conv_pre(rows, W, Bias, anchor, i, s, c, d, cmask, length, stride_pl, CH, TAPS,
-                    BL, BC)
-    sig = tl.sigmoid(acc)
-    mask2 = valid[:, None] & cmask[None, :]
-    g = _load3(Gx, Gb, Gc, seq * length + s[:, None], c[None, :], d, mask2, DI, NS)
-    dpre = g * sig * (1.0 + acc * (1.0 - sig))
-    dpre = tl.where(mask2, dpre, 0.0)
-    tl.store(Dpre + ((seq * length + s[:, None]) * 2 + d) * CH + c[None, :], dpre,
-             mask=mask2)
+    bias = tl.load(Bias + d * CH + c, mask=cmask, other=0.0)
+    ws = ()  # the taps' weights, and their dW products summed over the steps
+    dws = ()
+    for k in tl.static_range(TAPS):
+        ws = ws + (tl.load(W + (d * CH + c) * TAPS + k, mask=cmask, other=0.0),)
+        dws = dws + (tl.zeros((SB, BC), dtype=tl.float32),)
+    dbias = tl.zeros((SB, BC), dtype=tl.float32)
+    for step in range(BL // SB):  # steps past the sequence's end: masked, adding zeros
+        i = step * SB + tl.arange(0, SB)
+        s = row0 + i
+        valid = s < length
+        acc = tl.zeros((SB, BC), dtype=tl.float32) + bias[None, :]  # as in _conv_pre
+        xs = ()
+        for k in tl.static_range(TAPS):
+            xv = _tap_tile(rows, anchor, i, d, k, c, cmask, valid, length, stride_pl, TAPS)
+            acc += xv * ws[k][None, :]
+            xs = xs + (xv,)
+        sig = tl.sigmoid(acc)
+        mask2 = valid[:, None] & cmask[None, :]
+        g = _load3(Gx, Gb, Gc, seq * length + s[:, None], c[None, :], d, mask2, DI, NS)
+        dpre = g * sig * (1.0 + acc * (1.0 - sig))
+        dpre = tl.where(mask2, dpre, 0.0)
+        tl.store(Dpre + ((seq * length + s[:, None]) * 2 + d) * CH + c[None, :], dpre,
+                 mask=mask2)
+        summed = ()
+        for k in tl.static_range(TAPS):
+            summed = summed + (dws[k] + dpre * xs[k],)
+        dws = summed
+        dbias += dpre
     part = Partial + (pid.to(tl.int64) * 2 + d) * (CH * (TAPS + 1)) + c * (TAPS + 1)
     for k in tl.static_range(TAPS):
-        rel = _tap_rows(i, d, k, TAPS)
-        p = anchor + rel
-        m = (p >= 0) & (p < length) & valid
-        xv = tl.load(rows + rel[:, None] * stride_pl + c[None, :],
-                     mask=m[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-        tl.store(part + k, tl.sum(dpre * xv, axis=0), mask=cmask)
-    tl.store(part + TAPS, tl.sum(dpre, axis=0), mask=cmask)
+        tl.store(part + k, tl.sum(dws[k], axis=0), mask=cmask)
+    tl.store(part + TAPS, tl.sum(dbias, axis=0), mask=cmask)
 
 
 @triton.jit
