@@ -1,9 +1,13 @@
-"""Where the GPU time of one BSMamba2 training step goes (torch.profiler, CUDA kernels).
+"""Where the GPU time of one BSMamba2 training step (or inference pass) goes
+(torch.profiler, CUDA kernels).
 
-    python benchmarks/gpu_profile.py [--batch 5] [--seconds 8] [--unfused] [--top 25]
+    python benchmarks/gpu_profile.py [--batch 5] [--seconds 8] [--plan selective]
+        [--unfused] [--inference] [--top 25]
 
-Paper model, kernel backend, bf16 autocast, paper loss, AdamW; two warm-up steps, then
-one profiled step. Prints the kernels sorted by total CUDA time, grouped into classes
+Paper model, kernel backend, bf16 autocast, paper loss, AdamW, the shipped memory plan
+(`--plan false` keeps every activation: ~86.5 GiB at batch 5, more than an 80 GB card);
+two warm-up steps, then one profiled step. `--inference`: batch 8 (unless given) under
+inference mode instead. Prints the kernels sorted by total CUDA time, grouped into classes
 (SSD Triton, our conv Triton, GEMM, element-wise/reduction, copy/cat/flip, norm, other).
 """
 
@@ -18,10 +22,10 @@ from bsmamba2_plugin import BSMamba2, BSMamba2Config
 from bsmamba2_plugin.training.losses import PaperLossConfig, build_loss
 
 CLASSES = (
-    ("ssd (mamba_ssm, short_scan)", ("_chunk", "_state_passing", "_bmm_chunk", "ssd",
-                                     "short_scan")),
+    ("ssd (mamba_ssm, short_scan, long_scan)", ("_chunk", "_state_passing", "_bmm_chunk",
+                                                "ssd", "short_scan", "long_scan")),
     ("split_conv (ours)", ("conv_fwd", "conv_bwd", "copy_cols")),
-    ("gated norm", ("_layer_norm",)),
+    ("gated norm", ("_layer_norm", "gated_norm")),
     ("gemm", ("gemm", "sm90_xmma", "cutlass", "nvjet", "ampere_", "sm80_")),
     ("copy/cat/flip", ("copy", "cat", "flip", "transpose", "Cat", "index")),
     ("fft", ("fft", "FFT")),
@@ -38,12 +42,18 @@ def classify(name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=5)
+    parser.add_argument("--batch", type=int, help="default 5 (training), 8 (inference)")
+    parser.add_argument("--plan", default="selective", choices=("selective", "false"),
+                        help="model.gradient_checkpointing (default: the shipped configs')")
+    parser.add_argument("--inference", action="store_true")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--unfused", action="store_true")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    model = BSMamba2(BSMamba2Config.paper(backend="kernel", fused_block=not args.unfused)).cuda()
+    args.batch = args.batch or (8 if args.inference else 5)
+    plan = "selective" if args.plan == "selective" else False
+    model = BSMamba2(BSMamba2Config.paper(backend="kernel", fused_block=not args.unfused,
+                                          gradient_checkpointing=plan)).cuda()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
     loss_fn = build_loss(PaperLossConfig())
     samples = int(args.seconds * 44100)
@@ -51,6 +61,11 @@ def main() -> None:
     target = 0.05 * torch.randn(args.batch, 1, 2, samples, device="cuda")
 
     def step():
+        if args.inference:
+            model.eval()
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                model(mixture)
+            return
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             estimate = model(mixture)
@@ -73,7 +88,8 @@ def main() -> None:
     by_class: dict[str, float] = collections.defaultdict(float)
     for name, (ms, _) in totals.items():
         by_class[classify(name)] += ms
-    print(f"\none train step, batch {args.batch} x {args.seconds:g} s, "
+    what = "one inference pass" if args.inference else f"one train step ({args.plan})"
+    print(f"\n{what}, batch {args.batch} x {args.seconds:g} s, "
           f"{'unfused' if args.unfused else 'fused'}: {total:.1f} ms of CUDA kernel time")
     print("\n| class | ms | share |\n|---|---|---|")
     for label, ms in sorted(by_class.items(), key=lambda kv: -kv[1]):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (no network): install the carried wheels, run the CUDA
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
-#   [tests[ -k EXPR]] [tests-each FILE] [profile] [accuracy] [scan] [norm] [sizes[ CASES]]
+#   [tests[ -k EXPR]] [tests-each FILE] ["profile[ ARGS]"] [accuracy] [scan] [norm] [sizes[ CASES]]
 #   ["bench MODELS..."] ["split-conv ARGS"] [train-runs] [compare[BUDGET_S]] ["cpu-speed ARGS"]
 #   [train-gap[STEPS]]
 #   (default: tests profile bench; BENCH_ARGS: more bench options, e.g. --variant-timeout). tests: every CUDA test file, full log in tests.log;
@@ -42,7 +42,7 @@ python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", tr
 CUDA_TESTS=${CUDA_TESTS:-"tests/test_kernel_cuda.py tests/test_bimamba2_fused.py
     tests/test_short_scan.py tests/test_kernel_sizes_cuda.py tests/test_kernel_limits.py
     tests/test_gated_norm.py tests/test_compile.py"}
-n=0
+n=0; p=0
 for step in "$@"; do
   # python3 -P: the package comes from PYTHONPATH alone (not from the working directory)
   case $step in
@@ -58,8 +58,8 @@ for step in "$@"; do
               done 2>&1 | tee "$OUT/${tag}tests_each.log" ;;
     tests*) sel=${step#tests}; timeout ${TESTS_TIMEOUT:-300} python3 -P -m pytest -q -rA --durations=0 \
              $CUDA_TESTS ${sel:+-k "$sel"} 2>&1 | tee "$OUT/${tag}tests.log" | tail -15 ;;
-    profile) timeout 150 python3 -P benchmarks/gpu_profile.py 2>&1 \
-              | tee "$OUT/${tag}profile.log" ;;
+    profile*) opts=${step#profile}; p=$((p + 1)); timeout 150 python3 -P \
+              benchmarks/gpu_profile.py $opts 2>&1 | tee "$OUT/${tag}profile-$p.log" ;;
     bench*) models=${step#bench}; n=$((n + 1)); timeout ${BENCH_TIMEOUT:-560} python3 -P -m bsmamba2_plugin.cli \
               bench ${models:+--models $models} $BENCH_ARGS --json "$OUT/${tag}bench-$n.json" 2>&1 \
               | tee "$OUT/${tag}bench-$n.log" ;;

@@ -100,3 +100,19 @@ def test_a_variant_timeout_of_zero_is_refused_in_one_line(capsys) -> None:
     assert main(["bench", "--models", "bsmamba2", "--variant-timeout", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--variant-timeout" in err and "Fix:" in err
+
+
+def test_graph_and_compile_suffixes_are_known_and_a_misspelt_one_is_refused() -> None:
+    from bsmamba2_plugin.errors import UserValueError
+
+    bench._check_names(["bsmamba2-selective+graph", "bs_roformer_256x6+compile+graph"])
+    with pytest.raises(UserValueError, match=r"unknown model 'bsmamba2\+grph'.*'\+graph'"):
+        bench._check_names(["bsmamba2+grph"])
+
+
+def test_graphed_inference_is_refused_without_cuda() -> None:
+    import torch
+
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        bench._graphed_inference(torch.nn.Identity(), None, torch.zeros(1), torch.float32,
+                                 torch.device("cpu"))

@@ -21,7 +21,8 @@ def register(commands: Any) -> None:
     parser = commands.add_parser("bench", help="time training and inference of BSMamba2 next "
                                                "to msst's BS-RoFormer (GPU; CPU without one)")
     parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help=f"variants, '+compile' to compile (default: "
+                        help=f"variants, '+compile' to compile, '+graph' for inference as one CUDA "
+                             f"graph (default: "
                              f"{', '.join(DEFAULT_MODELS)}; also {', '.join(EXTRA_MODELS)})")
     parser.add_argument("--seconds", type=float, default=8.0, help="chunk length (default 8)")
     parser.add_argument("--train-batch", type=int, default=5)

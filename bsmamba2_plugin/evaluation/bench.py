@@ -32,7 +32,9 @@ of `short_scan`: `short_scan: false`), `bsmamba2-mamba-norm` and
 `bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
 `-noflash` after the name sets `flash_attn: false`),
 `bs_mamba2` (msst's own port, when mamba_ssm imports); `+compile` after a name runs it
-through `torch.compile`. Our models run under bf16 autocast, the paper's precision.
+through `torch.compile`; `+graph` (CUDA) times inference as the replay of one CUDA graph
+captured at the fixed batch and length (training as without it), the warm-up and capture
+reported as "first infer s". Our models run under bf16 autocast, the paper's precision.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def _config_path(name: str) -> Path:
 
 
 def build_variant(name: str, device) -> tuple[Any, str]:
-    """(model, autocast dtype name) for a variant name without '+compile'."""
+    """(model, autocast dtype name) for a variant name without its '+' suffixes."""
     from ..msst_integration import baselines
     from ..network.config import BSMamba2Config
     from ..network.model import BSMamba2
@@ -130,7 +132,7 @@ def build_variant(name: str, device) -> tuple[Any, str]:
         return model.to(device), "bfloat16"
     raise UserValueError(f"bench: unknown model {name!r}; expected one of "
                          f"{', '.join(DEFAULT_MODELS + EXTRA_MODELS)}"
-                         f" (optionally with '+compile').")
+                         f" (optionally with '+compile' and/or '+graph').")
 
 
 # ------------------------------------------------------------------ timing
@@ -205,12 +207,49 @@ def _paper_loss():
     return build_loss(PaperLossConfig())
 
 
+def _graphed_inference(model, run, mixture, dtype, device) -> Callable[[], Any]:
+    """Capture one inference pass on `mixture` (fixed shape) as a CUDA graph after three
+    warm-up passes on a side stream (kernel autotuning, cuFFT plans and the allocator
+    settle there); returns the replay. Our model is captured from its STFT to its iSTFT:
+    `forward`'s finiteness check of the input waits for the device, which a capture
+    forbids (the input here is known finite)."""
+    import torch
+
+    if device.type != "cuda":
+        raise RuntimeError("+graph needs a CUDA device")
+    if hasattr(model, "analyse") and run is model:
+        def body():
+            spec, features = model.analyse(mixture)
+            return model.synthesise(spec, model.network(features), mixture.shape[-1])
+    else:
+        def body():
+            return run(mixture)
+
+    def guarded():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype):
+            return body()
+
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            guarded()
+    torch.cuda.current_stream(device).wait_stream(side)
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        guarded()
+    torch.cuda.synchronize(device)
+    return graph.replay
+
+
 def bench_one(name: str, *, device, seconds: float, train_batch: int, infer_batch: int,
               repeats: int, flops: dict[str, float]) -> Result:
     """Time one variant; an out-of-memory or a failed import becomes a note."""
     import torch
 
-    base, compiled = name.split("+")[0], name.endswith("+compile")
+    base, suffixes = name.split("+")[0], name.split("+")[1:]
+    compiled, graphed = "compile" in suffixes, "graph" in suffixes
     result = Result(model=name)
     samples = int(seconds * SAMPLE_RATE)
     try:
@@ -270,7 +309,13 @@ def bench_one(name: str, *, device, seconds: float, train_batch: int, infer_batc
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        result.infer_first_s, result.infer_ms = _timed(infer, repeats, device)
+        if graphed:
+            start = time.perf_counter()
+            infer = _graphed_inference(model, run, mixture, dtype, device)
+            result.infer_first_s = time.perf_counter() - start
+            _, result.infer_ms = _timed(infer, repeats, device)
+        else:
+            result.infer_first_s, result.infer_ms = _timed(infer, repeats, device)
         result.infer_peak_gib = _peak_gib(device)
     except torch.OutOfMemoryError:
         result.note += f"; inference: out of memory at batch {infer_batch}"
@@ -371,9 +416,11 @@ def _check_names(models: Sequence[str]) -> None:
     known = [*DEFAULT_MODELS, *EXTRA_MODELS, "bs_roformer_256x6-noflash",
              "bs_roformer_256x11-noflash"]
     for name in models:
-        if name.removesuffix("+compile") not in known:
+        base, *suffixes = name.split("+")
+        if base not in known or any(s not in ("compile", "graph") for s in suffixes):
             raise UserValueError(f"bench: unknown model {name!r}; expected one of "
-                                 f"{', '.join(known)} (optionally with '+compile').")
+                                 f"{', '.join(known)} (optionally with '+compile' and/or "
+                                 f"'+graph').")
 
 
 def _card_gib(device) -> float | None:
