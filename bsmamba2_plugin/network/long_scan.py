@@ -1,0 +1,163 @@
+"""The SSD scan of long sequences (the time axis) in two Triton kernels, one per pass.
+
+mamba_ssm's chunked scan runs ~9 kernels forward and backward and materialises float32
+chunk states of (n, chunks, heads, headdim, d_state) between them. `long_scan` computes
+the same function as `ssd_reference` / mamba_ssm's `mamba_chunk_scan_combined` with one
+program per (sequence, head) that runs the chunks in order and keeps the state in
+registers (forward), and one per (sequence, group) that recomputes the chunk-start
+states into a small scratch and runs the chunks backward carrying the state's gradient
+(kernels and their math in `long_scan_triton.py`). Arguments and results follow
+mamba_ssm's conventions, as `short_scan`'s do, so that it replaces mamba_ssm's scan in
+`bimamba2_fused` (`long_scan_ops`).
+
+Off by default: the config key `long_scan: true` (`plan.py`) sends the sequences longer
+than `SHORT_SCAN_MAX_LENGTH` that `long_scan_fits` takes through it. The kernels are
+checked against the float64 reference under Triton's interpreter
+(tests/test_long_scan.py) and against mamba_ssm's scan on a GPU (the CUDA test there);
+benchmarks/gpu_long_scan.py times it.
+
+Scratch of the backward pass (float32, freed when it returns): the chunk-start states of
+one head at a time per (sequence, group, head split), n x g x splits x ceil(l / L) x p x
+ns, and dB, dC summed over a program's heads, 2 x n x l x splits x g x ns. At the time
+axis of the paper's batch (n = 310, l = 801, g = 2, p = 64, ns = 128, L = 64, one split):
+264 MB of states and 2 x 254 MB for dB and dC. The forward pass needs none.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+import torch
+
+__all__ = ["LONG_SCAN_CHUNK", "long_scan", "long_scan_backward", "long_scan_fits",
+           "long_scan_forward", "long_scan_ops"]
+
+LONG_SCAN_CHUNK = 64  # L: steps per chunk (the quadratic form's (L, L) tiles)
+_STATE_ELEMENTS = 64 * 128  # the largest state (headdim x d_state) held in registers
+_FWD_WARPS, _BWD_WARPS = 4, 8
+
+
+def _supported_width(width: int, most: int) -> bool:
+    return 16 <= width <= most and not width & (width - 1)
+
+
+def long_scan_fits(length: int, headdim: int, d_state: int) -> bool:
+    """Whether `long_scan` takes sequences of this length and these widths: any length
+    >= 1; headdim and d_state powers of two from 16 (the dot tiles) with a state of at
+    most 64 x 128 elements (it is held in registers). Whether it is used at all is the
+    config's `long_scan`."""
+    return (length >= 1 and _supported_width(headdim, 128) and _supported_width(d_state, 256)
+            and headdim * d_state <= _STATE_ELEMENTS)
+
+
+def _kernels():
+    from . import long_scan_triton as k  # imports triton
+
+    return k.long_scan_fwd, k.long_scan_bwd
+
+
+def _check(x, dt, A, B, C, D, dt_bias, chunk) -> tuple[int, ...]:
+    n, length, nheads, headdim = x.shape
+    ngroups, d_state = B.shape[2], B.shape[3]
+    if nheads % ngroups or dt.shape != (n, length, nheads) or C.shape != B.shape \
+            or B.shape[:2] != (n, length) or A.shape != (nheads,) or D is None \
+            or D.shape != (nheads,) or dt_bias is None or dt_bias.shape != (nheads,):
+        raise ValueError(f"long_scan: shapes do not match x {tuple(x.shape)}: dt "
+                         f"{tuple(dt.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, C "
+                         f"{tuple(C.shape)}, D {None if D is None else tuple(D.shape)}, "
+                         f"dt_bias {None if dt_bias is None else tuple(dt_bias.shape)}")
+    if not long_scan_fits(max(length, 1), headdim, d_state):
+        raise ValueError(f"long_scan needs power-of-two headdim and d_state from 16 with "
+                         f"headdim x d_state <= {_STATE_ELEMENTS}, got {headdim} x {d_state}")
+    if not _supported_width(chunk, 128):
+        raise ValueError(f"long_scan: the chunk must be a power of two from 16 to 128, "
+                         f"got {chunk}")
+    return n, length, nheads, headdim, ngroups, d_state
+
+
+def _launch_args(x, B, length, nheads, ngroups, dt_softplus, chunk) -> dict:
+    return {"H": nheads, "G": ngroups, "P": x.shape[3], "NS": B.shape[3], "L": chunk,
+            "NC": math.ceil(length / chunk), "SOFTPLUS": bool(dt_softplus)}
+
+
+def long_scan_forward(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplus=True,
+                      scan_chunk=LONG_SCAN_CHUNK):
+    """y (n, l, h, p) for x (n, l, h, p), dt (n, l, h), A (h,), B, C (n, l, g, ns),
+    D, dt_bias (h,): the forward half (no autograd). `chunk_size` (mamba_ssm's chunk) is
+    ignored; `scan_chunk` is this kernel's chunk L (a power of two, 16 to 128)."""
+    del chunk_size
+    n, length, nheads, _, ngroups, _ = _check(x, dt, A, B, C, D, dt_bias, scan_chunk)
+    x, dt, B, C = (t.contiguous() for t in (x, dt, B, C))
+    y = torch.empty_like(x)
+    if n and length:
+        _kernels()[0][(n, nheads)](x, dt, A, B, C, D, dt_bias, y, length,
+                                   **_launch_args(x, B, length, nheads, ngroups, dt_softplus,
+                                                  scan_chunk),
+                                   num_warps=_FWD_WARPS)
+    return y
+
+
+def long_scan_backward(dy, y, x, dt, A, B, C, chunk_size=None, *, D, dt_bias,
+                       dt_softplus=True, scan_chunk=LONG_SCAN_CHUNK, head_splits=1):
+    """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias) of the scan for the output gradient
+    dy; `y` (unused: everything is recomputed from the inputs) keeps mamba_ssm's
+    signature. `head_splits` programs share a group's heads (more parallel work, and
+    that many float32 dB and dC partial sums to add up); it must divide the heads of a
+    group."""
+    del y, chunk_size
+    n, length, nheads, headdim, ngroups, d_state = _check(x, dt, A, B, C, D, dt_bias,
+                                                           scan_chunk)
+    if (nheads // ngroups) % head_splits:
+        raise ValueError(f"long_scan: head_splits {head_splits} does not divide the "
+                         f"{nheads // ngroups} heads of a group")
+    x, dt, B, C, dy = (t.contiguous() for t in (x, dt, B, C, dy))
+    dx, ddt = torch.empty_like(x), torch.empty_like(dt)
+    f32 = {"device": x.device, "dtype": torch.float32}
+    sums_b = torch.zeros(n, length, head_splits, ngroups, d_state, **f32)
+    sums_c = torch.zeros(n, length, head_splits, ngroups, d_state, **f32)
+    part = torch.zeros(n, 3, nheads, **f32)
+    if n and length:
+        chunks = math.ceil(length / scan_chunk)
+        states = torch.empty(n, ngroups * head_splits, chunks, d_state, headdim, **f32)
+        _kernels()[1][(n, ngroups * head_splits)](
+            x, dt, A, B, C, D, dt_bias, dy, dx, ddt, sums_b, sums_c, part, states, length,
+            **_launch_args(x, B, length, nheads, ngroups, dt_softplus, scan_chunk),
+            KS=head_splits, num_warps=_BWD_WARPS)
+        del states
+    dB, dC = (s.sum(2).to(B.dtype) for s in (sums_b, sums_c))
+    sums = part.sum(0)
+    return (dx, ddt, sums[0].to(A.dtype), dB, dC, sums[1].to(D.dtype),
+            sums[2].to(dt_bias.dtype))
+
+
+class _LongScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, dt_bias, dt_softplus, scan_chunk):
+        ctx.save_for_backward(x, dt, A, B, C, D, dt_bias)
+        ctx.options = (dt_softplus, scan_chunk)
+        return long_scan_forward(x, dt, A, B, C, D=D, dt_bias=dt_bias,
+                                 dt_softplus=dt_softplus, scan_chunk=scan_chunk)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, dt, A, B, C, D, dt_bias = ctx.saved_tensors
+        dt_softplus, scan_chunk = ctx.options
+        grads = long_scan_backward(dy, None, x, dt, A, B, C, D=D, dt_bias=dt_bias,
+                                   dt_softplus=dt_softplus, scan_chunk=scan_chunk)
+        return (*grads, None, None)
+
+
+def long_scan(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplus=True,
+              scan_chunk=LONG_SCAN_CHUNK):
+    """Differentiable `long_scan_forward`; mamba_ssm's `mamba_chunk_scan_combined`
+    signature (the subset `bimamba2_fused` uses)."""
+    del chunk_size
+    return _LongScan.apply(x, dt, A, B, C, D, dt_bias, dt_softplus, scan_chunk)
+
+
+def long_scan_ops(ops: object) -> types.SimpleNamespace:
+    """`ops` (mamba_ssm's kernels, `ssd.load_mamba_triton`) with the scan replaced by
+    `long_scan`, for a sequence length and widths where `long_scan_fits` holds."""
+    return types.SimpleNamespace(**{**vars(ops), "mamba_chunk_scan_combined": long_scan,
+                                    "scan_halves": (long_scan_forward, long_scan_backward)})
