@@ -27,7 +27,8 @@ reference backend), `bsmamba2-unfused` (kernel backend, one direction after the 
 `bsmamba2-selective-chunked-scan` (the band axis through mamba_ssm's chunked scan instead
 of `short_scan`: `short_scan: false`), `bsmamba2-mamba-norm` and
 `bsmamba2-selective-mamba-norm` (mamba_ssm's gated-norm kernels instead of ours:
-`gated_norm: mamba_ssm`),
+`gated_norm: mamba_ssm`), `bsmamba2-long-scan` and `bsmamba2-selective-long-scan` (the
+time axis through our `long_scan` instead of mamba_ssm's chunked scan: `long_scan: true`),
 `bsmamba2-reference` (`-ckpt`: with checkpointing), `bs_roformer_256x6`,
 `bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
 `-noflash` after the name sets `flash_attn: false`),
@@ -59,11 +60,13 @@ __all__ = ["DEFAULT_MODELS", "EXTRA_MODELS", "MEASURED_PEAK_GIB", "Result", "for
 DEFAULT_MODELS = ("bsmamba2-selective", "bsmamba2", "bs_roformer_256x6", "bs_roformer_256x11",
                   "bs_mamba2")
 #: further variants: the two directions one after the other, whole-block recomputation,
-#: the reference backend, mamba_ssm's chunked scan on the band axis, mamba_ssm's gated norm
+#: the reference backend, mamba_ssm's chunked scan on the band axis, mamba_ssm's gated norm,
+#: our long_scan on the time axis
 EXTRA_MODELS = ("bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference",
                 "bsmamba2-reference-ckpt", "bsmamba2-chunked-scan",
                 "bsmamba2-selective-chunked-scan", "bsmamba2-mamba-norm",
-                "bsmamba2-selective-mamba-norm")
+                "bsmamba2-selective-mamba-norm", "bsmamba2-long-scan",
+                "bsmamba2-selective-long-scan")
 #: variant -> (training peak GiB, at train batch, of 8 s chunks): measured, where a
 #: variant does not fit every card. `bsmamba2` (gradient_checkpointing false): 86.5 GiB at
 #: batch 5 on an H200 (benchmarks/results/gpu_h200_2026-11-30/short_scan_default/).
@@ -73,6 +76,7 @@ MEASURED_PEAK_GIB = {"bsmamba2": (86.5, 5)}
 CHILD_TIMEOUT_S = 1800
 _CHUNKED_SCAN = "-chunked-scan"
 _MAMBA_NORM = "-mamba-norm"
+_LONG_SCAN = "-long-scan"
 SAMPLE_RATE = 44100
 
 
@@ -110,8 +114,10 @@ def build_variant(name: str, device) -> tuple[Any, str]:
 
     short_scan = not name.endswith(_CHUNKED_SCAN)
     gated_norm = "mamba_ssm" if name.endswith(_MAMBA_NORM) else "bsmamba2"
+    long_scan = name.endswith(_LONG_SCAN)
     if name in EXTRA_MODELS:
-        name = name.removesuffix(_CHUNKED_SCAN).removesuffix(_MAMBA_NORM)
+        name = name.removesuffix(_CHUNKED_SCAN).removesuffix(_MAMBA_NORM).removesuffix(
+            _LONG_SCAN)
     if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-selective",
                 "bsmamba2-reference", "bsmamba2-reference-ckpt"):
         backend = "reference" if name.startswith("bsmamba2-reference") else "auto"
@@ -119,7 +125,8 @@ def build_variant(name: str, device) -> tuple[Any, str]:
                      "bsmamba2-selective": "selective"}.get(name, False)
         config = BSMamba2Config.paper(backend=backend, gradient_checkpointing=recompute,
                                       fused_block=name != "bsmamba2-unfused",
-                                      short_scan=short_scan, gated_norm=gated_norm)
+                                      short_scan=short_scan, long_scan=long_scan,
+                                      gated_norm=gated_norm)
         return BSMamba2(config).to(device), "bfloat16"
     if name.startswith(("bs_roformer_256x6", "bs_roformer_256x11")):
         depth = name.split("-")[0].rsplit("x", 1)[1]

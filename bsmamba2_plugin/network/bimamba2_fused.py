@@ -30,7 +30,8 @@ The SSD chunk length adapts to the sequence: the band axis (62 bands) runs in on
 64 instead of mamba_ssm's 256 (4x less padding), the time axis in chunks of 128. By
 default the band axis runs through `short_scan` instead (the one-chunk quadratic form, no
 chunk states: `short_scan.py`); the config key `short_scan: false` keeps mamba_ssm's scan
-there too.
+there too. With `long_scan: true` (off by default) the longer sequences (the time axis) run
+through `long_scan` (the chunked scan with its state in registers: `long_scan.py`).
 
 With `gradient_checkpointing: selective` the block runs as one autograd function
 (`_SelectiveRecompute`) that keeps only its input and the scan output for the backward
@@ -56,8 +57,8 @@ from torch.nn import functional as F
 
 from .kernel_limits import check_length, sequences_per_call, sm_count, split_sizes
 
-__all__ = ["bimamba2_fused", "block_sequences_per_call", "kernel_chunk_size", "split_conv",
-           "split_conv_reference"]
+__all__ = ["bimamba2_fused", "block_sequences_per_call", "kernel_chunk_size", "own_scan",
+           "split_conv", "split_conv_reference"]
 
 
 def kernel_chunk_size(length: int, requested: int | None = None) -> int:
@@ -374,7 +375,8 @@ class _SelectiveRecompute(torch.autograd.Function):
 
 def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = None,
                    split: object = split_conv, recompute: bool = False,
-                   short_scan: bool = True, gated_norm: str = "bsmamba2") -> torch.Tensor:
+                   short_scan: bool = True, long_scan: bool = False,
+                   gated_norm: str = "bsmamba2") -> torch.Tensor:
     """`block` (a `mamba2.BiMamba2`) applied to x (n, l, d) with the fused kernel path.
 
     The n sequences run in as many calls as `kernel_limits.sequences_per_call` needs for
@@ -385,14 +387,16 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         block: the BiMamba2 whose parameters are used.
         x: (n, l, d).
         ops: provides `mamba_chunk_scan_combined` and `rmsnorm_fn` with mamba_ssm's
-            signatures (default: mamba_ssm's Triton kernels, with `short_scan` for
-            sequences it takes if `short_scan`), and optionally `scan_halves` (the scan's
+            signatures (default: mamba_ssm's Triton kernels, with `short_scan` or
+            `long_scan` for the sequences they take if asked: `own_scan`), and optionally `scan_halves` (the scan's
             forward and backward as two functions); tests pass pure-PyTorch ones.
         split: `split_conv` or `split_conv_reference`.
         recompute: while gradients are taken, keep only x and the scan output for the
             backward pass and recompute the rest there (`_SelectiveRecompute`).
         short_scan: with the default ops, run sequences of at most 64 steps through
             `short_scan` (an `ExecutionPlan`'s `short_scan`).
+        long_scan: with the default ops, run sequences of more than 64 steps that
+            `long_scan_fits` takes through `long_scan` (an `ExecutionPlan`'s `long_scan`).
         gated_norm: with the default ops, whose kernels compute the gated norm:
             "bsmamba2" (`gated_norm.py`) or "mamba_ssm" (an `ExecutionPlan`'s `gated_norm`).
 
@@ -404,12 +408,19 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
     (norm_f, _), (mf, _), _ = block.view()
     n, length, _ = x.shape
     if ops is None:
-        from .short_scan import short_scan_fits, short_scan_ops
         from .ssd import load_mamba_triton
 
         ops = load_mamba_triton()
-        if short_scan and short_scan_fits(length, mf.headdim, mf.d_state):
+        own = own_scan(length, mf.headdim, mf.d_state, short_scan=short_scan,
+                       long_scan=long_scan)
+        if own == "short_scan":
+            from .short_scan import short_scan_ops
+
             ops = short_scan_ops(ops)
+        elif own == "long_scan":
+            from .long_scan import long_scan_ops
+
+            ops = long_scan_ops(ops)
         if gated_norm == "bsmamba2":
             from .gated_norm import gated_norm_ops
 
@@ -417,7 +428,7 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
     dims = _Dims(mf.d_inner, mf.d_state, mf.nheads, mf.headdim,
                  kernel_chunk_size(length, mf.chunk_size), norm_f.eps, mf.norm.eps)
     per_call = block_sequences_per_call(block, length, device=x.device,
-                                        short_scan=_is_short_scan(ops))
+                                        short_scan=_is_own_scan(ops))
     check_length(per_call, length, "sequences of this BiMamba2 block")
     w = _weights(block)
     if recompute and torch.is_grad_enabled() and not hasattr(ops, "scan_halves"):
@@ -439,16 +450,35 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
     return torch.cat([run(part) for part in x.split(split_sizes(n, per_call))])
 
 
-def _is_short_scan(ops: object) -> bool:
+def own_scan(length: int, headdim: int, d_state: int, *, short_scan: bool,
+             long_scan: bool) -> str | None:
+    """Which of our scans runs sequences of `length` on the fused kernel path:
+    "short_scan" (at most 64 steps, if `short_scan`), "long_scan" (longer ones, if
+    `long_scan`), each only at widths it takes; None: mamba_ssm's chunked scan."""
+    from .long_scan import long_scan_fits
+    from .short_scan import SHORT_SCAN_MAX_LENGTH, short_scan_fits
+
+    if short_scan and short_scan_fits(length, headdim, d_state):
+        return "short_scan"
+    if long_scan and length > SHORT_SCAN_MAX_LENGTH and long_scan_fits(length, headdim,
+                                                                         d_state):
+        return "long_scan"
+    return None
+
+
+def _is_own_scan(ops: object) -> bool:
+    """Whether `ops`' scan is ours (64-bit offsets: no limit of its own on a call)."""
+    from .long_scan import long_scan
     from .short_scan import short_scan
 
-    return getattr(ops, "mamba_chunk_scan_combined", None) is short_scan
+    return getattr(ops, "mamba_chunk_scan_combined", None) in (short_scan, long_scan)
 
 
 def block_sequences_per_call(block: torch.nn.Module, length: int, *, device: torch.device,
                              short_scan: bool) -> int:
     """`kernel_limits.sequences_per_call` for the fused call of `block` (a BiMamba2):
-    both directions' heads in one scan of 2 groups, one gated norm of 2 x d_inner."""
+    both directions' heads in one scan of 2 groups, one gated norm of 2 x d_inner.
+    `short_scan`: the scan is one of ours (`short_scan` or `long_scan`: `own_scan`)."""
     mf = block.view().mixers[0]
     return sequences_per_call(length, nheads=2 * mf.nheads, headdim=mf.headdim, ngroups=2,
                               d_state=mf.d_state,

@@ -5,7 +5,7 @@
 `bs_mamba2` model (so an msst `bs_mamba2` config switches to `bsmamba2` by
 changing the model type) plus the Mamba2 widths of mamba_ssm (`d_state`,
 `expand`, `headdim`, `d_conv`, `chunk_size`) and our switches of the code path
-(`backend`, `gradient_checkpointing`, `fused_block`, `short_scan`; `plan.py` turns them
+(`backend`, `gradient_checkpointing`, `fused_block`, `short_scan`, `long_scan`; `plan.py` turns them
 into an execution plan).
 
 Defaults are the paper's (arXiv 2508.14556, official code EuiYeonKim/BSMamba2):
@@ -110,6 +110,11 @@ class BSMamba2Config:
         short_scan: fused kernel path: run sequences of at most 64 steps (the band axis)
             through our one-chunk `short_scan` kernels; false uses mamba_ssm's chunked scan
             there too (same numbers, slower, more memory).
+        long_scan: fused kernel path: run sequences of more than 64 steps (the time axis)
+            through our `long_scan` kernels (chunks of 64 steps, the state carried in
+            registers) instead of mamba_ssm's chunked scan, where `long_scan_fits` the
+            widths (headdim x d_state <= 64 x 128). Off by default (same numbers to
+            float32 rounding; for comparisons until it is measured faster).
         gated_norm: fused kernel path: which kernels compute the gated RMSNorm,
             "bsmamba2" (ours, `gated_norm.py`, the default: many programs per SM in the
             backward pass) or "mamba_ssm" (its `rmsnorm_fn`); same numbers to float32
@@ -135,6 +140,7 @@ class BSMamba2Config:
     gradient_checkpointing: bool | str = False
     fused_block: bool = True
     short_scan: bool = True
+    long_scan: bool = False
     gated_norm: str = "bsmamba2"
 
     # ----------------------------------------------------------------- checks
@@ -151,7 +157,8 @@ class BSMamba2Config:
                                 f"'selective', got {self.gradient_checkpointing!r}. Fix: "
                                 f"'selective' on a GPU with the kernel backend saves most of the "
                                 f"memory of true at a smaller cost in time.")
-        for name in ("stereo", "stft_normalized", "fused_block", "short_scan"):
+        for name in ("stereo", "stft_normalized", "fused_block", "short_scan",
+                     "long_scan"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise UserTypeError(f"model.{name}: expected true or false, got {value!r} "

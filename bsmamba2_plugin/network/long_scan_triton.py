@@ -124,7 +124,8 @@ def long_scan_bwd(X, DT, A, Bm, Cm, D, DTB, DY, DX, DDT, DBs, DCs, Part, States,
         tl.debug_barrier()  # the previous head's reads of States are done
         S = tl.zeros((NS, P), dtype=tl.float32)
         for c in range(NC):
-            tl.store(base + c * (NS * P) + sp, S)
+            # (seq * 0 + c: the chunk's offset in 64 bits, as every offset here)
+            tl.store(base + (seq * 0 + c) * (NS * P) + sp, S)
             _, _, _, dt, _, _, acum, a_last, _, xv, _, Bv, _ = _chunk(
                 X, DT, A, DTB, Bm, Cm, seq, g, h, c, length, H, G, P, NS, L, SOFTPLUS)
             S, _ = _state_update(S, xv, Bv, dt, acum, a_last)
@@ -139,7 +140,7 @@ def long_scan_bwd(X, DT, A, Bm, Cm, D, DTB, DY, DX, DDT, DBs, DCs, Part, States,
             c = NC - 1 - j
             r, t, tmask, dt, slope, a_h, acum, a_last, xo, xv, bc, Bv, Cv = _chunk(
                 X, DT, A, DTB, Bm, Cm, seq, g, h, c, length, H, G, P, NS, L, SOFTPLUS)
-            S = tl.load(base + c * (NS * P) + sp)
+            S = tl.load(base + (seq * 0 + c) * (NS * P) + sp)
             dyv = tl.load(DY + xo, mask=tmask[:, None], other=0.0).to(xv.dtype)
             xf = xv.to(tl.float32)
             dyf = dyv.to(tl.float32)

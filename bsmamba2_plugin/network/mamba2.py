@@ -230,6 +230,7 @@ class BiMamba2(nn.Module):
 
                     return bimamba2_fused(self, x, recompute=plan.recompute == "selective",
                                           short_scan=plan.short_scan,
+                                          long_scan=plan.long_scan,
                                           gated_norm=plan.gated_norm)
                 return self._forward(x, plan.backend)
         group = plan.cpu_tokens_per_group
@@ -244,15 +245,14 @@ class BiMamba2(nn.Module):
         (`kernel_limits.sequences_per_call`; 0: not one), or None off the kernel path."""
         if plan.backend != "kernel":
             return None
-        from .bimamba2_fused import block_sequences_per_call
-        from .short_scan import short_scan_fits
+        from .bimamba2_fused import block_sequences_per_call, own_scan
 
         mixer = self.forward_blocks[0].mixer
         # the fused call's widths (both directions) bound the per-direction path too
-        return block_sequences_per_call(
-            self, length, device=device,
-            short_scan=plan.short_scan and short_scan_fits(length, mixer.headdim,
-                                                           mixer.d_state))
+        ours = own_scan(length, mixer.headdim, mixer.d_state, short_scan=plan.short_scan,
+                        long_scan=plan.long_scan)
+        return block_sequences_per_call(self, length, device=device,
+                                        short_scan=ours is not None)
 
     def _forward(self, x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
         """The block's function, one direction after the other (`backend`: a resolved

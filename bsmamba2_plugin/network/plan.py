@@ -12,6 +12,8 @@ the same plan from its config). No environment variable and no class attribute t
     fused_block     model.fused_block, kernel backend only  both directions in one pass
     short_scan      model.short_scan, fused kernel path     sequences of <= 64 steps (the
                                                             band axis) through short_scan
+    long_scan       model.long_scan, fused kernel path      sequences of > 64 steps (the
+                                                            time axis) through long_scan
     gated_norm      model.gated_norm, fused kernel path     mamba_ssm | bsmamba2 (ours)
     recompute       model.gradient_checkpointing            none | block | selective
                     ("selective" needs the fused kernel path; elsewhere it is "block")
@@ -51,6 +53,8 @@ class ExecutionPlan:
             (`bimamba2_fused`); False: one direction after the other.
         short_scan: fused kernel path: sequences of at most 64 steps through `short_scan`
             instead of mamba_ssm's chunked scan.
+        long_scan: fused kernel path: sequences of more than 64 steps through `long_scan`
+            (where its widths fit) instead of mamba_ssm's chunked scan.
         gated_norm: fused kernel path: whose kernels compute the gated RMSNorm,
             "mamba_ssm" or "bsmamba2" (`gated_norm.py`); None elsewhere.
         recompute: while gradients are taken: "none" keeps every activation, "block"
@@ -64,6 +68,7 @@ class ExecutionPlan:
     backend: str
     fused_block: bool
     short_scan: bool
+    long_scan: bool
     gated_norm: str | None
     recompute: str
     cpu_tokens_per_group: int | None
@@ -79,6 +84,8 @@ class ExecutionPlan:
         if kernel and self.fused_block:
             lines.append("band axis (<= 64 steps): " + ("short_scan" if self.short_scan
                                                         else "mamba_ssm chunked scan"))
+            lines.append("time axis (> 64 steps): " + ("long_scan" if self.long_scan
+                                                       else "mamba_ssm chunked scan"))
             lines.append("gated norm: " + ("ours (gated_norm.py)" if self.gated_norm == "bsmamba2"
                                            else "mamba_ssm's rmsnorm_fn"))
         lines.append("while training: " + {
@@ -109,7 +116,7 @@ def resolve_plan(config: BSMamba2Config, device: torch.device | str) -> Executio
         recompute = "block" if recompute else "none"
     return ExecutionPlan(
         device_type=device.type, backend=backend, fused_block=fused,
-        short_scan=fused and config.short_scan,
+        short_scan=fused and config.short_scan, long_scan=fused and config.long_scan,
         gated_norm=config.gated_norm if fused else None, recompute=recompute,
         cpu_tokens_per_group=CPU_TOKENS_PER_GROUP if device.type == "cpu" else None)
 

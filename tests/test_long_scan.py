@@ -1,0 +1,234 @@
+"""`long_scan` (the chunked SSD of the time axis, state carried in registers).
+
+On a CPU its Triton kernels run under Triton's interpreter (TRITON_INTERPRET=1) against
+`ssd_reference` in float64, forward and every gradient, at lengths of one step, part of a
+chunk, exactly one chunk, one chunk and a step, and several chunks with a partial last
+one; `bimamba2_fused` is checked to route sequences longer than 64 steps to it only when
+asked (`long_scan=True`). On CUDA (skipped elsewhere) it is checked against mamba_ssm's
+chunked scan at the time axis's widths.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import types
+
+import pytest
+import torch
+
+from bsmamba2_plugin.network import long_scan as long_scan_module
+from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv_reference
+from bsmamba2_plugin.network.long_scan import (
+    long_scan_backward,
+    long_scan_fits,
+    long_scan_forward,
+)
+from bsmamba2_plugin.network.mamba2 import BiMamba2
+
+from test_bimamba2_fused import reference_ops
+from triton_interpreter import run_interpreted
+
+# Bound on each output's error against float64, relative to the output's largest value:
+# at most twice the float32 reference's own error plus 2e-5, as for short_scan. The slack
+# covers what this kernel does in float32 and the reference in float64: the running sums
+# a = cumsum(A dt) inside a chunk (measured worst: 2.7e-6, on ddt and dA).
+LONG_SCAN_CHECK = """
+import torch
+from bsmamba2_plugin.network.ssd import ssd_reference
+from bsmamba2_plugin.network.long_scan import long_scan, long_scan_backward, long_scan_forward
+
+torch.manual_seed(0)
+worst = {}
+# (n, l, h, g, p, ns, L): lengths of 1 step, part of a chunk, one chunk, a chunk and a
+# step, several chunks with a partial last one; the last: the paper's head dim 64 and
+# d_state 128 at 2 chunks and a part (2 heads a group)
+for n, l, h, g, p, ns, L in [(2, 1, 2, 1, 16, 16, 64), (2, 5, 4, 2, 16, 16, 64),
+                             (2, 64, 4, 2, 16, 16, 64), (1, 65, 3, 1, 16, 32, 64),
+                             (2, 130, 4, 2, 16, 16, 64), (1, 200, 2, 2, 16, 32, 64),
+                             (1, 1, 2, 2, 16, 16, 16), (2, 17, 4, 2, 16, 32, 16),
+                             (2, 40, 4, 1, 16, 16, 16), (1, 150, 4, 2, 64, 128, 64)]:
+    x = torch.randn(n, l, h, p)
+    dt = torch.randn(n, l, h) * 2 - 1
+    A = -torch.rand(h) * 3 - 0.1
+    B, C = torch.randn(n, l, g, ns), torch.randn(n, l, g, ns)
+    D, dt_bias = torch.randn(h), torch.randn(h) - 1
+    dt_bias[0] = 25.0  # softplus is the identity above 20 (as in mamba_ssm)
+    leaves = [t.requires_grad_(True) for t in (x, dt, A, B, C, D, dt_bias)]
+    probe = torch.randn(n, l, h, p)
+    y = long_scan(x, dt, A, B, C, 128, D=D, dt_bias=dt_bias, scan_chunk=L)
+    got = [y, *torch.autograd.grad((y * probe).sum(), leaves)]
+    # float64 truth, and the float32 reference's own distance from it
+    runs = []
+    for dtype in (torch.float64, torch.float32):
+        wide = [t.detach().to(dtype).requires_grad_(True) for t in leaves]
+        yr = ssd_reference(*wide[:5], wide[5], dt_bias=wide[6])
+        runs.append([yr, *torch.autograd.grad((yr * probe.to(dtype)).sum(), wide)])
+    want, ref32 = runs
+    for name, a, b, r in zip(["y", "dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias"], got,
+                             want, ref32):
+        scale = b.abs().max().clamp_min(1e-12)
+        err = ((a.double() - b).abs().max() / scale).item()
+        ref_err = ((r.double() - b).abs().max() / scale).item()
+        assert err <= 2 * ref_err + 2e-5, ((n, l, h, g, p, ns, L), name, err, ref_err)
+        if err > worst.get(name, (0.0,))[0]:
+            worst[name] = (err, ref_err, (n, l, h, g, p, ns, L))
+    # the halves (gradient_checkpointing "selective") give the same numbers
+    with torch.no_grad():
+        y2 = long_scan_forward(x, dt, A, B, C, D=D, dt_bias=dt_bias, scan_chunk=L)
+        halves = long_scan_backward(probe, y2, x, dt, A, B, C, D=D, dt_bias=dt_bias,
+                                    scan_chunk=L)
+        # two programs per group (head_splits): the same up to the order of dB's, dC's sums
+        split = long_scan_backward(probe, y2, x, dt, A, B, C, D=D, dt_bias=dt_bias,
+                                   scan_chunk=L, head_splits=h // g)
+    assert torch.equal(y2, y.detach())
+    for a, b in zip(halves, got[1:]):
+        assert torch.equal(a, b)
+    for a, b in zip(split, halves):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+print("ok", " ".join(f"{k} {e:.1e} (float32 reference {r:.1e}, case {c})"
+                     for k, (e, r, c) in worst.items()))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_long_scan_kernels_match_the_reference_in_the_interpreter() -> None:
+    print(run_interpreted(LONG_SCAN_CHECK))
+
+
+def test_long_scan_takes_any_length_at_supported_widths() -> None:
+    assert long_scan_fits(801, 64, 128)  # the time axis at the paper's widths
+    assert long_scan_fits(1, 16, 16)
+    assert long_scan_fits(100_000, 64, 128)
+    assert not long_scan_fits(801, 128, 128)  # a state of 16384 elements
+    assert not long_scan_fits(801, 48, 128)  # headdim not a power of two
+    assert not long_scan_fits(801, 64, 8)  # d_state below the dot tile
+    assert not long_scan_fits(0, 64, 128)
+
+
+def test_the_long_scan_switch_is_a_config_key() -> None:
+    from bsmamba2_plugin import BSMamba2Config
+
+    assert BSMamba2Config.paper().long_scan is False  # off by default
+    assert BSMamba2Config.paper(long_scan=True).long_scan is True
+    with pytest.raises(TypeError, match=r"model.long_scan: expected true or false, got 'yes'"):
+        BSMamba2Config.paper(long_scan="yes")
+
+
+def test_long_scan_rejects_what_it_cannot_compute() -> None:
+    x = torch.zeros(1, 70, 2, 16)
+    dt, A, D, dt_bias = torch.zeros(1, 70, 2), -torch.ones(2), torch.ones(2), torch.zeros(2)
+    B = torch.zeros(1, 70, 1, 16)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        long_scan_forward(x[:, :8], dt, A, B[:, :8], B[:, :8], D=D, dt_bias=dt_bias)
+    with pytest.raises(ValueError, match="power-of-two headdim and d_state"):
+        long_scan_backward(x, None, x, dt, A, B[..., :12], B[..., :12], D=D,
+                           dt_bias=dt_bias)
+    with pytest.raises(ValueError, match="chunk must be a power of two"):
+        long_scan_forward(x, dt, A, B, B, D=D, dt_bias=dt_bias, scan_chunk=48)
+    with pytest.raises(ValueError, match="head_splits 3 does not divide the 2 heads"):
+        long_scan_backward(x, None, x, dt, A, B, B, D=D, dt_bias=dt_bias, head_splits=3)
+
+
+@pytest.mark.parametrize("length, long_scan, expected", [
+    (62, True, "short"), (65, True, "long"), (65, False, "chunked")])
+def test_the_fused_block_routes_long_sequences_to_long_scan_when_asked(
+        tiny_config, monkeypatch, length, long_scan, expected) -> None:
+    """With mamba_ssm's kernels (ops=None): with `long_scan=True` sequences of more than 64
+    steps go through long_scan (the band axis's stay with short_scan), without it through
+    mamba_ssm's chunked scan; in the selective-recompute path long_scan's halves run.
+    Stand-ins record which scan ran."""
+    calls = []
+    chunked = reference_ops()
+
+    def recording(name, scan):
+        def run(*args, **kwargs):
+            calls.append(name)
+            kwargs.setdefault("dt_softplus", True)
+            return scan(*args, **kwargs)
+        return run
+
+    fake = types.SimpleNamespace(
+        mamba_chunk_scan_combined=recording("chunked", chunked.mamba_chunk_scan_combined),
+        rmsnorm_fn=chunked.rmsnorm_fn)
+    monkeypatch.setattr("bsmamba2_plugin.network.ssd.load_mamba_triton", lambda: fake)
+    monkeypatch.setattr("bsmamba2_plugin.network.short_scan.short_scan",
+                        recording("short", chunked.mamba_chunk_scan_combined))
+    monkeypatch.setattr(long_scan_module, "long_scan",
+                        recording("long", chunked.mamba_chunk_scan_combined))
+    config = tiny_config.replace(headdim=16, d_state=16)
+    block = BiMamba2(config)
+    x = torch.randn(2, length, config.dim)
+    with torch.no_grad():
+        bimamba2_fused(block, x, split=split_conv_reference, long_scan=long_scan)
+    assert calls == [expected]
+    if expected == "long":  # selective recompute: long_scan's two halves
+        from bsmamba2_plugin.network.bimamba2_fused import _autograd_scan
+
+        fwd, bwd = _autograd_scan(chunked.mamba_chunk_scan_combined)
+        monkeypatch.setattr(long_scan_module, "long_scan_forward", recording("long fwd", fwd))
+        monkeypatch.setattr(long_scan_module, "long_scan_backward", recording("long bwd", bwd))
+        y = bimamba2_fused(block, x, split=split_conv_reference, long_scan=True,
+                           recompute=True)
+        y.sum().backward()
+        assert calls == ["long", "long fwd", "long bwd"]
+
+
+# ---------------------------------------------------------------------------- CUDA
+def _time_axis_inputs(n: int, length: int, dtype: torch.dtype, seed: int):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    heads, groups, headdim, dstate = 32, 2, 64, 128
+
+    def randn(*shape):
+        return torch.randn(*shape, device="cuda", generator=gen)
+
+    x = randn(n, length, heads, headdim).to(dtype)
+    dt = (randn(n, length, heads) - 1).to(dtype)
+    A = -torch.exp(torch.rand(heads, device="cuda", generator=gen) * math.log(16))
+    B = (randn(n, length, groups, dstate) / 4).to(dtype)
+    C = (randn(n, length, groups, dstate) / 4).to(dtype)
+    return [t.requires_grad_() for t in (x, dt, A, B, C, randn(heads), 0.5 * randn(heads))]
+
+
+def _results(scan, inputs, probe, *, wide: bool = False) -> list[torch.Tensor]:
+    args = [(t.detach().double() if wide else t.detach().clone()).requires_grad_()
+            for t in inputs]
+    y = scan(*args[:5], D=args[5], dt_bias=args[6])
+    y.backward(probe.to(y.dtype))
+    return [y.detach().double()] + [t.grad.double() for t in args]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is None, reason="needs mamba_ssm")
+@pytest.mark.parametrize("length", [801, 100])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_long_scan_is_as_accurate_as_mamba_ssm_scan(length: int, dtype) -> None:
+    """long_scan and mamba_ssm's chunked scan (chunk 128, as the fused block runs the time
+    axis), both against the float64 reference: outputs and all gradients, float32 and
+    bfloat16 inputs, at the time axis's widths (2 groups of 16 heads, headdim 64, d_state
+    128). long_scan may be at most about twice as far from the truth as mamba_ssm."""
+    from bsmamba2_plugin.network.long_scan import long_scan
+    from bsmamba2_plugin.network.ssd import load_mamba_triton, ssd_reference
+
+    chunked = load_mamba_triton().mamba_chunk_scan_combined
+    inputs = _time_axis_inputs(4, length, dtype, seed=length)
+    probe = torch.randn(inputs[0].shape, device="cuda")
+
+    def ours(x, dt, A, B, C, *, D, dt_bias):
+        return long_scan(x, dt, A, B, C, 128, D=D, dt_bias=dt_bias)
+
+    def theirs(x, dt, A, B, C, *, D, dt_bias):
+        return chunked(x, dt, A, B, C, 128, D=D, dt_bias=dt_bias, dt_softplus=True)
+
+    def truth(x, dt, A, B, C, *, D, dt_bias):
+        return ssd_reference(x, dt, A, B, C, D, dt_bias=dt_bias)
+
+    names = ("y", "dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias")
+    for a, b, t, name in zip(_results(ours, inputs, probe), _results(theirs, inputs, probe),
+                             _results(truth, inputs, probe, wide=True), names):
+        scale = t.norm() + 1e-6
+        ours_err, theirs_err = (a - t).norm() / scale, (b - t).norm() / scale
+        print(f"{dtype} l={length} {name}: long_scan {ours_err:.2e} "
+              f"mamba_ssm {theirs_err:.2e}")
+        assert ours_err <= 2 * theirs_err + 2e-3, (name, ours_err.item(), theirs_err.item())
