@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (no network): install the carried wheels, run the CUDA
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
-#   [tests[ -k EXPR]] [tests-each FILE] ["profile[ ARGS]"] [accuracy] [scan] [norm] [sizes[ CASES]]
+#   [tests[ -k EXPR]] [tests-each FILE] ["profile[ ARGS]"] [accuracy] [scan] [norm]
+#   ["long-scan ARGS"] [sizes[ CASES]]
 #   ["bench MODELS..."] ["split-conv ARGS"] [train-runs] [compare[BUDGET_S]] ["cpu-speed ARGS"]
 #   [train-gap[STEPS]]
 #   (default: tests profile bench; BENCH_ARGS: more bench options, e.g. --variant-timeout). tests: every CUDA test file, full log in tests.log;
 #   tests-each: each test of FILE in its own process (a CUDA error poisons its process);
 #   sizes: benchmarks/gpu_kernel_sizes.py; scan: benchmarks/gpu_short_scan.py; norm:
-#   benchmarks/gpu_gated_norm.py;
+#   benchmarks/gpu_gated_norm.py; long-scan: benchmarks/gpu_long_scan.py (ARGS after it, e.g.
+#   "long-scan --sweep");
 #   split-conv: benchmarks/gpu_split_conv.py. train-runs: benchmarks/gpu_train_runs.py
 #   (2 GPUs); compare: recipes/gpu_compare_vs_bs_roformer.yaml (2 GPUs side by side).
 #   train-gap: stock msst-train, one short epoch each of the shipped bsmamba2 config and
@@ -41,7 +43,7 @@ python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", tr
 # CUDA_TESTS=... runs a subset of the files (a full run may need two calls of 10 minutes)
 CUDA_TESTS=${CUDA_TESTS:-"tests/test_kernel_cuda.py tests/test_bimamba2_fused.py
     tests/test_short_scan.py tests/test_kernel_sizes_cuda.py tests/test_kernel_limits.py
-    tests/test_gated_norm.py tests/test_compile.py"}
+    tests/test_gated_norm.py tests/test_compile.py tests/test_long_scan.py"}
 n=0; p=0
 for step in "$@"; do
   # python3 -P: the package comes from PYTHONPATH alone (not from the working directory)
@@ -103,6 +105,8 @@ for step in "$@"; do
                 cp $gap/$tag$m/train_timing.jsonl "$OUT/${tag}train_timing_$m.jsonl"
               done 2>&1 | tee -a "$OUT/${tag}train_gap.log" ;;
     scan) timeout 200 python3 -P benchmarks/gpu_short_scan.py 2>&1 | tee "$OUT/${tag}short_scan.log" ;;
+    long-scan*) opts=${step#long-scan}; PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 300 \
+              python3 -P benchmarks/gpu_long_scan.py $opts 2>&1 | tee "$OUT/${tag}long_scan.log" ;;
     norm) PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 200 python3 -P \
               benchmarks/gpu_gated_norm.py 2>&1 | tee "$OUT/${tag}gated_norm.log" ;;
     accuracy) timeout 200 python3 -P benchmarks/gpu_kernel_vs_reference.py --skip-timing 2>&1 \

@@ -1,0 +1,110 @@
+"""The time axis's scan alone: `long_scan` against mamba_ssm's chunked scan (CUDA).
+
+    python benchmarks/gpu_long_scan.py [--repeats 20] [--n 310] [--length 801] [--sweep]
+
+Paper widths (both directions as 2 groups of 16 heads, headdim 64, d_state 128), bf16
+inputs as under autocast; n = 5 songs x 62 bands of 8 s (801 frames) by default. Forward
+alone, forward + backward, and the backward half alone (`long_scan_backward` /
+mamba_ssm's `_mamba_chunk_scan_combined_bwd`, what the selective-recompute path calls),
+medians of CUDA-event timings after two warm-up calls; the peak memory of forward +
+backward above the inputs; the largest difference of the outputs and gradients between
+the two scans, relative to each tensor's largest value. `--sweep` also times long_scan's
+backward half for other warp counts, chunk lengths and head splits. Tables on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from triton.runtime.errors import OutOfResources
+
+from gpu_short_scan import inputs, timed  # (benchmarks/ on the path: run from there or
+# with PYTHONPATH=benchmarks)
+
+from bsmamba2_plugin.network import long_scan as module
+from bsmamba2_plugin.network.ssd import load_mamba_triton
+
+
+def peak_mib(fn) -> float:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--n", type=int, default=5 * 62)
+    parser.add_argument("--length", type=int, default=801)
+    parser.add_argument("--sweep", action="store_true")
+    args = parser.parse_args()
+    ops = load_mamba_triton()
+    chunked = ops.mamba_chunk_scan_combined
+    mamba_fwd, mamba_bwd = ops.scan_halves
+    leaves = inputs(args.n, args.length)
+    x, dt, A, B, C, D, dt_bias = leaves
+    probe = torch.randn_like(x)
+    kw = {"D": D, "dt_bias": dt_bias, "dt_softplus": True}
+    plain = [t.detach() for t in (x, dt, A, B, C)]
+    scans = {
+        "mamba_ssm chunk 128": (lambda: chunked(x, dt, A, B, C, 128, **kw),
+                                lambda y: mamba_bwd(probe, y, *plain, 128, **kw)),
+        "long_scan": (lambda: module.long_scan(x, dt, A, B, C, None, **kw),
+                      lambda y: module.long_scan_backward(probe, y, *plain, None, **kw)),
+    }
+    print(f"n = {args.n} sequences of {args.length} steps, bf16, H 32, G 2, P 64, NS 128")
+    print("| scan | fwd ms | fwd+bwd ms | bwd half ms | fwd+bwd peak MiB | "
+          "max rel. diff (y, dx, ddt, dA, dB, dC, dD, ddt_bias) |")
+    print("|---|---|---|---|---|---|")
+    results = {}
+    for name, (scan, backward) in scans.items():
+        def fwd():
+            with torch.no_grad():
+                return scan()
+
+        def both():
+            y = scan()
+            return y, torch.autograd.grad(y, leaves, probe)
+
+        y, grads = both()
+        results[name] = [y.float(), *(g.float() for g in grads)]
+        diff = ""
+        if len(results) == 2:
+            a, b = results.values()
+            diff = " ".join(f"{((u - v).abs().max() / v.abs().max()).item():.1e}"
+                            for u, v in zip(a, b))
+        y = fwd()
+        print(f"| {name} | {timed(fwd, args.repeats):.2f} | {timed(both, args.repeats):.2f} | "
+              f"{timed(lambda: backward(y), args.repeats):.2f} | {peak_mib(both):.0f} | "
+              f"{diff} |", flush=True)
+    if not args.sweep:
+        return
+    print("\nlong_scan, other launch settings (backward half; forward with its warps)")
+    print("| chunk L | fwd warps | fwd ms | bwd warps | head splits | bwd half ms |")
+    print("|---|---|---|---|---|---|")
+    y = module.long_scan_forward(*plain, **kw)
+    for chunk in (32, 64, 128):
+        for fwd_warps, bwd_warps in ((4, 4), (4, 8), (8, 8)):
+            for splits in (1, 2, 4):
+                module._FWD_WARPS, module._BWD_WARPS = fwd_warps, bwd_warps
+                try:
+                    f_ms = timed(lambda: module.long_scan_forward(*plain, **kw,
+                                                                  scan_chunk=chunk),
+                                 args.repeats)
+                    b_ms = timed(lambda: module.long_scan_backward(
+                        probe, y, *plain, **kw, scan_chunk=chunk, head_splits=splits),
+                        args.repeats)
+                except (OutOfResources, torch.OutOfMemoryError) as error:  # shared memory
+                    print(f"| {chunk} | {fwd_warps} | - | {bwd_warps} | {splits} | "
+                          f"{type(error).__name__}: {str(error)[:80]} |")
+                    continue
+                print(f"| {chunk} | {fwd_warps} | {f_ms:.2f} | {bwd_warps} | {splits} | "
+                      f"{b_ms:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
