@@ -107,6 +107,36 @@ def test_long_scan_takes_any_length_at_supported_widths() -> None:
     assert not long_scan_fits(0, 64, 128)
 
 
+def test_own_scan_picks_long_scan_only_for_long_sequences_when_asked() -> None:
+    from bsmamba2_plugin.network.bimamba2_fused import own_scan
+
+    both = {"short_scan": True, "long_scan": True}
+    assert own_scan(801, 64, 128, **both) == "long_scan"
+    assert own_scan(62, 64, 128, **both) == "short_scan"
+    assert own_scan(62, 64, 128, short_scan=False, long_scan=True) is None  # band axis
+    assert own_scan(801, 64, 128, short_scan=True, long_scan=False) is None
+    assert own_scan(801, 128, 128, **both) is None  # the state would not fit registers
+
+
+def test_with_long_scan_only_the_gated_norm_bounds_a_time_axis_call(monkeypatch) -> None:
+    """kernel_limits' arithmetic for the paper's block along time with `long_scan`: our
+    scan has 64-bit offsets, so the gated norm's rows (801 x 2048 elements a sequence)
+    bound a call (1309 sequences), not mamba_ssm's chunk states (1169 on an H100)."""
+    import dataclasses
+
+    from bsmamba2_plugin import BSMamba2Config
+    from bsmamba2_plugin.network import plan as plan_module
+    from bsmamba2_plugin.network.plan import resolve_plan
+
+    monkeypatch.setattr(plan_module, "resolve_backend", lambda requested, device: "kernel")
+    monkeypatch.setattr("bsmamba2_plugin.network.bimamba2_fused.sm_count", lambda d: 132)
+    config = BSMamba2Config.paper(long_scan=True)
+    block, plan = BiMamba2(config), resolve_plan(config, "cuda")
+    assert block.kernel_sequences_per_call(801, plan, "cpu") == 1309
+    assert block.kernel_sequences_per_call(
+        801, dataclasses.replace(plan, long_scan=False), "cpu") == 1169
+
+
 def test_the_long_scan_switch_is_a_config_key() -> None:
     from bsmamba2_plugin import BSMamba2Config
 

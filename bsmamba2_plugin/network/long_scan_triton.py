@@ -107,7 +107,8 @@ def long_scan_bwd(X, DT, A, Bm, Cm, D, DTB, DY, DX, DDT, DBs, DCs, Part, States,
                   H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, NS: tl.constexpr,
                   L: tl.constexpr, NC: tl.constexpr, KS: tl.constexpr,
                   SOFTPLUS: tl.constexpr):
-    # grid (n, G * KS): program (seq, g * KS + k) takes heads k * HK ... of group g.
+    # grid (n, G * KS): program (seq, g * KS + k) takes the k-th of KS equal runs of the
+    # heads of group g.
     # DBs, DCs (n, l, KS, G, NS) float32, zeroed: dB, dC summed over this program's heads.
     # Part (n, 3, H) float32: per-sequence sums of dA, dD and d dt_bias.
     # States (n, G * KS, NC, NS, P) float32: this program's chunk-start states.
@@ -115,11 +116,10 @@ def long_scan_bwd(X, DT, A, Bm, Cm, D, DTB, DY, DX, DDT, DBs, DCs, Part, States,
     gk = tl.program_id(1)
     g = gk // KS
     k = gk % KS
-    HK: tl.constexpr = H // G // KS
     sp = tl.arange(0, NS)[:, None] * P + tl.arange(0, P)[None, :]
     base = States + (seq * (G * KS) + gk) * (NC * NS * P)
-    for i in range(HK):
-        h = g * (H // G) + k * HK + i
+    for i in range(H // G // KS):  # this program's heads
+        h = g * (H // G) + k * (H // G // KS) + i
         # 1. the chunk-start states, in order
         tl.debug_barrier()  # the previous head's reads of States are done
         S = tl.zeros((NS, P), dtype=tl.float32)
