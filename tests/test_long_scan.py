@@ -42,13 +42,15 @@ from bsmamba2_plugin.network.long_scan import long_scan, long_scan_backward, lon
 torch.manual_seed(0)
 worst = {}
 # (n, l, h, g, p, ns, L): lengths of 1 step, part of a chunk, one chunk, a chunk and a
-# step, several chunks with a partial last one; the last: the paper's head dim 64 and
+# step, several chunks with a partial last one; L None: the default chunk (32 for these
+# float32 inputs: LONG_SCAN_CHUNK_FLOAT32); the last: the paper's head dim 64 and
 # d_state 128 at 2 chunks and a part (2 heads a group)
 for n, l, h, g, p, ns, L in [(2, 1, 2, 1, 16, 16, 64), (2, 5, 4, 2, 16, 16, 64),
                              (2, 64, 4, 2, 16, 16, 64), (1, 65, 3, 1, 16, 32, 64),
                              (2, 130, 4, 2, 16, 16, 64), (1, 200, 2, 2, 16, 32, 64),
                              (1, 1, 2, 2, 16, 16, 16), (2, 17, 4, 2, 16, 32, 16),
-                             (2, 40, 4, 1, 16, 16, 16), (1, 150, 4, 2, 64, 128, 64)]:
+                             (2, 40, 4, 1, 16, 16, 16), (1, 70, 2, 1, 16, 16, None),
+                             (1, 150, 4, 2, 64, 128, 64)]:
     x = torch.randn(n, l, h, p)
     dt = torch.randn(n, l, h) * 2 - 1
     A = -torch.rand(h) * 3 - 0.1

@@ -20,7 +20,8 @@ Scratch of the backward pass (float32, freed when it returns): the chunk-start s
 one head at a time per (sequence, group, head split), n x g x splits x ceil(l / L) x p x
 ns, and dB, dC summed over a program's heads, 2 x n x l x splits x g x ns. At the time
 axis of the paper's batch (n = 310, l = 801, g = 2, p = 64, ns = 128, L = 64, one split):
-264 MB of states and 2 x 254 MB for dB and dC. The forward pass needs none.
+264 MB of states and 2 x 254 MB for dB and dC (float32 inputs, chunks of 32: 528 MB of
+states). The forward pass needs none.
 """
 
 from __future__ import annotations
@@ -30,12 +31,19 @@ import types
 
 import torch
 
-__all__ = ["LONG_SCAN_CHUNK", "long_scan", "long_scan_backward", "long_scan_fits",
+__all__ = ["LONG_SCAN_CHUNK", "LONG_SCAN_CHUNK_FLOAT32", "long_scan", "long_scan_backward", "long_scan_fits",
            "long_scan_forward", "long_scan_ops"]
 
-LONG_SCAN_CHUNK = 64  # L: steps per chunk (the quadratic form's (L, L) tiles)
+LONG_SCAN_CHUNK = 64  # L: steps per chunk (the quadratic form's (L, L) tiles) ...
+#: ... for float32 inputs, whose dot operands take twice the shared memory: compiled for
+#: an H100 (sm_90) at the paper's widths, the backward kernel needs 172 KB at L = 64 with
+#: bf16 inputs, 280 KB with float32 ones (more than the 227 KB a program may have), 132 KB
+#: at L = 32
+LONG_SCAN_CHUNK_FLOAT32 = 32
 _STATE_ELEMENTS = 64 * 128  # the largest state (headdim x d_state) held in registers
-_FWD_WARPS, _BWD_WARPS = 4, 8
+# warps per program: at 4, the forward kernel spilled 1.8 KB of registers a thread (sm_90,
+# paper widths, bf16), at 8 44 bytes; the backward spills ~4 KB at 8 (9 KB at 4)
+_FWD_WARPS, _BWD_WARPS = 8, 8
 
 
 def _supported_width(width: int, most: int) -> bool:
@@ -55,6 +63,13 @@ def _kernels():
     from . import long_scan_triton as k  # imports triton
 
     return k.long_scan_fwd, k.long_scan_bwd
+
+
+def _chunk(x: torch.Tensor, chunk: int | None) -> int:
+    """The chunk L: `chunk` if given, else by the element size of x (see above)."""
+    if chunk is not None:
+        return chunk
+    return LONG_SCAN_CHUNK_FLOAT32 if x.element_size() > 2 else LONG_SCAN_CHUNK
 
 
 def _check(x, dt, A, B, C, D, dt_bias, chunk) -> tuple[int, ...]:
@@ -82,11 +97,13 @@ def _launch_args(x, B, length, nheads, ngroups, dt_softplus, chunk) -> dict:
 
 
 def long_scan_forward(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplus=True,
-                      scan_chunk=LONG_SCAN_CHUNK):
+                      scan_chunk=None):
     """y (n, l, h, p) for x (n, l, h, p), dt (n, l, h), A (h,), B, C (n, l, g, ns),
     D, dt_bias (h,): the forward half (no autograd). `chunk_size` (mamba_ssm's chunk) is
-    ignored; `scan_chunk` is this kernel's chunk L (a power of two, 16 to 128)."""
+    ignored; `scan_chunk` is this kernel's chunk L (a power of two, 16 to 128; None:
+    `LONG_SCAN_CHUNK`, or `LONG_SCAN_CHUNK_FLOAT32` for float32 inputs)."""
     del chunk_size
+    scan_chunk = _chunk(x, scan_chunk)
     n, length, nheads, _, ngroups, _ = _check(x, dt, A, B, C, D, dt_bias, scan_chunk)
     x, dt, B, C = (t.contiguous() for t in (x, dt, B, C))
     y = torch.empty_like(x)
@@ -99,13 +116,14 @@ def long_scan_forward(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplu
 
 
 def long_scan_backward(dy, y, x, dt, A, B, C, chunk_size=None, *, D, dt_bias,
-                       dt_softplus=True, scan_chunk=LONG_SCAN_CHUNK, head_splits=1):
+                       dt_softplus=True, scan_chunk=None, head_splits=1):
     """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias) of the scan for the output gradient
     dy; `y` (unused: everything is recomputed from the inputs) keeps mamba_ssm's
     signature. `head_splits` programs share a group's heads (more parallel work, and
     that many float32 dB and dC partial sums to add up); it must divide the heads of a
     group."""
     del y, chunk_size
+    scan_chunk = _chunk(x, scan_chunk)
     n, length, nheads, headdim, ngroups, d_state = _check(x, dt, A, B, C, D, dt_bias,
                                                            scan_chunk)
     if (nheads // ngroups) % head_splits:
@@ -149,7 +167,7 @@ class _LongScan(torch.autograd.Function):
 
 
 def long_scan(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplus=True,
-              scan_chunk=LONG_SCAN_CHUNK):
+              scan_chunk=None):
     """Differentiable `long_scan_forward`; mamba_ssm's `mamba_chunk_scan_combined`
     signature (the subset `bimamba2_fused` uses)."""
     del chunk_size
