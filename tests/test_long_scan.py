@@ -99,6 +99,50 @@ def test_long_scan_kernels_match_the_reference_in_the_interpreter() -> None:
     print(run_interpreted(LONG_SCAN_CHECK))
 
 
+COMPILE_CHECK = """
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from bsmamba2_plugin.network import long_scan as m
+from bsmamba2_plugin.network import long_scan_triton as k
+
+for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+    chunk = m._chunk(torch.empty(0, dtype=dtype), None)
+    consts = dict(H=32, G=2, P=64, NS=128, L=chunk, NC=-(-801 // chunk), SOFTPLUS=True)
+    io = {"X": name, "DT": name, "A": "fp32", "Bm": name, "Cm": name, "D": "fp32",
+          "DTB": "fp32"}
+    fwd = {**{a: "*" + t for a, t in io.items()}, "Y": "*" + name, "length": "i32"}
+    bwd = {**{a: "*" + t for a, t in io.items()}, "DY": "*" + name, "DX": "*" + name,
+           "DDT": "*" + name, "DBs": "*fp32", "DCs": "*fp32", "Part": "*fp32",
+           "States": "*fp32", "length": "i32"}
+    for fn, sig, extra, warps in ((k.long_scan_fwd, fwd, {}, m._FWD_WARPS),
+                                  (k.long_scan_bwd, bwd, {"KS": 1}, m._BWD_WARPS)):
+        constexprs = {**consts, **extra}
+        src = ASTSource(fn=fn, signature={**sig, **{c: "constexpr" for c in constexprs}},
+                        constexprs=constexprs)
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                                  options={"num_warps": warps})
+        # an H100's most shared memory per block (227 KB)
+        assert compiled.metadata.shared <= 232448, (name, fn, compiled.metadata.shared)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_long_scan_kernels_compile_for_an_h100_within_its_shared_memory() -> None:
+    """Both kernels compile for sm_90 (no GPU needed: Triton's compiler and its bundled
+    ptxas) at the time axis's widths with each dtype's default chunk, and ask for no more
+    shared memory than an H100 gives a program (float32 at chunk 64 would: 280 KB)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", COMPILE_CHECK], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.startswith("ok"), (
+        result.stdout[-2000:] + result.stderr[-3000:])
+
+
 def test_long_scan_takes_any_length_at_supported_widths() -> None:
     assert long_scan_fits(801, 64, 128)  # the time axis at the paper's widths
     assert long_scan_fits(1, 16, 16)
