@@ -388,8 +388,9 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         x: (n, l, d).
         ops: provides `mamba_chunk_scan_combined` and `rmsnorm_fn` with mamba_ssm's
             signatures (default: mamba_ssm's Triton kernels, with `short_scan` or
-            `long_scan` for the sequences they take if asked: `own_scan`), and optionally `scan_halves` (the scan's
-            forward and backward as two functions); tests pass pure-PyTorch ones.
+            `long_scan` for the sequences they take if asked: `own_scan`), and
+            optionally `scan_halves` (the scan's forward and backward as two functions);
+            tests pass pure-PyTorch ones.
         split: `split_conv` or `split_conv_reference`.
         recompute: while gradients are taken, keep only x and the scan output for the
             backward pass and recompute the rest there (`_SelectiveRecompute`).

@@ -31,8 +31,8 @@ import types
 
 import torch
 
-__all__ = ["LONG_SCAN_CHUNK", "LONG_SCAN_CHUNK_FLOAT32", "long_scan", "long_scan_backward", "long_scan_fits",
-           "long_scan_forward", "long_scan_ops"]
+__all__ = ["LONG_SCAN_CHUNK", "LONG_SCAN_CHUNK_FLOAT32", "long_scan", "long_scan_backward",
+           "long_scan_fits", "long_scan_forward", "long_scan_ops"]
 
 LONG_SCAN_CHUNK = 64  # L: steps per chunk (the quadratic form's (L, L) tiles) ...
 #: ... for float32 inputs, whose dot operands take twice the shared memory: compiled for
