@@ -241,7 +241,8 @@ def test_the_fused_block_routes_long_sequences_to_long_scan_when_asked(
     block = BiMamba2(config)
     x = torch.randn(2, length, config.dim)
     with torch.no_grad():
-        bimamba2_fused(block, x, split=split_conv_reference, long_scan=long_scan)
+        bimamba2_fused(block, x, split=split_conv_reference, long_scan=long_scan,
+                       gated_norm="mamba_ssm")  # the stand-ins' norm
     assert calls == [expected]
     if expected == "long":  # selective recompute: long_scan's two halves
         from bsmamba2_plugin.network.bimamba2_fused import _autograd_scan
@@ -250,7 +251,7 @@ def test_the_fused_block_routes_long_sequences_to_long_scan_when_asked(
         monkeypatch.setattr(long_scan_module, "long_scan_forward", recording("long fwd", fwd))
         monkeypatch.setattr(long_scan_module, "long_scan_backward", recording("long bwd", bwd))
         y = bimamba2_fused(block, x, split=split_conv_reference, long_scan=True,
-                           recompute=True)
+                           recompute=True, gated_norm="mamba_ssm")
         y.sum().backward()
         assert calls == ["long", "long fwd", "long bwd"]
 
