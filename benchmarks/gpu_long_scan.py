@@ -19,8 +19,8 @@ import argparse
 import torch
 from triton.runtime.errors import OutOfResources
 
-from gpu_short_scan import inputs, timed  # (benchmarks/ on the path: run from there or
-# with PYTHONPATH=benchmarks)
+# benchmarks/ on the path: the script's folder, or PYTHONPATH under python -P
+from gpu_short_scan import inputs, timed
 
 from bsmamba2_plugin.network import long_scan as module
 from bsmamba2_plugin.network.ssd import load_mamba_triton

@@ -93,6 +93,18 @@ for n, l, h, g, p, ns, L in [(2, 1, 2, 1, 16, 16, 64), (2, 5, 4, 2, 16, 16, 64),
         assert torch.equal(a, b)
     for a, b in zip(split, halves):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+# dt_softplus=False: dt as given (positive here: a decay)
+x, dt, A = torch.randn(2, 70, 2, 16), torch.rand(2, 70, 2), -torch.rand(2) - 0.1
+B, C = torch.randn(2, 70, 1, 16), torch.randn(2, 70, 1, 16)
+D, dt_bias = torch.randn(2), torch.rand(2)
+leaves = [t.requires_grad_(True) for t in (x, dt, A, B, C, D, dt_bias)]
+probe = torch.randn(2, 70, 2, 16)
+y = long_scan(x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=False, scan_chunk=32)
+got = [y, *torch.autograd.grad((y * probe).sum(), leaves)]
+wide = [t.detach().double().requires_grad_(True) for t in leaves]
+yr = ssd_reference(*wide[:5], wide[5], dt_bias=wide[6], dt_softplus=False)
+for a, b in zip(got, [yr, *torch.autograd.grad((yr * probe.double()).sum(), wide)]):
+    assert ((a.double() - b).abs().max() / b.abs().max()).item() < 1e-5
 print("ok", " ".join(f"{k} {e:.1e} (float32 reference {r:.1e}, case {c})"
                      for k, (e, r, c) in worst.items()))
 """

@@ -105,7 +105,7 @@ def long_scan_forward(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplu
     del chunk_size
     scan_chunk = _chunk(x, scan_chunk)
     n, length, nheads, _, ngroups, _ = _check(x, dt, A, B, C, D, dt_bias, scan_chunk)
-    x, dt, B, C = (t.contiguous() for t in (x, dt, B, C))
+    x, dt, A, B, C, D, dt_bias = (t.contiguous() for t in (x, dt, A, B, C, D, dt_bias))
     y = torch.empty_like(x)
     if n and length:
         _kernels()[0][(n, nheads)](x, dt, A, B, C, D, dt_bias, y, length,
@@ -129,7 +129,8 @@ def long_scan_backward(dy, y, x, dt, A, B, C, chunk_size=None, *, D, dt_bias,
     if (nheads // ngroups) % head_splits:
         raise ValueError(f"long_scan: head_splits {head_splits} does not divide the "
                          f"{nheads // ngroups} heads of a group")
-    x, dt, B, C, dy = (t.contiguous() for t in (x, dt, B, C, dy))
+    x, dt, A, B, C, D, dt_bias, dy = (t.contiguous()
+                                      for t in (x, dt, A, B, C, D, dt_bias, dy))
     dx, ddt = torch.empty_like(x), torch.empty_like(dt)
     f32 = {"device": x.device, "dtype": torch.float32}
     sums_b = torch.zeros(n, length, head_splits, ngroups, d_state, **f32)
