@@ -9,12 +9,14 @@ mamba_ssm's `_mamba_chunk_scan_combined_bwd`, what the selective-recompute path 
 medians of CUDA-event timings after two warm-up calls; the peak memory of forward +
 backward above the inputs; the largest difference of the outputs and gradients between
 the two scans, relative to each tensor's largest value. `--sweep` also times long_scan's
-backward half for other warp counts, chunk lengths and head splits. Tables on stdout.
+forward and backward half for chunks of 32, 64 and 128 steps, 4 and 8 warps and (backward)
+1, 2 and 4 head splits. Tables on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 from triton.runtime.errors import OutOfResources
@@ -44,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     ops = load_mamba_triton()
     chunked = ops.mamba_chunk_scan_combined
-    mamba_fwd, mamba_bwd = ops.scan_halves
+    _, mamba_bwd = ops.scan_halves
     leaves = inputs(args.n, args.length)
     x, dt, A, B, C, D, dt_bias = leaves
     probe = torch.randn_like(x)
@@ -83,27 +85,25 @@ def main() -> None:
               f"{diff} |", flush=True)
     if not args.sweep:
         return
-    print("\nlong_scan, other launch settings (backward half; forward with its warps)")
-    print("| chunk L | fwd warps | fwd ms | bwd warps | head splits | bwd half ms |")
-    print("|---|---|---|---|---|---|")
+    print("\nlong_scan's launch settings (forward; backward half)")
+    print("| pass | chunk L | warps | head splits | ms |")
+    print("|---|---|---|---|---|")
     y = module.long_scan_forward(*plain, **kw)
-    for chunk in (32, 64, 128):
-        for fwd_warps, bwd_warps in ((4, 4), (4, 8), (8, 8)):
-            for splits in (1, 2, 4):
-                module._FWD_WARPS, module._BWD_WARPS = fwd_warps, bwd_warps
-                try:
-                    f_ms = timed(lambda: module.long_scan_forward(*plain, **kw,
-                                                                  scan_chunk=chunk),
-                                 args.repeats)
-                    b_ms = timed(lambda: module.long_scan_backward(
-                        probe, y, *plain, **kw, scan_chunk=chunk, head_splits=splits),
-                        args.repeats)
-                except (OutOfResources, torch.OutOfMemoryError) as error:  # shared memory
-                    print(f"| {chunk} | {fwd_warps} | - | {bwd_warps} | {splits} | "
-                          f"{type(error).__name__}: {str(error)[:80]} |")
-                    continue
-                print(f"| {chunk} | {fwd_warps} | {f_ms:.2f} | {bwd_warps} | {splits} | "
-                      f"{b_ms:.2f} |", flush=True)
+    runs = [("fwd", chunk, warps, 1) for chunk in (32, 64, 128) for warps in (4, 8)]
+    runs += [("bwd", chunk, warps, splits) for chunk in (32, 64, 128) for warps in (4, 8)
+             for splits in (1, 2, 4)]
+    for kind, chunk, warps, splits in runs:
+        module._FWD_WARPS = module._BWD_WARPS = warps
+        if kind == "fwd":
+            call = functools.partial(module.long_scan_forward, *plain, **kw, scan_chunk=chunk)
+        else:
+            call = functools.partial(module.long_scan_backward, probe, y, *plain, **kw,
+                                     scan_chunk=chunk, head_splits=splits)
+        try:
+            ms = f"{timed(call, args.repeats):.2f}"
+        except (OutOfResources, torch.OutOfMemoryError) as error:  # e.g. shared memory
+            ms = f"{type(error).__name__}: {str(error)[:80]}"
+        print(f"| {kind} | {chunk} | {warps} | {splits} | {ms} |", flush=True)
 
 
 if __name__ == "__main__":
