@@ -121,8 +121,9 @@ yr = ssd_reference(*wide[:5], wide[5], dt_bias=wide[6])
 want = [yr, *torch.autograd.grad((yr * probe.double()).sum(), wide)]
 half = [((a.double() - b).norm() / b.norm()).item() for a, b in zip(got, want)]
 assert max(half) < 3e-3, half
-print("ok", "float16", " ".join(f"{e:.1e}" for e in half), ";", " ".join(f"{k} {e:.1e} (float32 reference {r:.1e}, case {c})"
-                     for k, (e, r, c) in worst.items()))
+print("ok", "float16", " ".join(f"{e:.1e}" for e in half), ";",
+      " ".join(f"{k} {e:.1e} (float32 reference {r:.1e}, case {c})"
+               for k, (e, r, c) in worst.items()))
 """
 
 
