@@ -176,6 +176,46 @@ def test_long_scan_kernels_compile_for_an_h100_within_its_shared_memory() -> Non
         result.stdout[-2000:] + result.stderr[-3000:])
 
 
+BLOCK_CHECK = """
+import sys
+import torch
+sys.path.insert(0, "tests")
+from test_bimamba2_fused import reference_ops
+from bsmamba2_plugin import BSMamba2Config
+from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv_reference
+from bsmamba2_plugin.network.long_scan import long_scan_ops
+from bsmamba2_plugin.network.mamba2 import BiMamba2
+
+torch.manual_seed(0)
+config = BSMamba2Config(dim=32, depth=1, freqs_per_bands=(4, 8, 8, 13), stft_n_fft=64,
+                        stft_hop_length=16, stft_win_length=64, d_state=16, expand=2,
+                        headdim=16, backend="reference")
+block = BiMamba2(config)
+x = torch.randn(2, 70, 32, requires_grad=True)
+probe = torch.randn(2, 70, 32)
+results = []
+for ops, recompute in ((reference_ops(), False), (long_scan_ops(reference_ops()), False),
+                       (long_scan_ops(reference_ops()), True)):
+    y = bimamba2_fused(block, x, ops=ops, split=split_conv_reference, recompute=recompute)
+    grads = torch.autograd.grad((y * probe).sum(), [x, *block.parameters()])
+    results.append([y, *grads])
+for other in results[1:]:
+    for a, b in zip(other, results[0]):
+        err = ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+        assert err < 1e-5, err
+print("ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_the_fused_block_through_long_scan_in_the_interpreter() -> None:
+    """A small BiMamba2 (2 x 2 heads of 16, d_state 16) over 70 steps through
+    `bimamba2_fused` with long_scan's kernels (interpreted) as the scan, plain and with
+    selective recomputation (long_scan's two halves), against the reference scan: output
+    and every parameter's gradient (float32)."""
+    run_interpreted(BLOCK_CHECK)
+
+
 def test_long_scan_takes_any_length_at_supported_widths() -> None:
     assert long_scan_fits(801, 64, 128)  # the time axis at the paper's widths
     assert long_scan_fits(1, 16, 16)
