@@ -45,14 +45,15 @@ def test_describe_gives_one_line_per_decision(monkeypatch) -> None:
         "BiMamba2 block: both directions in one pass (fused)",
         "band axis (<= 64 steps): short_scan",
         "time axis (> 64 steps): mamba_ssm chunked scan",
-        "gated norm: mamba_ssm's rmsnorm_fn",
+        "gated norm: ours (gated_norm.py)",
         "while training: block input and scan output kept, the rest recomputed"]
     long = resolve_plan(BSMamba2Config.paper(long_scan=True), "cuda")
     assert long.long_scan and "time axis (> 64 steps): long_scan" in long.describe()
     assert not resolve_plan(BSMamba2Config.paper(long_scan=True, fused_block=False),
                             "cuda").long_scan  # the fused kernel path only
-    ours = resolve_plan(BSMamba2Config.paper(gated_norm="bsmamba2"), "cuda")
-    assert ours.gated_norm == "bsmamba2" and "gated norm: ours (gated_norm.py)" in ours.describe()
+    theirs = resolve_plan(BSMamba2Config.paper(gated_norm="mamba_ssm"), "cuda")
+    assert theirs.gated_norm == "mamba_ssm" and \
+        "gated norm: mamba_ssm's rmsnorm_fn" in theirs.describe()
     assert dataclasses.replace(plan, fused_block=False).describe()[1:] == [
         "BiMamba2 block: one direction after the other",
         "while training: block input and scan output kept, the rest recomputed"]
