@@ -33,8 +33,9 @@ from triton.backends.nvidia.compiler import get_ptxas
 from triton.runtime.jit import MockTensor, native_specialize_impl
 
 from bsmamba2_plugin.network import bimamba2_fused as fused
-from bsmamba2_plugin.network import gated_norm, short_scan
+from bsmamba2_plugin.network import gated_norm, long_scan, short_scan
 from bsmamba2_plugin.network import gated_norm_triton as gn_k
+from bsmamba2_plugin.network import long_scan_triton as ls_k
 from bsmamba2_plugin.network import short_scan_triton as ss_k
 from bsmamba2_plugin.network import split_conv_triton as sc_k
 
@@ -106,6 +107,30 @@ def _short_scan_specs() -> list[Spec]:
     ]
 
 
+def _long_scan_specs() -> list[Spec]:
+    # long_scan.py at the time axis (model.long_scan: true): 2 x 16 heads of 64 channels,
+    # 2 groups, bf16 and float32 inputs, each pass at its default chunk (default_chunk)
+    length = AXES["time"][1]
+    x = torch.empty(1, length, 2 * H, 2 * DI // (2 * H), device="meta")
+    B = torch.empty(1, length, 2, NS, device="meta")
+    specs = []
+    for dtype in (BF16, F32):
+        inputs = dict(X=dtype, DT=dtype, A=F32, Bm=dtype, Cm=dtype, D=F32, DTB=F32)
+        name = str(dtype).removeprefix("torch.")
+        launch = long_scan._launch_args(x, B, length, 2 * H, 2, True,
+                                        long_scan.default_chunk(dtype, backward=False))
+        specs.append(Spec(ls_k.long_scan_fwd, f"{name}: {_constants(launch)}",
+                          dict(inputs, Y=dtype, length=length), launch,
+                          long_scan._FWD_WARPS))
+        launch = long_scan._launch_args(x, B, length, 2 * H, 2, True,
+                                        long_scan.default_chunk(dtype, backward=True))
+        launch["KS"] = 1
+        specs.append(Spec(ls_k.long_scan_bwd, f"{name}: {_constants(launch)}", dict(
+            inputs, DY=dtype, DX=dtype, DDT=dtype, DBs=F32, DCs=F32, Part=F32, States=F32,
+            length=length), launch, long_scan._BWD_WARPS))
+    return specs
+
+
 def _gated_norm_specs() -> list[Spec]:
     # gated_norm.py in the fused block: both directions' rows (groups of d_inner), bf16
     n, length = AXES["time"]
@@ -171,7 +196,8 @@ def measure(spec: Spec, hints: bool = True) -> dict:
 
 
 def specs() -> list[Spec]:
-    return _split_conv_specs() + _short_scan_specs() + _gated_norm_specs()
+    return (_split_conv_specs() + _short_scan_specs() + _long_scan_specs()
+            + _gated_norm_specs())
 
 
 def main() -> None:

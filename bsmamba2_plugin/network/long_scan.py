@@ -19,9 +19,9 @@ benchmarks/gpu_long_scan.py times it.
 Scratch of the backward pass (float32, freed when it returns): the chunk-start states of
 one head at a time per (sequence, group, head split), n x g x splits x ceil(l / L) x p x
 ns, and dB, dC summed over a program's heads, 2 x n x l x splits x g x ns. At the time
-axis of the paper's batch (n = 310, l = 801, g = 2, p = 64, ns = 128, L = 64, one split):
-264 MB of states and 2 x 254 MB for dB and dC (float32 inputs, chunks of 32: 528 MB of
-states). The forward pass needs none.
+axis of the paper's batch (n = 310, l = 801, g = 2, p = 64, ns = 128, the backward's
+L = 32, one split): 528 MB of states (26 chunks) and 2 x 254 MB for dB and dC. The forward
+pass needs none.
 """
 
 from __future__ import annotations
@@ -31,18 +31,24 @@ import types
 
 import torch
 
-__all__ = ["LONG_SCAN_CHUNK", "LONG_SCAN_CHUNK_FLOAT32", "long_scan", "long_scan_backward",
-           "long_scan_fits", "long_scan_forward", "long_scan_ops"]
+__all__ = ["LONG_SCAN_CHUNK", "LONG_SCAN_CHUNK_BACKWARD", "LONG_SCAN_CHUNK_FLOAT32",
+           "default_chunk", "long_scan", "long_scan_backward", "long_scan_fits",
+           "long_scan_forward", "long_scan_ops"]
 
-LONG_SCAN_CHUNK = 64  # L: steps per chunk (the quadratic form's (L, L) tiles) ...
-#: ... for float32 inputs, whose dot operands take twice the shared memory: compiled for
-#: an H100 (sm_90) at the paper's widths, the backward kernel needs 172 KB at L = 64 with
-#: bf16 inputs, 280 KB with float32 ones (more than the 227 KB a program may have), 132 KB
-#: at L = 32
-LONG_SCAN_CHUNK_FLOAT32 = 32
+# Chunk lengths L (steps per chunk: the quadratic form's (L, L) tiles). Forward and
+# backward need not chunk alike (the backward recomputes what it needs from the inputs).
+# They are bound by shared memory: compiled for an H100 (sm_90, at most 227 KB a program)
+# at the paper's widths as Triton launches them (benchmarks/kernel_registers.py), the
+# forward needs 131 KB at L = 64 with bf16 inputs; the backward 238 KB at L = 64 with bf16
+# (too much), 140 KB at L = 32 with bf16 and 132 KB with float32 inputs, whose dot operands
+# are twice as wide (the forward: 115 KB at L = 32).
+LONG_SCAN_CHUNK = 64  #: the forward's L for 16-bit inputs
+LONG_SCAN_CHUNK_FLOAT32 = 32  #: the forward's L for float32 inputs
+LONG_SCAN_CHUNK_BACKWARD = 32  #: the backward's L
 _STATE_ELEMENTS = 64 * 128  # the largest state (headdim x d_state) held in registers
-# warps per program: at 4, the forward kernel spilled 1.8 KB of registers a thread (sm_90,
-# paper widths, bf16), at 8 44 bytes; the backward spills ~4 KB at 8 (9 KB at 4)
+# warps per program (sm_90, paper widths, bf16, as launched): the forward uses 240
+# registers a thread at 8 warps, no spills (255 and 36 bytes of spills at 4); the
+# backward spills 1.8 KB a thread at 8 warps (2.8 KB at 4)
 _FWD_WARPS, _BWD_WARPS = 8, 8
 
 
@@ -65,11 +71,11 @@ def _kernels():
     return k.long_scan_fwd, k.long_scan_bwd
 
 
-def _chunk(x: torch.Tensor, chunk: int | None) -> int:
-    """The chunk L: `chunk` if given, else by the element size of x (see above)."""
-    if chunk is not None:
-        return chunk
-    return LONG_SCAN_CHUNK_FLOAT32 if x.element_size() > 2 else LONG_SCAN_CHUNK
+def default_chunk(dtype: torch.dtype, *, backward: bool) -> int:
+    """The chunk L of a pass for inputs of `dtype` (the constants above)."""
+    if backward:
+        return LONG_SCAN_CHUNK_BACKWARD
+    return LONG_SCAN_CHUNK_FLOAT32 if dtype.itemsize > 2 else LONG_SCAN_CHUNK
 
 
 def _check(x, dt, A, B, C, D, dt_bias, chunk) -> tuple[int, ...]:
@@ -101,9 +107,10 @@ def long_scan_forward(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplu
     """y (n, l, h, p) for x (n, l, h, p), dt (n, l, h), A (h,), B, C (n, l, g, ns),
     D, dt_bias (h,): the forward half (no autograd). `chunk_size` (mamba_ssm's chunk) is
     ignored; `scan_chunk` is this kernel's chunk L (a power of two, 16 to 128; None:
-    `LONG_SCAN_CHUNK`, or `LONG_SCAN_CHUNK_FLOAT32` for float32 inputs)."""
+    `default_chunk`)."""
     del chunk_size
-    scan_chunk = _chunk(x, scan_chunk)
+    if scan_chunk is None:
+        scan_chunk = default_chunk(x.dtype, backward=False)
     n, length, nheads, _, ngroups, _ = _check(x, dt, A, B, C, D, dt_bias, scan_chunk)
     x, dt, A, B, C, D, dt_bias = (t.contiguous() for t in (x, dt, A, B, C, D, dt_bias))
     y = torch.empty_like(x)
@@ -119,11 +126,12 @@ def long_scan_backward(dy, y, x, dt, A, B, C, chunk_size=None, *, D, dt_bias,
                        dt_softplus=True, scan_chunk=None, head_splits=1):
     """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias) of the scan for the output gradient
     dy; `y` (unused: everything is recomputed from the inputs) keeps mamba_ssm's
-    signature. `head_splits` programs share a group's heads (more parallel work, and
-    that many float32 dB and dC partial sums to add up); it must divide the heads of a
-    group."""
+    signature. `scan_chunk`: the chunk L (None: `default_chunk`); `head_splits`
+    programs share a group's heads (more parallel work, and that many float32 dB and dC
+    partial sums to add up); it must divide the heads of a group."""
     del y, chunk_size
-    scan_chunk = _chunk(x, scan_chunk)
+    if scan_chunk is None:
+        scan_chunk = default_chunk(x.dtype, backward=True)
     n, length, nheads, headdim, ngroups, d_state = _check(x, dt, A, B, C, D, dt_bias,
                                                            scan_chunk)
     if (nheads // ngroups) % head_splits:
