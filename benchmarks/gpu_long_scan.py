@@ -9,8 +9,9 @@ mamba_ssm's `_mamba_chunk_scan_combined_bwd`, what the selective-recompute path 
 medians of CUDA-event timings after two warm-up calls; the peak memory of forward +
 backward above the inputs; the largest difference of the outputs and gradients between
 the two scans, relative to each tensor's largest value. `--sweep` also times long_scan's
-forward and backward half for chunks of 32, 64 and 128 steps, 4 and 8 warps and (backward)
-1, 2 and 4 head splits. Tables on stdout.
+forward and backward half for chunks of 32 and 64 steps, 4 and 8 warps, 1 and 3
+software-pipelining stages, and the backward at its defaults with 2 and 4 head splits.
+Tables on stdout.
 """
 
 from __future__ import annotations
@@ -86,14 +87,19 @@ def main() -> None:
     if not args.sweep:
         return
     print("\nlong_scan's launch settings (forward; backward half)")
-    print("| pass | chunk L | warps | head splits | ms |")
-    print("|---|---|---|---|---|")
+    print("| pass | chunk L | warps | stages | head splits | ms |")
+    print("|---|---|---|---|---|---|")
     y = module.long_scan_forward(*plain, **kw)
-    runs = [("fwd", chunk, warps, 1) for chunk in (32, 64, 128) for warps in (4, 8)]
-    runs += [("bwd", chunk, warps, splits) for chunk in (32, 64, 128) for warps in (4, 8)
-             for splits in (1, 2, 4)]
-    for kind, chunk, warps, splits in runs:
+    defaults = (module._FWD_WARPS, module._FWD_STAGES, module._BWD_WARPS, module._BWD_STAGES)
+    grid = [(chunk, warps, stages) for chunk in (32, 64) for warps in (4, 8)
+            for stages in (1, 3)]
+    runs = [("fwd", *setting, 1) for setting in grid] + [("fwd", 128, 8, 1, 1)]
+    runs += [("bwd", *setting, 1) for setting in grid]
+    runs += [("bwd", module.LONG_SCAN_CHUNK_BACKWARD, defaults[2], defaults[3], splits)
+             for splits in (2, 4)]
+    for kind, chunk, warps, stages, splits in runs:
         module._FWD_WARPS = module._BWD_WARPS = warps
+        module._FWD_STAGES = module._BWD_STAGES = stages
         if kind == "fwd":
             call = functools.partial(module.long_scan_forward, *plain, **kw, scan_chunk=chunk)
         else:
@@ -103,7 +109,8 @@ def main() -> None:
             ms = f"{timed(call, args.repeats):.2f}"
         except (OutOfResources, torch.OutOfMemoryError) as error:  # e.g. shared memory
             ms = f"{type(error).__name__}: {str(error)[:80]}"
-        print(f"| {kind} | {chunk} | {warps} | {splits} | {ms} |", flush=True)
+        print(f"| {kind} | {chunk} | {warps} | {stages} | {splits} | {ms} |", flush=True)
+    module._FWD_WARPS, module._FWD_STAGES, module._BWD_WARPS, module._BWD_STAGES = defaults
 
 
 if __name__ == "__main__":

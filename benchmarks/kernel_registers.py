@@ -51,6 +51,7 @@ class Spec(NamedTuple):
     args: dict  # runtime arguments: a torch dtype for a pointer, else the value
     constexprs: dict
     num_warps: int
+    num_stages: int = 3  # Triton's default on CUDA
 
 
 def _split_conv_specs() -> list[Spec]:
@@ -121,13 +122,13 @@ def _long_scan_specs() -> list[Spec]:
                                         long_scan.default_chunk(dtype, backward=False))
         specs.append(Spec(ls_k.long_scan_fwd, f"{name}: {_constants(launch)}",
                           dict(inputs, Y=dtype, length=length), launch,
-                          long_scan._FWD_WARPS))
+                          long_scan._FWD_WARPS, long_scan._FWD_STAGES))
         launch = long_scan._launch_args(x, B, length, 2 * H, 2, True,
                                         long_scan.default_chunk(dtype, backward=True))
         launch["KS"] = 1
         specs.append(Spec(ls_k.long_scan_bwd, f"{name}: {_constants(launch)}", dict(
             inputs, DY=dtype, DX=dtype, DDT=dtype, DBs=F32, DCs=F32, Part=F32, States=F32,
-            length=length), launch, long_scan._BWD_WARPS))
+            length=length), launch, long_scan._BWD_WARPS, long_scan._BWD_STAGES))
     return specs
 
 
@@ -179,7 +180,8 @@ def measure(spec: Spec, hints: bool = True) -> dict:
     """Registers, spill bytes and shared memory of one kernel launch."""
     compiled = triton.compile(_source(spec, hints),
                               target=GPUTarget("cuda", CAPABILITY, 32),
-                              options={"num_warps": spec.num_warps})
+                              options={"num_warps": spec.num_warps,
+                                       "num_stages": spec.num_stages})
     with tempfile.TemporaryDirectory() as tmp:
         ptx = Path(tmp) / "kernel.ptx"
         ptx.write_text(compiled.asm["ptx"])

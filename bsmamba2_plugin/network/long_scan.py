@@ -41,7 +41,7 @@ __all__ = ["LONG_SCAN_CHUNK", "LONG_SCAN_CHUNK_BACKWARD", "LONG_SCAN_CHUNK_FLOAT
 # at the paper's widths as Triton launches them (benchmarks/kernel_registers.py), the
 # forward needs 131 KB at L = 64 with bf16 inputs; the backward 238 KB at L = 64 with bf16
 # (too much), 140 KB at L = 32 with bf16 and 132 KB with float32 inputs, whose dot operands
-# are twice as wide (the forward: 115 KB at L = 32).
+# are twice as wide (the forward: 115 KB at L = 32). (With `_BWD_STAGES` 3, below.)
 LONG_SCAN_CHUNK = 64  #: the forward's L for 16-bit inputs
 LONG_SCAN_CHUNK_FLOAT32 = 32  #: the forward's L for float32 inputs
 LONG_SCAN_CHUNK_BACKWARD = 32  #: the backward's L
@@ -50,6 +50,10 @@ _STATE_ELEMENTS = 64 * 128  # the largest state (headdim x d_state) held in regi
 # registers a thread at 8 warps, no spills (255 and 36 bytes of spills at 4); the
 # backward spills 1.8 KB a thread at 8 warps (2.8 KB at 4)
 _FWD_WARPS, _BWD_WARPS = 8, 8
+# software-pipelining stages of the chunk loops (Triton's default 3 loads the next chunks'
+# inputs ahead, into shared memory; 1 loads each chunk when it starts: the backward at
+# L = 64 then needs 90 KB instead of 238 KB); benchmarks/gpu_long_scan.py --sweep times both
+_FWD_STAGES, _BWD_STAGES = 3, 3
 
 
 def _supported_width(width: int, most: int) -> bool:
@@ -118,7 +122,7 @@ def long_scan_forward(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplu
         _kernels()[0][(n, nheads)](x, dt, A, B, C, D, dt_bias, y, length,
                                    **_launch_args(x, B, length, nheads, ngroups, dt_softplus,
                                                   scan_chunk),
-                                   num_warps=_FWD_WARPS)
+                                   num_warps=_FWD_WARPS, num_stages=_FWD_STAGES)
     return y
 
 
@@ -150,7 +154,7 @@ def long_scan_backward(dy, y, x, dt, A, B, C, chunk_size=None, *, D, dt_bias,
         _kernels()[1][(n, ngroups * head_splits)](
             x, dt, A, B, C, D, dt_bias, dy, dx, ddt, sums_b, sums_c, part, states, length,
             **_launch_args(x, B, length, nheads, ngroups, dt_softplus, scan_chunk),
-            KS=head_splits, num_warps=_BWD_WARPS)
+            KS=head_splits, num_warps=_BWD_WARPS, num_stages=_BWD_STAGES)
         del states
     dB, dC = (s.sum(2).to(B.dtype) for s in (sums_b, sums_c))
     sums = part.sum(0)
