@@ -209,6 +209,7 @@ def test_long_scan_takes_any_length_at_supported_widths() -> None:
     assert not long_scan_fits(801, 128, 128)  # a state of 16384 elements
     assert not long_scan_fits(801, 48, 128)  # headdim not a power of two
     assert not long_scan_fits(801, 64, 8)  # d_state below the dot tile
+    assert not long_scan_fits(801, 16, 256)  # the B, C tiles: shared memory
     assert not long_scan_fits(0, 64, 128)
 
 
