@@ -90,8 +90,8 @@ for step in "$@"; do
               [ -d $gap/data/train ] || python3 -P -m bsmamba2_plugin.cli make-dataset \
                   $gap/data --tracks 8 --valid-tracks 1 --seconds 20 --seed 1 --workers 16 \
                   --overwrite > /dev/null
-              for m in bsmamba2 ${tag:-bs_roformer}; do
-                [ $m = old- ] && continue
+              for m in ${GAP_MODELS:-bsmamba2 bs_roformer}; do
+                [ -n "$tag" ] && [ $m != bsmamba2 ] && continue
                 cfg=configs/config_musdb18_$m.yaml
                 [ $m = bs_roformer ] && cfg=configs/config_musdb18_bs_roformer_256x6.yaml
                 sed -e "s/^  num_steps: .*/  num_steps: $steps/" \

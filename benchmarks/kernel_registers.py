@@ -122,7 +122,8 @@ def _long_scan_specs() -> list[Spec]:
                                         long_scan.default_chunk(dtype, backward=False))
         specs.append(Spec(ls_k.long_scan_fwd, f"{name}: {_constants(launch)}",
                           dict(inputs, Y=dtype, length=length), launch,
-                          long_scan._FWD_WARPS, long_scan._FWD_STAGES))
+                          long_scan._FWD_WARPS if dtype == BF16 else long_scan._FWD_WARPS_FLOAT32,
+                          long_scan._FWD_STAGES))
         launch = long_scan._launch_args(x, B, length, 2 * H, 2, True,
                                         long_scan.default_chunk(dtype, backward=True))
         launch["KS"] = 1

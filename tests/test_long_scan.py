@@ -168,7 +168,9 @@ import torch
 sys.path.insert(0, "tests")
 from test_bimamba2_fused import reference_ops
 from bsmamba2_plugin import BSMamba2Config
-from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv_reference
+import types
+from bsmamba2_plugin.network.bimamba2_fused import (_autograd_scan, bimamba2_fused,
+                                                    split_conv_reference)
 from bsmamba2_plugin.network.long_scan import long_scan_ops
 from bsmamba2_plugin.network.mamba2 import BiMamba2
 
@@ -180,8 +182,15 @@ block = BiMamba2(config)
 x = torch.randn(2, 70, 32, requires_grad=True)
 probe = torch.randn(2, 70, 32)
 results = []
-for ops, recompute in ((reference_ops(), False), (long_scan_ops(reference_ops()), False),
-                       (long_scan_ops(reference_ops()), True)):
+ref = reference_ops()
+# the reference scan's backward half (it recomputes the scan under autograd) after our
+# forward: what the model runs (long_scan's forward, mamba_ssm's backward half)
+halves = types.SimpleNamespace(**vars(ref),
+                               scan_halves=_autograd_scan(ref.mamba_chunk_scan_combined))
+for ops, recompute in ((ref, False), (long_scan_ops(ref), False),
+                       (long_scan_ops(ref), True),
+                       (long_scan_ops(halves, backward="mamba_ssm"), False),
+                       (long_scan_ops(halves, backward="mamba_ssm"), True)):
     y = bimamba2_fused(block, x, ops=ops, split=split_conv_reference, recompute=recompute)
     grads = torch.autograd.grad((y * probe).sum(), [x, *block.parameters()])
     results.append([y, *grads])
@@ -197,8 +206,9 @@ print("ok")
 def test_the_fused_block_through_long_scan_in_the_interpreter() -> None:
     """A small BiMamba2 (2 x 2 heads of 16, d_state 16) over 70 steps through
     `bimamba2_fused` with long_scan's kernels (interpreted) as the scan, plain and with
-    selective recomputation (long_scan's two halves), against the reference scan: output
-    and every parameter's gradient (float32)."""
+    selective recomputation (long_scan's two halves), and long_scan's forward with another
+    scan's backward half (the model's pairing, with mamba_ssm's), against the reference
+    scan: output and every parameter's gradient (float32)."""
     run_interpreted(BLOCK_CHECK)
 
 
@@ -272,9 +282,10 @@ def test_long_scan_rejects_what_it_cannot_compute() -> None:
 def test_the_fused_block_routes_long_sequences_to_long_scan_when_asked(
         tiny_config, monkeypatch, length, long_scan, expected) -> None:
     """With mamba_ssm's kernels (ops=None): with `long_scan=True` sequences of more than 64
-    steps go through long_scan (the band axis's stay with short_scan), without it through
-    mamba_ssm's chunked scan; in the selective-recompute path long_scan's halves run.
-    Stand-ins record which scan ran."""
+    steps go through long_scan's forward (the band axis's stay with short_scan), without it
+    through mamba_ssm's chunked scan; the backward pass, plain and in the selective-recompute
+    path, is mamba_ssm's backward half (here the stand-in scan's, recomputed under
+    autograd, as where mamba_ssm has no halves). Stand-ins record which scan ran."""
     calls = []
     chunked = reference_ops()
 
@@ -291,7 +302,7 @@ def test_the_fused_block_routes_long_sequences_to_long_scan_when_asked(
     monkeypatch.setattr("bsmamba2_plugin.network.ssd.load_mamba_triton", lambda: fake)
     monkeypatch.setattr("bsmamba2_plugin.network.short_scan.short_scan",
                         recording("short", chunked.mamba_chunk_scan_combined))
-    monkeypatch.setattr(long_scan_module, "long_scan",
+    monkeypatch.setattr(long_scan_module, "long_scan_forward",
                         recording("long", chunked.mamba_chunk_scan_combined))
     config = tiny_config.replace(headdim=16, d_state=16)
     block = BiMamba2(config)
@@ -300,16 +311,16 @@ def test_the_fused_block_routes_long_sequences_to_long_scan_when_asked(
         bimamba2_fused(block, x, split=split_conv_reference, long_scan=long_scan,
                        gated_norm="mamba_ssm")  # the stand-ins' norm
     assert calls == [expected]
-    if expected == "long":  # selective recompute: long_scan's two halves
-        from bsmamba2_plugin.network.bimamba2_fused import _autograd_scan
-
-        fwd, bwd = _autograd_scan(chunked.mamba_chunk_scan_combined)
-        monkeypatch.setattr(long_scan_module, "long_scan_forward", recording("long fwd", fwd))
-        monkeypatch.setattr(long_scan_module, "long_scan_backward", recording("long bwd", bwd))
-        y = bimamba2_fused(block, x, split=split_conv_reference, long_scan=True,
-                           recompute=True, gated_norm="mamba_ssm")
-        y.sum().backward()
-        assert calls == ["long", "long fwd", "long bwd"]
+    if expected == "long":  # the backward: the chunked scan's half, never long_scan's
+        monkeypatch.setattr(long_scan_module, "long_scan_backward",
+                            recording("long bwd", None))
+        for recompute in (False, True):
+            calls.clear()
+            y = bimamba2_fused(block, x, split=split_conv_reference, long_scan=True,
+                               recompute=recompute, gated_norm="mamba_ssm")
+            y.sum().backward()
+            # forward; the stand-in backward half recomputes the chunked scan
+            assert calls == ["long", "chunked"], (recompute, calls)
 
 
 # ---------------------------------------------------------------------------- CUDA
@@ -406,3 +417,10 @@ def test_the_paper_block_with_long_scan_matches_it_without(recompute, dtype) -> 
         print(f"{dtype} recompute={recompute} {name}: {err:.2e}")
         # TF32 (float32) or bf16 products in both scans, in different orders
         assert err < (2e-3 if dtype == torch.float32 else 2e-2), (name, err)
+
+
+def test_long_scan_ops_refuses_an_unknown_backward() -> None:
+    from bsmamba2_plugin.network.long_scan import long_scan_ops
+
+    with pytest.raises(ValueError, match="backward must be 'long_scan' or 'mamba_ssm'"):
+        long_scan_ops(types.SimpleNamespace(mamba_chunk_scan_combined=None), backward="ours")

@@ -421,7 +421,12 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         elif own == "long_scan":
             from .long_scan import long_scan_ops
 
-            ops = long_scan_ops(ops)
+            # our forward, mamba_ssm's backward (faster than ours: long_scan_ops); its
+            # backward half recomputed under autograd where mamba_ssm has no halves
+            if not hasattr(ops, "scan_halves"):
+                ops = types.SimpleNamespace(**vars(ops), scan_halves=_autograd_scan(
+                    ops.mamba_chunk_scan_combined))
+            ops = long_scan_ops(ops, backward="mamba_ssm")
         if gated_norm == "bsmamba2":
             from .gated_norm import gated_norm_ops
 

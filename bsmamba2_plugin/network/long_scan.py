@@ -42,14 +42,18 @@ __all__ = ["LONG_SCAN_CHUNK", "LONG_SCAN_CHUNK_BACKWARD", "LONG_SCAN_CHUNK_FLOAT
 # forward needs 131 KB at L = 64 with bf16 inputs; the backward 238 KB at L = 64 with bf16
 # (too much), 140 KB at L = 32 with bf16 and 132 KB with float32 inputs, whose dot operands
 # are twice as wide (the forward: 115 KB at L = 32). (With `_BWD_STAGES` 3, below.)
-LONG_SCAN_CHUNK = 64  #: the forward's L for 16-bit inputs
+LONG_SCAN_CHUNK = 32  #: the forward's L for 16-bit inputs
 LONG_SCAN_CHUNK_FLOAT32 = 32  #: the forward's L for float32 inputs
 LONG_SCAN_CHUNK_BACKWARD = 32  #: the backward's L
 _STATE_ELEMENTS = 64 * 128  # the largest state (headdim x d_state) held in registers
-# warps per program (sm_90, paper widths, bf16, as launched): the forward uses 240
-# registers a thread at 8 warps, no spills (255 and 36 bytes of spills at 4); the
-# backward spills 1.8 KB a thread at 8 warps (2.8 KB at 4)
-_FWD_WARPS, _BWD_WARPS = 8, 8
+# warps per program (sm_90, paper widths, as launched; benchmarks/kernel_registers.py):
+# the forward with 16-bit inputs at L = 32 and 4 warps uses 255 registers a thread, no
+# spills (at L = 64: 240 at 8 warps; 255 and 36 bytes of spills at 4); with float32 inputs
+# 4 warps spill 252 bytes, so those take 8; the backward spills 1.8 KB a thread at 8 warps
+# (2.8 KB at 4). The 16-bit forward's launch is the best of
+# `benchmarks/gpu_long_scan.py --sweep` on an H100 (310 x 801 steps, bf16): L = 32, 4
+# warps, 3 stages 3.19 ms; L = 64, 8 warps 4.96 ms.
+_FWD_WARPS, _FWD_WARPS_FLOAT32, _BWD_WARPS = 4, 8, 8
 # software-pipelining stages of the chunk loops (Triton's default 3 loads the next chunks'
 # inputs ahead, into shared memory; 1 loads each chunk when it starts: the backward at
 # L = 64 then needs 90 KB instead of 238 KB); benchmarks/gpu_long_scan.py --sweep times both
@@ -125,7 +129,8 @@ def long_scan_forward(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplu
         _kernels()[0][(n, nheads)](x, dt, A, B, C, D, dt_bias, y, length,
                                    **_launch_args(x, B, length, nheads, ngroups, dt_softplus,
                                                   scan_chunk),
-                                   num_warps=_FWD_WARPS, num_stages=_FWD_STAGES)
+                                   num_warps=_FWD_WARPS if x.dtype.itemsize <= 2
+                                   else _FWD_WARPS_FLOAT32, num_stages=_FWD_STAGES)
     return y
 
 
@@ -190,8 +195,50 @@ def long_scan(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplus=True,
     return _LongScan.apply(x, dt, A, B, C, D, dt_bias, dt_softplus, scan_chunk)
 
 
-def long_scan_ops(ops: object) -> types.SimpleNamespace:
-    """`ops` (mamba_ssm's kernels, `ssd.load_mamba_triton`) with the scan replaced by
-    `long_scan`, for a sequence length and widths where `long_scan_fits` holds."""
-    return types.SimpleNamespace(**{**vars(ops), "mamba_chunk_scan_combined": long_scan,
-                                    "scan_halves": (long_scan_forward, long_scan_backward)})
+class _ForwardOnly(torch.autograd.Function):
+    """`long_scan_forward` with another scan's backward half (mamba_ssm's), which takes
+    the forward's output y and the inputs and recomputes its own chunk states."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, dt_bias, chunk_size, dt_softplus, backward_half):
+        y = long_scan_forward(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias,
+                              dt_softplus=dt_softplus)
+        ctx.save_for_backward(x, dt, A, B, C, D, dt_bias, y)
+        ctx.options = (chunk_size, dt_softplus, backward_half)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, dt, A, B, C, D, dt_bias, y = ctx.saved_tensors
+        chunk_size, dt_softplus, backward_half = ctx.options
+        grads = backward_half(dy.contiguous(), y, x, dt, A, B, C, chunk_size, D=D,
+                              dt_bias=dt_bias, dt_softplus=dt_softplus)
+        return (*grads, None, None, None)
+
+
+def long_scan_ops(ops: object, *, backward: str = "long_scan") -> types.SimpleNamespace:
+    """`ops` (mamba_ssm's kernels, `ssd.load_mamba_triton`) with the scan's forward pass
+    replaced by `long_scan_forward`, for a sequence length and widths where
+    `long_scan_fits` holds.
+
+    backward: "long_scan" (ours, `long_scan_backward`) or "mamba_ssm" (the backward half
+    `ops.scan_halves` holds, mamba_ssm's: it recomputes its chunk states from the inputs,
+    so it pairs with any forward pass of the same function). The model uses "mamba_ssm":
+    on an H100 at the paper's time axis (310 x 801 steps, bf16) our backward took 74.7 ms
+    against mamba_ssm's 20.8 (`benchmarks/gpu_long_scan.py`, GPU_NOTES change 9), our
+    forward 3.2-5.0 ms against 6.6."""
+    if backward == "long_scan":
+        combined, halves = long_scan, (long_scan_forward, long_scan_backward)
+    elif backward == "mamba_ssm":
+        backward_half = ops.scan_halves[1]
+
+        def combined(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplus=True):
+            return _ForwardOnly.apply(x, dt, A, B, C, D, dt_bias, chunk_size, dt_softplus,
+                                      backward_half)
+
+        halves = (long_scan_forward, backward_half)
+    else:
+        raise ValueError(f"long_scan_ops: backward must be 'long_scan' or 'mamba_ssm', got "
+                         f"{backward!r}")
+    return types.SimpleNamespace(**{**vars(ops), "mamba_chunk_scan_combined": combined,
+                                    "scan_halves": halves})
