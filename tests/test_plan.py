@@ -48,7 +48,8 @@ def test_describe_gives_one_line_per_decision(monkeypatch) -> None:
         "gated norm: ours (gated_norm.py)",
         "while training: block input and scan output kept, the rest recomputed"]
     long = resolve_plan(BSMamba2Config.paper(long_scan=True), "cuda")
-    assert long.long_scan and "time axis (> 64 steps): long_scan" in long.describe()
+    assert long.long_scan and ("time axis (> 64 steps): long_scan forward, mamba_ssm backward"
+                               in long.describe())
     assert not resolve_plan(BSMamba2Config.paper(long_scan=True, fused_block=False),
                             "cuda").long_scan  # the fused kernel path only
     theirs = resolve_plan(BSMamba2Config.paper(gated_norm="mamba_ssm"), "cuda")

@@ -110,12 +110,12 @@ class BSMamba2Config:
         short_scan: fused kernel path: run sequences of at most 64 steps (the band axis)
             through our one-chunk `short_scan` kernels; false uses mamba_ssm's chunked scan
             there too (same numbers, slower, more memory).
-        long_scan: fused kernel path: run sequences of more than 64 steps (the time axis)
-            through our `long_scan` kernels (chunks of 64 steps forward, 32 backward, the
-            state carried in registers) instead of mamba_ssm's chunked scan, where
-            `long_scan_fits` the widths (headdim, d_state <= 128, headdim x d_state <=
-            64 x 128). Off by default (same numbers to float32 rounding; for comparisons
-            until it is measured on a GPU).
+        long_scan: fused kernel path: run the forward pass of sequences of more than 64
+            steps (the time axis) through our `long_scan` kernel (chunks of 32 steps, the
+            state carried in registers) instead of mamba_ssm's chunked scan, the backward
+            pass through mamba_ssm's, where `long_scan_fits` the widths (headdim, d_state
+            <= 128, headdim x d_state <= 64 x 128). Off by default (same numbers to
+            float32 rounding) until that pairing is measured on a GPU.
         gated_norm: fused kernel path: which kernels compute the gated RMSNorm,
             "bsmamba2" (ours, `gated_norm.py`, the default: many programs per SM in the
             backward pass) or "mamba_ssm" (its `rmsnorm_fn`); same numbers to float32

@@ -13,8 +13,9 @@ the same plan from its config). No environment variable and no class attribute t
     short_scan      model.short_scan, fused kernel path     sequences of <= 64 steps (the
                                                             band axis) through short_scan
     long_scan       model.long_scan, fused kernel path      sequences of > 64 steps (the
-                                                            time axis) through long_scan
-    gated_norm      model.gated_norm, fused kernel path     mamba_ssm | bsmamba2 (ours)
+                                                            time axis): forward through
+                                                            long_scan, backward mamba_ssm
+    gated_norm      model.gated_norm, fused kernel path     bsmamba2 (ours) | mamba_ssm
     recompute       model.gradient_checkpointing            none | block | selective
                     ("selective" needs the fused kernel path; elsewhere it is "block")
     cpu_grouping    the device (CPU)                        sequences in groups of about
@@ -53,10 +54,11 @@ class ExecutionPlan:
             (`bimamba2_fused`); False: one direction after the other.
         short_scan: fused kernel path: sequences of at most 64 steps through `short_scan`
             instead of mamba_ssm's chunked scan.
-        long_scan: fused kernel path: sequences of more than 64 steps through `long_scan`
-            (where its widths fit) instead of mamba_ssm's chunked scan.
+        long_scan: fused kernel path: the forward pass of sequences of more than 64 steps
+            through `long_scan` (where its widths fit), their backward pass through
+            mamba_ssm's chunked scan's.
         gated_norm: fused kernel path: whose kernels compute the gated RMSNorm,
-            "mamba_ssm" or "bsmamba2" (`gated_norm.py`); None elsewhere.
+            "bsmamba2" (`gated_norm.py`) or "mamba_ssm"; None elsewhere.
         recompute: while gradients are taken: "none" keeps every activation, "block"
             recomputes whole blocks in the backward pass, "selective" keeps each block's
             input and scan output (fused kernel path only).
@@ -84,8 +86,9 @@ class ExecutionPlan:
         if kernel and self.fused_block:
             lines.append("band axis (<= 64 steps): " + ("short_scan" if self.short_scan
                                                         else "mamba_ssm chunked scan"))
-            lines.append("time axis (> 64 steps): " + ("long_scan" if self.long_scan
-                                                       else "mamba_ssm chunked scan"))
+            lines.append("time axis (> 64 steps): " + (
+                "long_scan forward, mamba_ssm backward" if self.long_scan
+                else "mamba_ssm chunked scan"))
             lines.append("gated norm: " + ("ours (gated_norm.py)" if self.gated_norm == "bsmamba2"
                                            else "mamba_ssm's rmsnorm_fn"))
         lines.append("while training: " + {
