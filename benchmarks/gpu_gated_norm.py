@@ -1,7 +1,7 @@
 """The fused block's gated norm alone: our kernels (`network/gated_norm.py`) against
 mamba_ssm's `rmsnorm_fn` (CUDA).
 
-    python benchmarks/gpu_gated_norm.py [--repeats 20] [--batch 5]
+    python benchmarks/gpu_gated_norm.py [--repeats 20] [--batch 5] [--sweep] [--packed]
 
 The fused block's layout at the paper's widths: rows of both directions (2 groups of
 1024 columns), bf16 y and z as under autocast (z a column slice of the in_proj output, as
@@ -10,6 +10,10 @@ count on both axes). Forward alone and backward alone (the output gradient given
 of CUDA-event timings after two warm-up calls, the memory traffic each pass must move at
 least and the bandwidth that gives, and the largest difference between the two
 implementations relative to each tensor's largest value. One table on stdout.
+`--packed`: also the inference forward that reads z from the projection P (n, l, 2 x 2320)
+(`gated_norm_forward_packed`, `bimamba2_fused(packed_gate=True)`) against copying z out of
+P with split_conv's copy kernel and then the plain forward, at the time axis of a batch
+of 8 (496 sequences of 801 steps), with the two outputs compared.
 """
 
 from __future__ import annotations
@@ -23,6 +27,30 @@ from bsmamba2_plugin.network.ssd import load_mamba_triton
 from gpu_short_scan import timed  # CUDA-event medians (benchmarks/ on the path)
 
 
+def packed_table(repeats, gen, w, eps, group) -> None:
+    from bsmamba2_plugin.network.bimamba2_fused import _copy_cols
+    from bsmamba2_plugin.network.gated_norm import gated_norm_forward_packed
+
+    n, length, width = 8 * 62, 801, 2320  # P's columns per direction at the paper widths
+    P = torch.randn(n, length, 2 * width, device="cuda", generator=gen).bfloat16()
+    y = torch.randn(n * length, 2 * group, device="cuda", generator=gen).bfloat16()
+    z = torch.empty(n, length, 2 * group, device="cuda", dtype=torch.bfloat16)
+
+    def copied():
+        for d in range(2):
+            _copy_cols(P, z, d * width, d * group, group, d == 1)
+        return gated_norm_forward(y, z.view(-1, 2 * group), w, eps, group)
+
+    def packed():
+        return gated_norm_forward_packed(y, P, w, eps, group, width)
+
+    same = torch.equal(copied(), packed())
+    t_copied, t_packed = timed(copied, repeats), timed(packed, repeats)
+    print(f"\ninference forward at {n} x {length} rows, z from P: copy + norm "
+          f"{t_copied:.3f} ms, packed {t_packed:.3f} ms ({t_copied / t_packed:.2f}x), "
+          f"outputs {'equal' if same else 'DIFFERENT'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -30,6 +58,8 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="also time the backward at other tile shapes, warps and "
                              "programs per SM (module constants of gated_norm)")
+    parser.add_argument("--packed", action="store_true",
+                        help="also the inference forward reading z from the projection")
     args = parser.parse_args()
     rmsnorm_fn = load_mamba_triton().rmsnorm_fn
     rows, width, group, eps = args.batch * 62 * 801, 2048, 1024, 1e-5
@@ -72,6 +102,8 @@ def main() -> None:
               f"{traffic / (t_ours / 1e3):.0f} |")
     print(f"\nmax |difference| / max |value| (out, dy, dz, dw): "
           + ", ".join(f"{d:.2e}" for d in diffs))
+    if args.packed:
+        packed_table(args.repeats, gen, w, eps, group)
     if args.sweep:
         from bsmamba2_plugin.network import gated_norm as module
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (no network): install the carried wheels, run the CUDA
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
-#   [tests[ -k EXPR]] [tests-each FILE] ["profile[ ARGS]"] [accuracy] [scan] [norm]
+#   [tests[ -k EXPR]] [tests-each FILE] ["profile[ ARGS]"] [accuracy] [scan] ["norm[ ARGS]"]
 #   ["long-scan ARGS"] [sizes[ CASES]]
 #   ["bench MODELS..."] ["split-conv ARGS"] [train-runs] [compare[BUDGET_S]] ["cpu-speed ARGS"]
 #   [train-gap[STEPS]]
@@ -107,8 +107,8 @@ for step in "$@"; do
     scan) timeout 200 python3 -P benchmarks/gpu_short_scan.py 2>&1 | tee "$OUT/${tag}short_scan.log" ;;
     long-scan*) opts=${step#long-scan}; PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 300 \
               python3 -P benchmarks/gpu_long_scan.py $opts 2>&1 | tee "$OUT/${tag}long_scan.log" ;;
-    norm) PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 200 python3 -P \
-              benchmarks/gpu_gated_norm.py 2>&1 | tee "$OUT/${tag}gated_norm.log" ;;
+    norm*) opts=${step#norm}; PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 200 python3 -P \
+              benchmarks/gpu_gated_norm.py $opts 2>&1 | tee "$OUT/${tag}gated_norm.log" ;;
     accuracy) timeout 200 python3 -P benchmarks/gpu_kernel_vs_reference.py --skip-timing 2>&1 \
               | tee "$OUT/${tag}accuracy.log" ;;
   esac

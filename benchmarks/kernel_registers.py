@@ -145,8 +145,12 @@ def _gated_norm_specs() -> list[Spec]:
     sizes = dict(M=rows, N=width, GS=group, eps=1e-5)
     return [
         Spec(gn_k.gated_norm_fwd, _constants(fwd), dict(
-            Y=BF16, Z=BF16, W=F32, OUT=BF16, SY=width, SZ=width, **sizes), fwd,
-            gated_norm._warps(group)),
+            Y=BF16, Z=BF16, W=F32, OUT=BF16, SY=width, SZ=width, ZG=0, LENGTH=1, **sizes),
+            {**fwd, "PACKED": False}, gated_norm._warps(group)),
+        # inference reading z from the projection P (2 x 2320 columns a row)
+        Spec(gn_k.gated_norm_fwd, _constants({**fwd, "PACKED": True}), dict(
+            Y=BF16, Z=BF16, W=F32, OUT=BF16, SY=width, SZ=2 * 2320, ZG=2320, LENGTH=length,
+            **sizes), {**fwd, "PACKED": True}, gated_norm._warps(group)),
         Spec(gn_k.gated_norm_bwd, _constants(bwd), dict(
             Y=BF16, Z=BF16, W=F32, DOUT=BF16, DY=BF16, DZ=BF16, DW_PART=F32, SY=width,
             SZ=width, SD=width, **sizes), bwd, gated_norm._warps(group, backward=True)),

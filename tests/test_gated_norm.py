@@ -91,10 +91,71 @@ for recompute in (False, True):
 print("ok")
 """
 
+PACKED_CHECK = """
+import sys
+import types
+import torch
+sys.path.insert(0, "tests")
+from test_bimamba2_fused import reference_ops
+from bsmamba2_plugin.network import gated_norm as m
+from bsmamba2_plugin.network.bimamba2_fused import bimamba2_fused, split_conv
+from bsmamba2_plugin.network.config import BSMamba2Config
+from bsmamba2_plugin.network.mamba2 import BiMamba2
+
+torch.manual_seed(0)
+# the kernel alone: z read from P (two directions, the second time-reversed) against the
+# same norm of the z split_conv copies out of P; a group width that is not a power of two
+n, length, gs, width = 3, 7, 48, 83
+for dtype in (torch.float32, torch.float16):
+    P = torch.randn(n, length, 2 * width).to(dtype)
+    y = torch.randn(n * length, 2 * gs).to(dtype)
+    w = (1 + 0.3 * torch.randn(2 * gs)).float()
+    z = torch.cat([P[..., :gs], P.flip(1)[..., width:width + gs]], -1).reshape(-1, 2 * gs)
+    want = m.gated_norm_forward(y, z, w, 1e-5, gs)
+    got = m.gated_norm_forward_packed(y, P, w, 1e-5, gs, width)
+    assert torch.equal(got, want), (dtype, (got.float() - want.float()).abs().max())
+
+# the block: without autograd and with packed_gate (the packed path) equal to the path that
+# copies z (off by default, and under autograd), with
+# split_conv's and our norm's kernels; the packed norm must have run
+calls = []
+packed = m.gated_norm_forward_packed
+def counting(*args, **kwargs):
+    calls.append(1)
+    return packed(*args, **kwargs)
+m.gated_norm_forward_packed = counting
+ops = m.gated_norm_ops(reference_ops())
+config = BSMamba2Config(dim=32, depth=1, headdim=16, d_state=16, stft_n_fft=64,
+                        stft_win_length=64, stft_hop_length=16, freqs_per_bands=(33,))
+block = BiMamba2(config)
+x = torch.randn(2, 37, 32)
+with torch.no_grad():
+    fast = bimamba2_fused(block, x, ops=ops, split=split_conv, packed_gate=True)
+    assert calls == [1], calls
+    plain = bimamba2_fused(block, x, ops=ops, split=split_conv)  # off by default
+assert calls == [1], calls
+with torch.enable_grad():
+    full = bimamba2_fused(block, x.clone().requires_grad_(True), ops=ops, split=split_conv,
+                          packed_gate=True)  # with autograd: never packed
+assert calls == [1], calls
+assert torch.equal(fast, full.detach()), (fast - full).abs().max()
+assert torch.equal(fast, plain)
+print("ok")
+"""
+
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_gated_norm_kernels_match_the_float64_twin_in_the_interpreter() -> None:
     run_interpreted(CHECK)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_inference_reads_the_gate_straight_from_the_projection_in_the_interpreter() -> None:
+    """With `packed_gate` and without autograd the fused block's norm reads z from the
+    projection P (no copy of z): the kernel equals the norm of the copied z exactly
+    (float32, float16; the second direction time-reversed), and the block's output
+    equals the copying path's."""
+    run_interpreted(PACKED_CHECK)
 
 
 def test_the_twin_is_the_one_group_norm_per_group() -> None:

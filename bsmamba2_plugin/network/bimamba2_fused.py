@@ -152,6 +152,28 @@ def _on_device(tensor: torch.Tensor):
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
+def _split_conv_outputs(P, w, b, d_inner, d_state, nheads, *, copy_z: bool):
+    """x, B, C, z (None unless `copy_z`) and dt of `split_conv` for a contiguous P and
+    float32 conv weights (no autograd)."""
+    lay = _Layout(d_inner, d_state, nheads)
+    n, length, _ = P.shape
+    x = P.new_empty(n, length, 2 * d_inner)
+    B = P.new_empty(n, length, 2 * d_state)
+    C = P.new_empty(n, length, 2 * d_state)
+    z = P.new_empty(n, length, 2 * d_inner) if copy_z else None
+    dt = P.new_empty(n, length, 2 * nheads)
+    blocks = (length + _BL - 1) // _BL
+    grid = (n * blocks, (lay.conv + _BC - 1) // _BC, 2)
+    _kernels()[0][grid](P, w, b, x, B, C, length, blocks, P.stride(0), P.stride(1),
+                        E=lay.width, XOFF=lay.xbc_offset, CH=lay.conv,
+                        DI=d_inner, NS=d_state, TAPS=w.shape[-1], BL=_BL, BC=_BC)
+    for d in range(2):
+        if copy_z:
+            _copy_cols(P, z, d * lay.width, d * d_inner, d_inner, d == 1)
+        _copy_cols(P, dt, d * lay.width + lay.dt_offset, d * nheads, nheads, d == 1)
+    return x, B, C, z, dt
+
+
 class _SplitConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, P, weight, bias, d_inner, d_state, nheads):
@@ -160,24 +182,10 @@ class _SplitConv(torch.autograd.Function):
 
     @staticmethod
     def _forward(ctx, P, weight, bias, d_inner, d_state, nheads):
-        lay = _Layout(d_inner, d_state, nheads)
-        n, length, _ = P.shape
         P = P.contiguous()
         w = weight.float().contiguous()
         b = bias.float().contiguous()
-        x = P.new_empty(n, length, 2 * d_inner)
-        B = P.new_empty(n, length, 2 * d_state)
-        C = P.new_empty(n, length, 2 * d_state)
-        z = P.new_empty(n, length, 2 * d_inner)
-        dt = P.new_empty(n, length, 2 * nheads)
-        blocks = (length + _BL - 1) // _BL
-        grid = (n * blocks, (lay.conv + _BC - 1) // _BC, 2)
-        _kernels()[0][grid](P, w, b, x, B, C, length, blocks, P.stride(0), P.stride(1),
-                            E=lay.width, XOFF=lay.xbc_offset, CH=lay.conv,
-                            DI=d_inner, NS=d_state, TAPS=w.shape[-1], BL=_BL, BC=_BC)
-        for d in range(2):
-            _copy_cols(P, z, d * lay.width, d * d_inner, d_inner, d == 1)
-            _copy_cols(P, dt, d * lay.width + lay.dt_offset, d * nheads, nheads, d == 1)
+        x, B, C, z, dt = _split_conv_outputs(P, w, b, d_inner, d_state, nheads, copy_z=True)
         ctx.save_for_backward(P, w, b)
         ctx.dims = (d_inner, d_state, nheads, weight.dtype, bias.dtype)
         return x, B, C, z, dt
@@ -267,13 +275,17 @@ def _weights(block: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def _head(x: torch.Tensor, w: dict, dims: _Dims, split) -> tuple[torch.Tensor, ...]:
-    """Steps 1-2: x (n, l, d) -> the scan's x, B, C, the gate z and dt (both directions)."""
+def _projection(x: torch.Tensor, w: dict, dims: _Dims) -> torch.Tensor:
+    """Step 1: x (n, l, d) -> P (n, l, 2 e), both directions' pre-norm and in_proj."""
     wide = x.to(torch.promote_types(x.dtype, torch.float32))
     x_hat = wide * torch.rsqrt(wide.square().mean(-1, keepdim=True) + dims.eps_in)
-    P = F.linear(x_hat.to(x.dtype), w["w_in"])  # (n, l, 2 e); bf16 under autocast
-    return split(P, w["conv_w"], w["conv_b"], d_inner=dims.d_inner, d_state=dims.d_state,
-                 nheads=dims.nheads)
+    return F.linear(x_hat.to(x.dtype), w["w_in"])  # bf16 under autocast
+
+
+def _head(x: torch.Tensor, w: dict, dims: _Dims, split) -> tuple[torch.Tensor, ...]:
+    """Steps 1-2: x (n, l, d) -> the scan's x, B, C, the gate z and dt (both directions)."""
+    return split(_projection(x, w, dims), w["conv_w"], w["conv_b"], d_inner=dims.d_inner,
+                 d_state=dims.d_state, nheads=dims.nheads)
 
 
 def _scan_inputs(xh, dt, B, C, w, dims: _Dims) -> tuple[tuple, dict]:
@@ -288,10 +300,36 @@ def _scan_inputs(xh, dt, B, C, w, dims: _Dims) -> tuple[tuple, dict]:
 def _tail(y: torch.Tensor, z: torch.Tensor, x: torch.Tensor, w: dict, dims: _Dims,
           ops) -> torch.Tensor:
     """Steps 3 (gated norm) and 4: the scan output y -> the block output."""
-    n, length, dim = x.shape
+    n, length = x.shape[:2]
     g = ops.rmsnorm_fn(y.reshape(n * length, 2 * dims.d_inner), w["norm_w"], None,
                        z=z.reshape(n * length, 2 * dims.d_inner), eps=dims.eps_norm,
                        group_size=dims.d_inner, norm_before_gate=False)
+    return _out(g, x, w, dims)
+
+
+def _packed_inference(x: torch.Tensor, w: dict, dims: _Dims, ops) -> torch.Tensor:
+    """The whole block without autograd, with our gated norm reading the gate z straight
+    from the projection P (`gated_norm_forward_packed`) instead of from a copy: the same
+    numbers as `_head` + scan + `_tail` with `split_conv` and our norm, one copy of
+    (n, l, 2 d_inner) less (inference)."""
+    from .gated_norm import gated_norm_forward_packed
+
+    n, length = x.shape[:2]
+    P = _projection(x, w, dims).contiguous()
+    xh, B, C, _, dt = _split_conv_outputs(P, w["conv_w"].float().contiguous(),
+                                          w["conv_b"].float().contiguous(), dims.d_inner,
+                                          dims.d_state, dims.nheads, copy_z=False)
+    args, kwargs = _scan_inputs(xh, dt, B, C, w, dims)
+    y = ops.mamba_chunk_scan_combined(*args, **kwargs)
+    lay = _Layout(dims.d_inner, dims.d_state, dims.nheads)
+    g = gated_norm_forward_packed(y.reshape(n * length, 2 * dims.d_inner), P, w["norm_w"],
+                                  dims.eps_norm, dims.d_inner, lay.width)
+    return _out(g, x, w, dims)
+
+
+def _out(g: torch.Tensor, x: torch.Tensor, w: dict, dims: _Dims) -> torch.Tensor:
+    """Step 4: the gated norm's output g (n l, 2 d_inner) -> the block output."""
+    n, length, dim = x.shape
     # both out_proj products as one batched product over strided halves of g (slicing g
     # would make autograd zero-fill and sum two full-size gradients)
     h = torch.bmm(g.view(n * length, 2, dims.d_inner).transpose(0, 1),
@@ -376,7 +414,7 @@ class _SelectiveRecompute(torch.autograd.Function):
 def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = None,
                    split: object = split_conv, recompute: bool = False,
                    short_scan: bool = True, long_scan: bool = False,
-                   gated_norm: str = "bsmamba2") -> torch.Tensor:
+                   gated_norm: str = "bsmamba2", packed_gate: bool = False) -> torch.Tensor:
     """`block` (a `mamba2.BiMamba2`) applied to x (n, l, d) with the fused kernel path.
 
     The n sequences run in as many calls as `kernel_limits.sequences_per_call` needs for
@@ -400,6 +438,10 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
             `long_scan_fits` takes through `long_scan` (an `ExecutionPlan`'s `long_scan`).
         gated_norm: with the default ops, whose kernels compute the gated norm:
             "bsmamba2" (`gated_norm.py`) or "mamba_ssm" (an `ExecutionPlan`'s `gated_norm`).
+        packed_gate: without autograd, with `split_conv` and our gated norm, read the
+            gate z straight from the projection instead of copying it out
+            (`_packed_inference`: same numbers, one copy less). Off until it has run on a
+            GPU (interpreter-tested; benchmarks/gpu_gated_norm.py --packed times it).
 
     Returns: (n, l, d), the same function as `block._forward(x)`.
 
@@ -441,7 +483,11 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         ops = types.SimpleNamespace(**vars(ops),
                                     scan_halves=_autograd_scan(ops.mamba_chunk_scan_combined))
 
+    packed = packed_gate and split is split_conv and _is_our_norm(ops)
+
     def run(part: torch.Tensor) -> torch.Tensor:
+        if packed and not torch.is_grad_enabled():
+            return _packed_inference(part, w, dims, ops)
         if recompute and torch.is_grad_enabled():
             return _SelectiveRecompute.apply(part, dims, ops, split,
                                              *(w[k] for k in _WEIGHTS))
@@ -454,6 +500,12 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
     if n <= per_call:
         return run(x)
     return torch.cat([run(part) for part in x.split(split_sizes(n, per_call))])
+
+
+def _is_our_norm(ops: object) -> bool:
+    from .gated_norm import gated_norm
+
+    return getattr(ops, "rmsnorm_fn", None) is gated_norm
 
 
 def own_scan(length: int, headdim: int, d_state: int, *, short_scan: bool,

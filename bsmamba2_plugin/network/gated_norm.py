@@ -24,8 +24,8 @@ import torch
 
 from .kernel_limits import sm_count
 
-__all__ = ["gated_norm", "gated_norm_backward", "gated_norm_forward", "gated_norm_ops",
-           "gated_norm_reference"]
+__all__ = ["gated_norm", "gated_norm_backward", "gated_norm_forward",
+           "gated_norm_forward_packed", "gated_norm_ops", "gated_norm_reference"]
 
 #: programs per SM of the backward pass (each adds up its part of dw). Measured on an H100
 #: at the paper's widths (benchmarks/gpu_gated_norm.py --sweep): one row a tile, 4 warps,
@@ -74,15 +74,38 @@ def gated_norm_forward(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
                        eps: float, group_size: int) -> torch.Tensor:
     """RMSNorm(y * silu(z)) * weight per group of `group_size` columns. y, z: (M, N)."""
     rows, groups = _check(y, z, weight, group_size)
-    y, z, weight = _rows(y), _rows(z), weight.contiguous()
+    return _forward(_rows(y), _rows(z), weight, eps, group_size, rows, groups)
+
+
+def gated_norm_forward_packed(y: torch.Tensor, P: torch.Tensor, weight: torch.Tensor,
+                              eps: float, group_size: int, width: int) -> torch.Tensor:
+    """`gated_norm_forward` of the fused block with z read from its projection P (n, l,
+    2 width) instead of a copy: direction d's z are P's columns d x width to d x width +
+    group_size, the backward direction's (d = 1) read time-reversed, as `split_conv`'s z.
+    y: (n l, 2 group_size), in each direction's processing order. No autograd (inference)."""
+    n, length = P.shape[:2]
+    if y.dim() != 2 or y.shape != (n * length, 2 * group_size) or P.dim() != 3 \
+            or P.shape[2] != 2 * width or width < group_size or weight.shape != (y.shape[1],):
+        raise ValueError(f"gated_norm_forward_packed: y {tuple(y.shape)} must be (n l, 2 x "
+                         f"{group_size}) for P {tuple(P.shape)} of 2 x {width} columns, the "
+                         f"weight ({2 * group_size},), got {tuple(weight.shape)}")
+    _check(y, y, weight, group_size)
+    return _forward(_rows(y), P.contiguous(), weight, eps, group_size, y.shape[0], 2,
+                    packed=(width, length))
+
+
+def _forward(y, z, weight, eps, group_size, rows, groups, packed=None) -> torch.Tensor:
     out = torch.empty(y.shape, dtype=y.dtype, device=y.device)
     if rows:
         tiles = _tiles(group_size)
         fwd, _ = _kernels()
+        z_stride = z.stride(-2)  # P (n, l, 2 width) contiguous: its rows are (n l)
+        zg, length = packed or (0, 1)
         with _on(y.device):
             fwd[(-(-rows // tiles["BM"]), groups)](
-                y, z, weight, out, y.stride(0), z.stride(0), rows, y.shape[1], group_size,
-                float(eps), **tiles, num_warps=_warps(group_size))
+                y, z, weight.contiguous(), out, y.stride(0), z_stride, rows, y.shape[1],
+                group_size, float(eps), zg, length, **tiles, PACKED=packed is not None,
+                num_warps=_warps(group_size))
     return out
 
 

@@ -19,7 +19,10 @@ saved between the passes) and each program walks TILES tiles of rows, adding its
 dw in registers; the parts are summed by the caller (deterministic, no atomics).
 
 Layouts: y, z, dout (M, N) with unit column stride and row strides SY, SZ, SD; out, dy,
-dz (M, N) contiguous, N = groups x GS; w (N,); dw_part (programs, N) float32. Row offsets
+dz (M, N) contiguous, N = groups x GS; w (N,); dw_part (programs, N) float32. The forward
+can also read z from the fused block's packed projection P (PACKED: two groups, the
+directions; group g's z at column g x ZG of P's row, group 1 time-reversed within each
+sequence of LENGTH rows), which saves inference the copy of z out of P. Row offsets
 are 64-bit (a row index times a row stride can pass 2**31 at large batches); offsets
 within a tile are 32-bit.
 """
@@ -31,25 +34,35 @@ __all__ = ["gated_norm_bwd", "gated_norm_fwd"]
 
 
 @triton.jit
-def _tile(Y, Z, SY, SZ, rows, M, N, GS, g, BG: tl.constexpr):
+def _tile(Y, Z, SY, SZ, rows, M, N, GS, g, BG: tl.constexpr, ZG, LENGTH,
+          PACKED: tl.constexpr):
     # this tile's y, z (float32), h = y silu(z), sigmoid(z), the mask, the column index
-    # within the row and the 64-bit row index
+    # within the row and the 64-bit row index. PACKED: z is read from the fused block's
+    # projection P instead (group g's z at column g * ZG of P's rows; group 1, the
+    # backward direction, time-reversed within each sequence of LENGTH rows)
     cols = g * GS + tl.arange(0, BG)
     mask = (rows < M)[:, None] & (tl.arange(0, BG) < GS)[None, :]
     rows = rows.to(tl.int64)[:, None]
     y = tl.load(Y + rows * SY + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    z = tl.load(Z + rows * SZ + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if PACKED:
+        t = rows % LENGTH
+        zrows = tl.where(g == 1, rows - t + (LENGTH - 1 - t), rows)
+        z = tl.load(Z + zrows * SZ + g * ZG + tl.arange(0, BG)[None, :], mask=mask,
+                    other=0.0).to(tl.float32)
+    else:
+        z = tl.load(Z + rows * SZ + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     sig = tl.sigmoid(z)
     h = y * z * sig
     return y, z, sig, h, mask, cols, rows
 
 
 @triton.jit
-def gated_norm_fwd(Y, Z, W, OUT, SY, SZ, M, N, GS, eps, BM: tl.constexpr,
-                   BG: tl.constexpr):
+def gated_norm_fwd(Y, Z, W, OUT, SY, SZ, M, N, GS, eps, ZG, LENGTH, BM: tl.constexpr,
+                   BG: tl.constexpr, PACKED: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
     g = tl.program_id(1)
-    y, z, sig, h, mask, cols, rows = _tile(Y, Z, SY, SZ, rows, M, N, GS, g, BG)
+    y, z, sig, h, mask, cols, rows = _tile(Y, Z, SY, SZ, rows, M, N, GS, g, BG, ZG, LENGTH,
+                                           PACKED)
     r = 1.0 / tl.sqrt(tl.sum(h * h, axis=1) / GS + eps)
     w = tl.load(W + cols, mask=tl.arange(0, BG) < GS, other=0.0).to(tl.float32)
     out = h * r[:, None] * w[None, :]
@@ -68,7 +81,8 @@ def gated_norm_bwd(Y, Z, W, DOUT, DY, DZ, DW_PART, SY, SZ, SD, M, N, GS, eps,
     first = pid.to(tl.int64) * (TILES * BM)
     for i in range(TILES):
         rows = first + i * BM + tl.arange(0, BM)
-        y, z, sig, h, mask, cols, rows = _tile(Y, Z, SY, SZ, rows, M, N, GS, g, BG)
+        y, z, sig, h, mask, cols, rows = _tile(Y, Z, SY, SZ, rows, M, N, GS, g, BG, 0, 1,
+                                               False)
         dout = tl.load(DOUT + rows * SD + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         r = 1.0 / tl.sqrt(tl.sum(h * h, axis=1) / GS + eps)
         hn = h * r[:, None]
