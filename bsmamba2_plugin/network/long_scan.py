@@ -89,15 +89,10 @@ def default_chunk(dtype: torch.dtype, *, backward: bool) -> int:
 
 
 def _check(x, dt, A, B, C, D, dt_bias, chunk) -> tuple[int, ...]:
-    n, length, nheads, headdim = x.shape
-    ngroups, d_state = B.shape[2], B.shape[3]
-    if nheads % ngroups or dt.shape != (n, length, nheads) or C.shape != B.shape \
-            or B.shape[:2] != (n, length) or A.shape != (nheads,) or D is None \
-            or D.shape != (nheads,) or dt_bias is None or dt_bias.shape != (nheads,):
-        raise ValueError(f"long_scan: shapes do not match x {tuple(x.shape)}: dt "
-                         f"{tuple(dt.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, C "
-                         f"{tuple(C.shape)}, D {None if D is None else tuple(D.shape)}, "
-                         f"dt_bias {None if dt_bias is None else tuple(dt_bias.shape)}")
+    from .short_scan import scan_shapes
+
+    n, length, nheads, headdim, ngroups, d_state = scan_shapes("long_scan", x, dt, A, B, C,
+                                                               D, dt_bias)
     if not long_scan_fits(max(length, 1), headdim, d_state):
         raise ValueError(f"long_scan needs power-of-two headdim and d_state from 16 to 128 "
                          f"with headdim x d_state <= {_STATE_ELEMENTS}, got {headdim} x "

@@ -38,6 +38,8 @@ loops with constant bounds). Offsets that grow with n or l are 64-bit (`seq`).
 import triton
 import triton.language as tl
 
+from .short_scan_triton import _step_sizes  # dt after bias and softplus, its slope
+
 __all__ = ["long_scan_bwd", "long_scan_fwd"]
 
 
@@ -49,16 +51,7 @@ def _chunk(X, DT, A, DTB, Bm, Cm, seq, g, h, c, length, H: tl.constexpr, G: tl.c
     r = tl.arange(0, L)
     t = c * L + r
     tmask = t < length
-    raw = tl.load(DT + (seq * length + t) * H + h, mask=tmask, other=0.0).to(tl.float32)
-    raw += tl.load(DTB + h).to(tl.float32)
-    if SOFTPLUS:
-        # mamba_ssm's softplus: identity above 20
-        dt = tl.where(raw <= 20.0, tl.log(1.0 + tl.exp(raw)), raw)
-        slope = tl.where(raw <= 20.0, tl.sigmoid(raw), 1.0)
-    else:
-        dt = raw
-        slope = tl.zeros_like(raw) + 1.0
-    dt = tl.where(tmask, dt, 0.0)
+    dt, slope = _step_sizes(DT, DTB, seq, t, tmask, h, length, H, SOFTPLUS)
     a_h = tl.load(A + h).to(tl.float32)
     acum = tl.cumsum(a_h * dt, axis=0)
     # a_L as the cumsum's own last element (not a separate sum: same rounding)

@@ -20,7 +20,8 @@ import types
 
 import torch
 
-__all__ = ["SHORT_SCAN_MAX_LENGTH", "short_scan", "short_scan_fits", "short_scan_ops"]
+__all__ = ["SHORT_SCAN_MAX_LENGTH", "scan_shapes", "short_scan", "short_scan_fits",
+           "short_scan_ops"]
 
 SHORT_SCAN_MAX_LENGTH = 64  # the quadratic form's (l, l) tiles stay in registers up to here
 
@@ -47,19 +48,28 @@ def _padded(length: int) -> int:
     return max(16, 1 << max(0, length - 1).bit_length())
 
 
-def _check(x, dt, A, B, C, D, dt_bias) -> tuple[int, ...]:
+def scan_shapes(name: str, x, dt, A, B, C, D, dt_bias) -> tuple[int, ...]:
+    """(n, length, nheads, headdim, ngroups, d_state) of a scan call in mamba_ssm's
+    conventions (`short_scan`, `long_scan`); a ValueError naming `name` where the shapes
+    do not fit together."""
     n, length, nheads, headdim = x.shape
     ngroups, d_state = B.shape[2], B.shape[3]
-    if length > SHORT_SCAN_MAX_LENGTH:
-        raise ValueError(f"short_scan takes sequences of at most {SHORT_SCAN_MAX_LENGTH} "
-                         f"steps, got {length}; use mamba_ssm's chunked scan")
     if nheads % ngroups or dt.shape != (n, length, nheads) or C.shape != B.shape \
             or B.shape[:2] != (n, length) or A.shape != (nheads,) or D is None \
             or D.shape != (nheads,) or dt_bias is None or dt_bias.shape != (nheads,):
-        raise ValueError(f"short_scan: shapes do not match x {tuple(x.shape)}: dt "
+        raise ValueError(f"{name}: shapes do not match x {tuple(x.shape)}: dt "
                          f"{tuple(dt.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, C "
                          f"{tuple(C.shape)}, D {None if D is None else tuple(D.shape)}, "
                          f"dt_bias {None if dt_bias is None else tuple(dt_bias.shape)}")
+    return n, length, nheads, headdim, ngroups, d_state
+
+
+def _check(x, dt, A, B, C, D, dt_bias) -> tuple[int, ...]:
+    if x.shape[1] > SHORT_SCAN_MAX_LENGTH:
+        raise ValueError(f"short_scan takes sequences of at most {SHORT_SCAN_MAX_LENGTH} "
+                         f"steps, got {x.shape[1]}; use mamba_ssm's chunked scan")
+    n, length, nheads, headdim, ngroups, d_state = scan_shapes("short_scan", x, dt, A, B, C,
+                                                               D, dt_bias)
     for width, most, name in ((headdim, 128, "headdim"), (d_state, 256, "d_state")):
         if not _supported_width(width, most):
             raise ValueError(f"short_scan needs a power-of-two {name} from 16 to {most}, "
