@@ -48,9 +48,11 @@ these numbers.
 Our own Triton kernels (`split_conv_triton.py`, `short_scan_triton.py`,
 `long_scan_triton.py`) form every offset in 64-bit integers and add no limit; their grids
 put sequences on axis x (up to 2**31 - 1 blocks) and heads or groups on axis y. With
-`long_scan` on the time axis (`sequences_per_call(..., short_scan=True)`: our scan) only
-the gated norm's rows bound a call: at 8 s, 801 x 2048 elements a sequence -> 1309
-sequences; at 30 s, 3001 x 2048 -> 349.
+`short_scan` on the band axis (`sequences_per_call(..., short_scan=True)`: our scan both
+ways) only the gated norm's rows bound a call. `long_scan` on the time axis computes the
+forward pass only; the backward pass is mamba_ssm's, so its limits stay (were both ours,
+the gated norm's rows would bound a call at 8 s: 801 x 2048 elements a sequence -> 1309
+sequences).
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ def sequences_per_call(length: int, *, nheads: int, headdim: int, ngroups: int,
         nheads, headdim, ngroups, d_state: the scan call's widths (a fused BiMamba2 block
             runs both directions as one call: nheads = 2 x the mixer's, ngroups = 2).
         chunk: mamba_ssm's SSD chunk length for this call.
-        short_scan: the scan is one of ours, `short_scan` or `long_scan` (64-bit offsets):
-            only the gated norm and the out_proj product bound the call.
+        short_scan: the scan runs through our kernels both ways (`short_scan`; 64-bit
+            offsets): only the gated norm and the out_proj product bound the call.
         sm_count: the device's multiprocessor count.
 
     Returns:

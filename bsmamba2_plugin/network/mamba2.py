@@ -248,11 +248,12 @@ class BiMamba2(nn.Module):
         from .bimamba2_fused import block_sequences_per_call, own_scan
 
         mixer = self.forward_blocks[0].mixer
-        # the fused call's widths (both directions) bound the per-direction path too
+        # the fused call's widths (both directions) bound the per-direction path too;
+        # long_scan computes the forward pass only (mamba_ssm's backward: its limits)
         ours = own_scan(length, mixer.headdim, mixer.d_state, short_scan=plan.short_scan,
                         long_scan=plan.long_scan)
         return block_sequences_per_call(self, length, device=device,
-                                        short_scan=ours is not None)
+                                        short_scan=ours == "short_scan")
 
     def _forward(self, x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
         """The block's function, one direction after the other (`backend`: a resolved
