@@ -10,11 +10,13 @@ states into a small scratch and runs the chunks backward carrying the state's gr
 mamba_ssm's conventions, as `short_scan`'s do, so that it replaces mamba_ssm's scan in
 `bimamba2_fused` (`long_scan_ops`).
 
-Off by default: the config key `long_scan: true` (`plan.py`) sends the sequences longer
-than `SHORT_SCAN_MAX_LENGTH` that `long_scan_fits` takes through it. The kernels are
-checked against the float64 reference under Triton's interpreter
-(tests/test_long_scan.py) and against mamba_ssm's scan on a GPU (the CUDA test there);
-benchmarks/gpu_long_scan.py times it.
+Off by default: the config key `long_scan: true` (`plan.py`) sends the forward pass of
+the sequences longer than `SHORT_SCAN_MAX_LENGTH` that `long_scan_fits` takes through it,
+their backward pass through mamba_ssm's (`long_scan_ops(backward="mamba_ssm")`): on an
+H100 our backward was 3.6x slower than mamba_ssm's, our forward 2.06x faster
+(benchmarks/results/gpu_h100_2026-12-06c/). The kernels are checked against the float64
+reference under Triton's interpreter (tests/test_long_scan.py) and against mamba_ssm's
+scan on a GPU (the CUDA test there); benchmarks/gpu_long_scan.py times them.
 
 Scratch of the backward pass (float32, freed when it returns): the chunk-start states of
 one head at a time per (sequence, group, head split), n x g x splits x ceil(l / L) x p x
