@@ -11,7 +11,7 @@ of CUDA-event timings after two warm-up calls, the memory traffic each pass must
 least and the bandwidth that gives, and the largest difference between the two
 implementations relative to each tensor's largest value. One table on stdout.
 `--packed`: also the inference forward that reads z from the projection P (n, l, 2 x 2320)
-(`gated_norm_forward_packed`, `bimamba2_fused(packed_gate=True)`) against copying z out of
+(`gated_norm_forward_packed`, the config key `packed_gate`) against copying z out of
 P with split_conv's copy kernel and then the plain forward, at the time axis of a batch
 of 8 (496 sequences of 801 steps), with the two outputs compared.
 """

@@ -116,3 +116,19 @@ def test_graphed_inference_is_refused_without_cuda() -> None:
     with pytest.raises(RuntimeError, match="needs a CUDA device"):
         bench._graphed_inference(torch.nn.Identity(), None, torch.zeros(1), torch.float32,
                                  torch.device("cpu"))
+
+
+def test_option_suffixes_combine_into_config_keys_and_only_on_our_two_base_variants() -> None:
+    assert bench.variant_options("bsmamba2-selective-long-scan-packed-gate") == (
+        "bsmamba2-selective", {"long_scan": True, "packed_gate": True})
+    assert bench.variant_options("bsmamba2-packed-gate-mamba-norm") == (
+        "bsmamba2", {"gated_norm": "mamba_ssm", "packed_gate": True})
+    assert bench.variant_options("bsmamba2-selective") == ("bsmamba2-selective", {})
+    # a suffix twice, or on another base, is no option set
+    assert bench.variant_options("bsmamba2-long-scan-long-scan")[1] == {}
+    assert bench.variant_options("bsmamba2-ckpt-long-scan")[1] == {}
+    bench._check_names(["bsmamba2-selective-chunked-scan-long-scan+graph"])
+    from bsmamba2_plugin.errors import UserValueError
+
+    with pytest.raises(UserValueError, match="unknown model"):
+        bench._check_names(["bsmamba2-ckpt-long-scan"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -63,3 +64,42 @@ def test_describe_gives_one_line_per_decision(monkeypatch) -> None:
 def test_an_explicit_kernel_backend_off_cuda_is_refused_with_the_fix() -> None:
     with pytest.raises(ValueError, match="model.backend is 'kernel'.*Fix: move the model"):
         resolve_plan(BSMamba2Config.paper(backend="kernel"), "cpu")
+
+
+def test_the_packed_gate_needs_our_norm_on_the_fused_kernel_path(monkeypatch) -> None:
+    monkeypatch.setattr(plan_module, "resolve_backend", lambda requested, device: "kernel")
+    packed = resolve_plan(BSMamba2Config.paper(packed_gate=True), "cuda")
+    assert packed.packed_gate and (
+        "gated norm: ours (gated_norm.py); inference reads the gate from the projection"
+        in packed.describe())
+    assert not resolve_plan(BSMamba2Config.paper(), "cuda").packed_gate  # off by default
+    for other in ({"gated_norm": "mamba_ssm"}, {"fused_block": False}):
+        assert not resolve_plan(BSMamba2Config.paper(packed_gate=True, **other),
+                                "cuda").packed_gate
+    with pytest.raises(TypeError, match=r"model.packed_gate: expected true or false"):
+        BSMamba2Config.paper(packed_gate=1)
+
+
+def test_the_block_passes_the_plan_to_the_fused_path(monkeypatch) -> None:
+    """`BiMamba2.forward` on the fused kernel path hands every plan field the fused call
+    takes to `bimamba2_fused` (a stand-in records them)."""
+    from bsmamba2_plugin.network import bimamba2_fused as fused_module
+    from bsmamba2_plugin.network.mamba2 import BiMamba2
+
+    seen = {}
+
+    def record(block, x, **kwargs):
+        seen.update(kwargs)
+        return x
+
+    monkeypatch.setattr(plan_module, "resolve_backend", lambda requested, device: "kernel")
+    monkeypatch.setattr(fused_module, "bimamba2_fused", record)
+    config = BSMamba2Config(dim=32, depth=1, headdim=16, d_state=16, stft_n_fft=64,
+                            stft_win_length=64, stft_hop_length=16, freqs_per_bands=(33,),
+                            packed_gate=True, long_scan=True, short_scan=False)
+    block = BiMamba2(config)
+    plan = resolve_plan(config, "cuda")
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    block.forward(torch.zeros(1, 5, 32), plan=plan)
+    assert seen == {"recompute": False, "short_scan": False, "long_scan": True,
+                    "gated_norm": "bsmamba2", "packed_gate": True}

@@ -28,7 +28,9 @@ reference backend), `bsmamba2-unfused` (kernel backend, one direction after the 
 of `short_scan`: `short_scan: false`), `bsmamba2-mamba-norm` and
 `bsmamba2-selective-mamba-norm` (mamba_ssm's gated-norm kernels instead of ours:
 `gated_norm: mamba_ssm`), `bsmamba2-long-scan` and `bsmamba2-selective-long-scan` (the
-time axis through our `long_scan` instead of mamba_ssm's chunked scan: `long_scan: true`),
+time axis's forward pass through our `long_scan`: `long_scan: true`), `-packed-gate`
+(inference reads the gate from the projection: `packed_gate: true`); these option suffixes
+combine (`bsmamba2-selective-long-scan-packed-gate`),
 `bsmamba2-reference` (`-ckpt`: with checkpointing), `bs_roformer_256x6`,
 `bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
 `-noflash` after the name sets `flash_attn: false`),
@@ -55,19 +57,21 @@ from typing import Any
 
 from ..errors import UserValueError
 
-__all__ = ["DEFAULT_MODELS", "EXTRA_MODELS", "MEASURED_PEAK_GIB", "Result", "format_row",
-           "forward_flop_counts", "memory_note", "run_bench"]
+__all__ = ["DEFAULT_MODELS", "EXTRA_MODELS", "MEASURED_PEAK_GIB", "OPTION_SUFFIXES", "Result",
+           "format_row", "forward_flop_counts", "memory_note", "run_bench", "variant_options"]
 
 DEFAULT_MODELS = ("bsmamba2-selective", "bsmamba2", "bs_roformer_256x6", "bs_roformer_256x11",
                   "bs_mamba2")
 #: further variants: the two directions one after the other, whole-block recomputation,
 #: the reference backend, mamba_ssm's chunked scan on the band axis, mamba_ssm's gated norm,
-#: our long_scan on the time axis
+#: our long_scan on the time axis, the packed gate (more: any combination of
+#: `OPTION_SUFFIXES`)
 EXTRA_MODELS = ("bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference",
                 "bsmamba2-reference-ckpt", "bsmamba2-chunked-scan",
                 "bsmamba2-selective-chunked-scan", "bsmamba2-mamba-norm",
                 "bsmamba2-selective-mamba-norm", "bsmamba2-long-scan",
-                "bsmamba2-selective-long-scan")
+                "bsmamba2-selective-long-scan", "bsmamba2-packed-gate",
+                "bsmamba2-selective-packed-gate")
 #: variant -> (training peak GiB, at train batch, of 8 s chunks): measured, where a
 #: variant does not fit every card. `bsmamba2` (gradient_checkpointing false): 86.5 GiB at
 #: batch 5 on an H200 (benchmarks/results/gpu_h200_2026-11-30/short_scan_default/).
@@ -75,9 +79,12 @@ MEASURED_PEAK_GIB = {"bsmamba2": (86.5, 5)}
 #: default for `run_bench(variant_timeout_s=...)`: a child process that runs longer is
 #: stopped and its row says so
 CHILD_TIMEOUT_S = 1800
-_CHUNKED_SCAN = "-chunked-scan"
-_MAMBA_NORM = "-mamba-norm"
-_LONG_SCAN = "-long-scan"
+#: option suffixes of `bsmamba2` and `bsmamba2-selective`, in any combination (e.g.
+#: `bsmamba2-selective-long-scan-packed-gate`): config key and value each one sets
+OPTION_SUFFIXES = {"-chunked-scan": ("short_scan", False),
+                   "-mamba-norm": ("gated_norm", "mamba_ssm"),
+                   "-long-scan": ("long_scan", True),
+                   "-packed-gate": ("packed_gate", True)}
 SAMPLE_RATE = 44100
 
 
@@ -107,27 +114,36 @@ def _config_path(name: str) -> Path:
     return find_resource("configs", name)
 
 
+def variant_options(name: str) -> tuple[str, dict[str, Any]]:
+    """(`bsmamba2` or `bsmamba2-selective`, the config options its `OPTION_SUFFIXES` set)
+    for such a name; (name, {}) for any other."""
+    options: dict[str, Any] = {}
+    base = name
+    while True:
+        for suffix, (key, value) in OPTION_SUFFIXES.items():
+            if base.endswith(suffix) and key not in options:
+                base, options[key] = base.removesuffix(suffix), value
+                break
+        else:
+            break
+    return (base, options) if options and base in ("bsmamba2", "bsmamba2-selective") \
+        else (name, {})
+
+
 def build_variant(name: str, device) -> tuple[Any, str]:
     """(model, autocast dtype name) for a variant name without its '+' suffixes."""
     from ..msst_integration import baselines
     from ..network.config import BSMamba2Config
     from ..network.model import BSMamba2
 
-    short_scan = not name.endswith(_CHUNKED_SCAN)
-    gated_norm = "mamba_ssm" if name.endswith(_MAMBA_NORM) else "bsmamba2"
-    long_scan = name.endswith(_LONG_SCAN)
-    if name in EXTRA_MODELS:
-        name = name.removesuffix(_CHUNKED_SCAN).removesuffix(_MAMBA_NORM).removesuffix(
-            _LONG_SCAN)
+    name, options = variant_options(name)
     if name in ("bsmamba2", "bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-selective",
                 "bsmamba2-reference", "bsmamba2-reference-ckpt"):
         backend = "reference" if name.startswith("bsmamba2-reference") else "auto"
         recompute = {"bsmamba2-ckpt": True, "bsmamba2-reference-ckpt": True,
                      "bsmamba2-selective": "selective"}.get(name, False)
         config = BSMamba2Config.paper(backend=backend, gradient_checkpointing=recompute,
-                                      fused_block=name != "bsmamba2-unfused",
-                                      short_scan=short_scan, long_scan=long_scan,
-                                      gated_norm=gated_norm)
+                                      fused_block=name != "bsmamba2-unfused", **options)
         return BSMamba2(config).to(device), "bfloat16"
     if name.startswith(("bs_roformer_256x6", "bs_roformer_256x11")):
         depth = name.split("-")[0].rsplit("x", 1)[1]
@@ -448,7 +464,8 @@ def _check_names(models: Sequence[str]) -> None:
              "bs_roformer_256x11-noflash"]
     for name in models:
         base, *suffixes = name.split("+")
-        if base not in known or any(s not in ("compile", "graph") for s in suffixes):
+        if (base not in known and not variant_options(base)[1]) \
+                or any(s not in ("compile", "graph") for s in suffixes):
             raise UserValueError(f"bench: unknown model {name!r}; expected one of "
                                  f"{', '.join(known)} (optionally with '+compile' and/or "
                                  f"'+graph').")

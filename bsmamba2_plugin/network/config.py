@@ -120,6 +120,10 @@ class BSMamba2Config:
             "bsmamba2" (ours, `gated_norm.py`, the default: many programs per SM in the
             backward pass) or "mamba_ssm" (its `rmsnorm_fn`); same numbers to float32
             rounding.
+        packed_gate: fused kernel path with our gated norm, inference only: the norm
+            reads the gate z straight from the projection instead of from a copy (same
+            numbers, one copy of (sequences, steps, 2 x d_inner) less). Off by default
+            until it has run on a GPU.
     """
 
     dim: int = 256
@@ -143,6 +147,7 @@ class BSMamba2Config:
     short_scan: bool = True
     long_scan: bool = False
     gated_norm: str = "bsmamba2"
+    packed_gate: bool = False
 
     # ----------------------------------------------------------------- checks
     def __post_init__(self) -> None:
@@ -159,7 +164,7 @@ class BSMamba2Config:
                                 f"'selective' on a GPU with the kernel backend saves most of the "
                                 f"memory of true at a smaller cost in time.")
         for name in ("stereo", "stft_normalized", "fused_block", "short_scan",
-                     "long_scan"):
+                     "long_scan", "packed_gate"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise UserTypeError(f"model.{name}: expected true or false, got {value!r} "

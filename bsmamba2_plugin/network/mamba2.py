@@ -231,7 +231,8 @@ class BiMamba2(nn.Module):
                     return bimamba2_fused(self, x, recompute=plan.recompute == "selective",
                                           short_scan=plan.short_scan,
                                           long_scan=plan.long_scan,
-                                          gated_norm=plan.gated_norm)
+                                          gated_norm=plan.gated_norm,
+                                          packed_gate=plan.packed_gate)
                 return self._forward(x, plan.backend)
         group = plan.cpu_tokens_per_group
         if not group or torch.is_grad_enabled() or n * length <= group:

@@ -16,6 +16,8 @@ the same plan from its config). No environment variable and no class attribute t
                                                             time axis): forward through
                                                             long_scan, backward mamba_ssm
     gated_norm      model.gated_norm, fused kernel path     bsmamba2 (ours) | mamba_ssm
+    packed_gate     model.packed_gate, our gated norm       inference reads the gate z
+                                                            from the projection (no copy)
     recompute       model.gradient_checkpointing            none | block | selective
                     ("selective" needs the fused kernel path; elsewhere it is "block")
     cpu_grouping    the device (CPU)                        sequences in groups of about
@@ -59,6 +61,8 @@ class ExecutionPlan:
             mamba_ssm's chunked scan's.
         gated_norm: fused kernel path: whose kernels compute the gated RMSNorm,
             "bsmamba2" (`gated_norm.py`) or "mamba_ssm"; None elsewhere.
+        packed_gate: fused kernel path with our gated norm: without autograd the norm
+            reads the gate z from the projection (no copy of it).
         recompute: while gradients are taken: "none" keeps every activation, "block"
             recomputes whole blocks in the backward pass, "selective" keeps each block's
             input and scan output (fused kernel path only).
@@ -73,6 +77,7 @@ class ExecutionPlan:
     long_scan: bool
     gated_norm: str | None
     recompute: str
+    packed_gate: bool
     cpu_tokens_per_group: int | None
 
     def describe(self, reason: str = "") -> list[str]:
@@ -90,7 +95,9 @@ class ExecutionPlan:
                 "long_scan forward, mamba_ssm backward" if self.long_scan
                 else "mamba_ssm chunked scan"))
             lines.append("gated norm: " + ("ours (gated_norm.py)" if self.gated_norm == "bsmamba2"
-                                           else "mamba_ssm's rmsnorm_fn"))
+                                           else "mamba_ssm's rmsnorm_fn")
+                         + ("; inference reads the gate from the projection"
+                            if self.packed_gate else ""))
         lines.append("while training: " + {
             "none": "every activation kept",
             "block": "whole blocks recomputed in the backward pass",
@@ -121,6 +128,7 @@ def resolve_plan(config: BSMamba2Config, device: torch.device | str) -> Executio
         device_type=device.type, backend=backend, fused_block=fused,
         short_scan=fused and config.short_scan, long_scan=fused and config.long_scan,
         gated_norm=config.gated_norm if fused else None, recompute=recompute,
+        packed_gate=fused and config.gated_norm == "bsmamba2" and config.packed_gate,
         cpu_tokens_per_group=CPU_TOKENS_PER_GROUP if device.type == "cpu" else None)
 
 
