@@ -91,7 +91,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     y = module.long_scan_forward(*plain, **kw)
     defaults = (module._FWD_WARPS, module._FWD_STAGES, module._BWD_WARPS, module._BWD_STAGES)
-    grid = [(chunk, warps, stages) for chunk in (32, 64) for warps in (4, 8)
+    grid = [(chunk, warps, stages) for chunk in (16, 32, 64) for warps in (4, 8)
             for stages in (1, 3)]
     runs = [("fwd", *setting, 1) for setting in grid] + [("fwd", 128, 8, 1, 1)]
     runs += [("bwd", *setting, 1) for setting in grid]
