@@ -220,3 +220,30 @@ def test_msst_train_diverging_to_nan_stops_with_a_message_and_saves_nothing(tmp_
     assert "step 2: training loss is nan; step skipped (1 in a row" in text, text[-3000:]
     assert "Training stopped at epoch 0 step 3" in text and "learning rate" in text
     assert not list((tmp_path / "r").glob("*.ckpt"))
+
+
+def test_two_processes_writing_one_file_do_not_take_each_others_temporary(
+        tmp_path, monkeypatch) -> None:
+    """The ranks of msst-train-ddp write the same salient-window cache: another process's
+    whole write landing between this one's write and rename (simulated here with another
+    pid) must leave this process's content, and no temporary file behind (a shared
+    temporary name made the second rename fail with FileNotFoundError)."""
+    import os
+
+    from bsmamba2_plugin.data.outputs import write_text_atomic
+
+    target = tmp_path / "cache.json"
+    real_replace, done = os.replace, []
+
+    def replace(src, dst):
+        if not done:
+            done.append(True)
+            with monkeypatch.context() as other:
+                other.setattr(os, "getpid", lambda: 4_000_000)
+                write_text_atomic(target, "the other rank's")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    write_text_atomic(target, "this rank's")
+    assert target.read_text() == "this rank's"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

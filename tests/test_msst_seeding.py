@@ -97,3 +97,37 @@ def test_another_seed_and_another_epoch_draw_other_examples(batches, workers: in
         seven, eight = batches[rank][(workers, "seed7")], batches[rank][(workers, "seed8")]
         assert _shared(seven[0], eight[0]) == 0
         assert _shared(seven[0], seven[1]) == 0
+
+
+def test_two_ranks_writing_the_salient_window_cache_at_once(tmp_path, monkeypatch) -> None:
+    """Every rank of msst-train-ddp computes the salient windows and writes the same cache
+    file. Another rank's whole write landing between this rank's write and rename
+    (simulated: another pid, inside this rank's os.replace) must not fail this rank (a
+    shared temporary name did: FileNotFoundError) nor leave a temporary file."""
+    import os
+
+    from msst._training import parse_args_train
+    from msst.utils.dataset import prepare_data
+    from msst.utils.settings import load_config
+
+    write_tiny_dataset(tmp_path / "data", train_tracks=2, valid_tracks=1, seconds=3.0)
+    config = load_config("bsmamba2", str(TINY))
+    args = parse_args_train({
+        "model_type": "bsmamba2", "config_path": str(TINY), "seed": 7,
+        "data_path": [f"{tmp_path}/data/train"], "valid_path": [f"{tmp_path}/data/valid"],
+        "results_path": f"{tmp_path}/results", "num_workers": 0, "dataset_type": 1})
+    real_replace, interleaved = os.replace, []
+
+    def replace(src, dst):
+        if "bsmamba2_salient_" in str(dst) and not interleaved:
+            interleaved.append(True)
+            with monkeypatch.context() as other_rank:
+                other_rank.setattr(os, "getpid", lambda: 4_000_000)
+                prepare_data(config, args, config.training.batch_size)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    prepare_data(config, args, config.training.batch_size)
+    assert interleaved
+    written = [p.name for p in tmp_path.rglob("bsmamba2_salient_*")]
+    assert len(written) == 1 and written[0].endswith(".json"), written

@@ -52,9 +52,10 @@ def temporary_beside(path: Path) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file, so a reader never sees half a file (and a full disk
-    leaves none behind)."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    """Write through a temporary file of this process (`temporary_beside`), so a reader
+    never sees half a file, a full disk leaves none behind and processes writing the same
+    file (the ranks of a DDP run) do not take each other's temporary file."""
+    temporary = temporary_beside(path)
     try:
         temporary.write_text(text)
         os.replace(temporary, path)

@@ -192,10 +192,18 @@ class BSMamba2Dataset(MSSDataset):
                 f"window where more than {recipe.sad_min_active:.0%} of sub-chunks are above "
                 f"RMS {recipe.sad_floor}. Fix: use longer or louder tracks, lower sad_floor, "
                 f"or set salient_windows: false.")
+        # every rank of msst-train-ddp computes and writes the same cache: each through a
+        # temporary file of its own (a shared name let one rank's os.replace take the
+        # other's file away mid-write), the last replace wins with the same content
         os.makedirs(os.path.dirname(cache), exist_ok=True)
-        with open(cache + ".tmp", "w") as handle:
-            json.dump(salient, handle)
-        os.replace(cache + ".tmp", cache)
+        temporary = f"{cache}.{os.getpid()}.tmp"
+        try:
+            with open(temporary, "w") as handle:
+                json.dump(salient, handle)
+            os.replace(temporary, cache)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
         return salient
 
     # ---------------------------------------------------------------- draws
