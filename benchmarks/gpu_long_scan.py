@@ -23,7 +23,7 @@ import torch
 from triton.runtime.errors import OutOfResources
 
 # benchmarks/ on the path: the script's folder, or PYTHONPATH under python -P
-from gpu_short_scan import inputs, timed
+from gpu_short_scan import inputs, record_and_compare, timed
 
 from bsmamba2_plugin.network import long_scan as module
 from bsmamba2_plugin.network.ssd import load_mamba_triton
@@ -73,13 +73,7 @@ def main() -> None:
             y = scan()
             return y, torch.autograd.grad(y, leaves, probe)
 
-        y, grads = both()
-        results[name] = [y.float(), *(g.float() for g in grads)]
-        diff = ""
-        if len(results) == 2:
-            a, b = results.values()
-            diff = " ".join(f"{((u - v).abs().max() / v.abs().max()).item():.1e}"
-                            for u, v in zip(a, b))
+        diff = record_and_compare(results, name, both)
         y = fwd()
         print(f"| {name} | {timed(fwd, args.repeats):.2f} | {timed(both, args.repeats):.2f} | "
               f"{timed(lambda: backward(y), args.repeats):.2f} | {peak_mib(both):.0f} | "

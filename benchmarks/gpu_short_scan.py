@@ -50,6 +50,19 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def record_and_compare(results: dict, name: str, both) -> str:
+    """Run `both` (output and gradients) once, keep them under `name` in `results`, and
+    return the largest difference of each to the first scan's kept ones, relative to this
+    scan's largest value ("" for the first scan)."""
+    y, grads = both()
+    results[name] = [y.float(), *(g.float() for g in grads)]
+    if len(results) < 2:
+        return ""
+    first = next(iter(results.values()))
+    return " ".join(f"{((u - v).abs().max() / v.abs().max()).item():.1e}"
+                    for u, v in zip(first, results[name]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -73,13 +86,7 @@ def main() -> None:
                 y = scan(x, dt, A, B, C, D=D, dt_bias=dt_bias, dt_softplus=True)
                 return y, torch.autograd.grad(y, leaves, probe)
 
-            y, grads = both()
-            results[name] = [y.float(), *(g.float() for g in grads)]
-            diff = ""
-            if len(results) == 2:
-                a, b = results.values()
-                diff = " ".join(f"{((u - v).abs().max() / v.abs().max()).item():.1e}"
-                                for u, v in zip(a, b))
+            diff = record_and_compare(results, name, both)
             print(f"| {n} | {name} | {timed(fwd, args.repeats):.2f} | "
                   f"{timed(both, args.repeats):.2f} | {diff} |")
 
