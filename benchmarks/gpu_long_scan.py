@@ -5,7 +5,8 @@
 Paper widths (both directions as 2 groups of 16 heads, headdim 64, d_state 128), bf16
 inputs as under autocast; n = 5 songs x 62 bands of 8 s (801 frames) by default. Forward
 alone, forward + backward, and the backward half alone (`long_scan_backward` /
-mamba_ssm's `_mamba_chunk_scan_combined_bwd`, what the selective-recompute path calls),
+mamba_ssm's `_mamba_chunk_scan_combined_bwd`, what the selective-recompute path calls; mamba_ssm
+at chunks of 128, the model's default, 64 and 256),
 medians of CUDA-event timings after two warm-up calls; the peak memory of forward +
 backward above the inputs; the largest difference of the outputs and gradients between
 the two scans, relative to each tensor's largest value. `--sweep` also times long_scan's
@@ -54,8 +55,12 @@ def main() -> None:
     kw = {"D": D, "dt_bias": dt_bias, "dt_softplus": True}
     plain = [t.detach() for t in (x, dt, A, B, C)]
     scans = {
-        "mamba_ssm chunk 128": (lambda: chunked(x, dt, A, B, C, 128, **kw),
-                                lambda y: mamba_bwd(probe, y, *plain, 128, **kw)),
+        f"mamba_ssm chunk {q}": (functools.partial(chunked, x, dt, A, B, C, q, **kw),
+                                 functools.partial(lambda y, q: mamba_bwd(probe, y, *plain, q,
+                                                                          **kw), q=q))
+        for q in (128, 64, 256)
+    }
+    scans |= {
         "long_scan": (lambda: module.long_scan(x, dt, A, B, C, None, **kw),
                       lambda y: module.long_scan_backward(probe, y, *plain, None, **kw)),
     }

@@ -84,7 +84,9 @@ CHILD_TIMEOUT_S = 1800
 OPTION_SUFFIXES = {"-chunked-scan": ("short_scan", False),
                    "-mamba-norm": ("gated_norm", "mamba_ssm"),
                    "-long-scan": ("long_scan", True),
-                   "-packed-gate": ("packed_gate", True)}
+                   "-packed-gate": ("packed_gate", True),
+                   "-chunk64": ("chunk_size", 64),
+                   "-chunk256": ("chunk_size", 256)}
 SAMPLE_RATE = 44100
 
 
