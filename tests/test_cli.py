@@ -113,13 +113,13 @@ def test_bench_variants_are_configs_and_change_no_process_state() -> None:
     expected = {"bsmamba2": (False, True, True),
                 "bsmamba2-selective-chunked-scan": ("selective", True, False),
                 "bsmamba2-unfused": (False, False, True),
-                "bsmamba2-selective-long-scan": ("selective", True, True)}
+                "bsmamba2-selective-mamba-time-scan": ("selective", True, True)}
     for name, (recompute, fused, short) in [*expected.items(), ("bsmamba2",
                                                                  expected["bsmamba2"])]:
         config = build_variant(name, cpu)[0].config
         assert (config.gradient_checkpointing, config.fused_block, config.short_scan) == (
             recompute, fused, short), name
-        assert config.long_scan == name.endswith("-long-scan"), name
+        assert config.long_scan == (not name.endswith("-mamba-time-scan")), name
     assert dict(os.environ) == environ
 
 

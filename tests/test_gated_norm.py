@@ -114,6 +114,18 @@ for dtype in (torch.float32, torch.float16):
     want = m.gated_norm_forward(y, z, w, 1e-5, gs)
     got = m.gated_norm_forward_packed(y, P, w, 1e-5, gs, width)
     assert torch.equal(got, want), (dtype, (got.float() - want.float()).abs().max())
+    # the backward: dz lands in P's gradient where z was read, nothing else of it is touched
+    dout = torch.randn(n * length, 2 * gs).to(dtype)
+    want_dy, want_dz, want_dw = m.gated_norm_backward(dout, y, z, w, 1e-5, gs)
+    dP = torch.full_like(P, 7.0)
+    dy, dw = m.gated_norm_backward_packed(dout, y, P, w, 1e-5, gs, width, dP)
+    assert torch.equal(dy, want_dy) and torch.equal(dw, want_dw), dtype
+    dz = want_dz.view(n, length, 2 * gs)
+    assert torch.equal(dP[..., :gs], dz[..., :gs]), dtype
+    assert torch.equal(dP.flip(1)[..., width:width + gs], dz[..., gs:]), dtype
+    rest = torch.ones(2 * width, dtype=torch.bool)
+    rest[:gs] = rest[width:width + gs] = False
+    assert bool((dP[..., rest] == 7).all()), dtype
 
 # the block: without autograd and with packed_gate (the packed path) equal to the path that
 # copies z (off by default, and under autograd), with
@@ -140,6 +152,23 @@ with torch.enable_grad():
 assert calls == [1], calls
 assert torch.equal(fast, full.detach()), (fast - full).abs().max()
 assert torch.equal(fast, plain)
+
+# training under selective recompute: the packed path (z read from P forward and in the
+# recompute, dz written into P's gradient) gives the copying path's output and gradients
+results = []
+for packed_gate in (False, True):
+    calls.clear()
+    block.zero_grad()
+    xi = x.clone().requires_grad_(True)
+    out = bimamba2_fused(block, xi, ops=ops, split=split_conv, recompute=True,
+                         packed_gate=packed_gate)
+    out.square().sum().backward()
+    assert len(calls) == (2 if packed_gate else 0), (packed_gate, calls)
+    results.append([out.detach(), xi.grad] + [p.grad.clone() for p in block.parameters()
+                                              if p.grad is not None])
+assert len(results[0]) == len(results[1]) > 8
+for a, b in zip(*results):
+    torch.testing.assert_close(b, a, rtol=0, atol=0)
 print("ok")
 """
 

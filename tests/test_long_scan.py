@@ -256,8 +256,8 @@ def test_with_long_scan_mamba_ssms_limits_still_bound_a_time_axis_call(monkeypat
 def test_the_long_scan_switch_is_a_config_key() -> None:
     from bsmamba2_plugin import BSMamba2Config
 
-    assert BSMamba2Config.paper().long_scan is False  # off by default
-    assert BSMamba2Config.paper(long_scan=True).long_scan is True
+    assert BSMamba2Config.paper().long_scan is True  # on by default
+    assert BSMamba2Config.paper(long_scan=False).long_scan is False
     with pytest.raises(TypeError, match=r"model.long_scan: expected true or false, got 'yes'"):
         BSMamba2Config.paper(long_scan="yes")
 

@@ -45,8 +45,9 @@ def test_describe_gives_one_line_per_decision(monkeypatch) -> None:
         "backend: kernel (mamba_ssm 2.3.2)",
         "BiMamba2 block: both directions in one pass (fused)",
         "band axis (<= 64 steps): short_scan",
-        "time axis (> 64 steps): mamba_ssm chunked scan",
-        "gated norm: ours (gated_norm.py)",
+        "time axis (> 64 steps): long_scan forward, mamba_ssm backward",
+        "gated norm: ours (gated_norm.py); the gate read from the projection (inference, "
+        "selective)",
         "while training: block input and scan output kept, the rest recomputed"]
     long = resolve_plan(BSMamba2Config.paper(long_scan=True), "cuda")
     assert long.long_scan and ("time axis (> 64 steps): long_scan forward, mamba_ssm backward"
@@ -70,9 +71,10 @@ def test_the_packed_gate_needs_our_norm_on_the_fused_kernel_path(monkeypatch) ->
     monkeypatch.setattr(plan_module, "resolve_backend", lambda requested, device: "kernel")
     packed = resolve_plan(BSMamba2Config.paper(packed_gate=True), "cuda")
     assert packed.packed_gate and (
-        "gated norm: ours (gated_norm.py); inference reads the gate from the projection"
-        in packed.describe())
-    assert not resolve_plan(BSMamba2Config.paper(), "cuda").packed_gate  # off by default
+        "gated norm: ours (gated_norm.py); the gate read from the projection (inference, "
+        "selective)" in packed.describe())
+    assert resolve_plan(BSMamba2Config.paper(), "cuda").packed_gate  # on by default
+    assert not resolve_plan(BSMamba2Config.paper(packed_gate=False), "cuda").packed_gate
     for other in ({"gated_norm": "mamba_ssm"}, {"fused_block": False}):
         assert not resolve_plan(BSMamba2Config.paper(packed_gate=True, **other),
                                 "cuda").packed_gate
@@ -96,10 +98,10 @@ def test_the_block_passes_the_plan_to_the_fused_path(monkeypatch) -> None:
     monkeypatch.setattr(fused_module, "bimamba2_fused", record)
     config = BSMamba2Config(dim=32, depth=1, headdim=16, d_state=16, stft_n_fft=64,
                             stft_win_length=64, stft_hop_length=16, freqs_per_bands=(33,),
-                            packed_gate=True, long_scan=True, short_scan=False)
+                            packed_gate=False, long_scan=False, short_scan=False)
     block = BiMamba2(config)
     plan = resolve_plan(config, "cuda")
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     block.forward(torch.zeros(1, 5, 32), plan=plan)
-    assert seen == {"recompute": False, "short_scan": False, "long_scan": True,
-                    "gated_norm": "bsmamba2", "packed_gate": True}
+    assert seen == {"recompute": False, "short_scan": False, "long_scan": False,
+                    "gated_norm": "bsmamba2", "packed_gate": False}

@@ -27,10 +27,13 @@ reference backend), `bsmamba2-unfused` (kernel backend, one direction after the 
 `bsmamba2-selective-chunked-scan` (the band axis through mamba_ssm's chunked scan instead
 of `short_scan`: `short_scan: false`), `bsmamba2-mamba-norm` and
 `bsmamba2-selective-mamba-norm` (mamba_ssm's gated-norm kernels instead of ours:
-`gated_norm: mamba_ssm`), `bsmamba2-long-scan` and `bsmamba2-selective-long-scan` (the
-time axis's forward pass through our `long_scan`: `long_scan: true`), `-packed-gate`
-(inference reads the gate from the projection: `packed_gate: true`); these option suffixes
-combine (`bsmamba2-selective-long-scan-packed-gate`),
+`gated_norm: mamba_ssm`), `bsmamba2-mamba-time-scan` and
+`bsmamba2-selective-mamba-time-scan` (the time axis's forward pass through mamba_ssm's
+chunked scan instead of our `long_scan`: `long_scan: false`), `-copied-gate` (the gate
+copied out of the projection: `packed_gate: false`), `-long-scan` / `-packed-gate` (those
+keys true, the defaults), `-chunk64` / `-chunk256` (`chunk_size`, mamba_ssm's chunk on the
+time axis, 128 by default); these option suffixes combine
+(`bsmamba2-selective-mamba-time-scan-copied-gate`),
 `bsmamba2-reference` (`-ckpt`: with checkpointing), `bs_roformer_256x6`,
 `bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
 `-noflash` after the name sets `flash_attn: false`),
@@ -64,14 +67,14 @@ DEFAULT_MODELS = ("bsmamba2-selective", "bsmamba2", "bs_roformer_256x6", "bs_rof
                   "bs_mamba2")
 #: further variants: the two directions one after the other, whole-block recomputation,
 #: the reference backend, mamba_ssm's chunked scan on the band axis, mamba_ssm's gated norm,
-#: our long_scan on the time axis, the packed gate (more: any combination of
-#: `OPTION_SUFFIXES`)
+#: mamba_ssm's chunked scan on the time axis, the gate copied out of the projection (more:
+#: any combination of `OPTION_SUFFIXES`)
 EXTRA_MODELS = ("bsmamba2-unfused", "bsmamba2-ckpt", "bsmamba2-reference",
                 "bsmamba2-reference-ckpt", "bsmamba2-chunked-scan",
                 "bsmamba2-selective-chunked-scan", "bsmamba2-mamba-norm",
-                "bsmamba2-selective-mamba-norm", "bsmamba2-long-scan",
-                "bsmamba2-selective-long-scan", "bsmamba2-packed-gate",
-                "bsmamba2-selective-packed-gate")
+                "bsmamba2-selective-mamba-norm", "bsmamba2-mamba-time-scan",
+                "bsmamba2-selective-mamba-time-scan", "bsmamba2-copied-gate",
+                "bsmamba2-selective-copied-gate")
 #: variant -> (training peak GiB, at train batch, of 8 s chunks): measured, where a
 #: variant does not fit every card. `bsmamba2` (gradient_checkpointing false): 86.5 GiB at
 #: batch 5 on an H200 (benchmarks/results/gpu_h200_2026-11-30/short_scan_default/).
@@ -80,11 +83,13 @@ MEASURED_PEAK_GIB = {"bsmamba2": (86.5, 5)}
 #: stopped and its row says so
 CHILD_TIMEOUT_S = 1800
 #: option suffixes of `bsmamba2` and `bsmamba2-selective`, in any combination (e.g.
-#: `bsmamba2-selective-long-scan-packed-gate`): config key and value each one sets
+#: `bsmamba2-selective-mamba-time-scan-copied-gate`): config key and value each one sets
 OPTION_SUFFIXES = {"-chunked-scan": ("short_scan", False),
                    "-mamba-norm": ("gated_norm", "mamba_ssm"),
                    "-long-scan": ("long_scan", True),
                    "-packed-gate": ("packed_gate", True),
+                   "-mamba-time-scan": ("long_scan", False),
+                   "-copied-gate": ("packed_gate", False),
                    "-chunk64": ("chunk_size", 64),
                    "-chunk256": ("chunk_size", 256)}
 SAMPLE_RATE = 44100

@@ -200,33 +200,47 @@ class _SplitConv(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, P, w, b, g_x, g_B, g_C, g_z, g_dt):
         d_inner, d_state, nheads, w_dtype, b_dtype = ctx.dims
-        lay = _Layout(d_inner, d_state, nheads)
         n, length, _ = P.shape
-        taps = w.shape[-1]
-        blocks = (length + _BL_BWD - 1) // _BL_BWD
-        grid = (n * blocks, (lay.conv + _BC_BWD - 1) // _BC_BWD, 2)
+        if g_z is None:
+            g_z = P.new_zeros(n, length, 2 * d_inner)
+        dP, dw, db = _split_conv_grads(P, w, b, g_x, g_B, g_C, g_z, g_dt, d_inner, d_state,
+                                       nheads)
+        return dP, dw.to(w_dtype), db.to(b_dtype), None, None, None
 
-        def grad(g, width):
-            return P.new_zeros(n, length, width) if g is None else g.contiguous()
 
-        g_x, g_B, g_C = grad(g_x, 2 * d_inner), grad(g_B, 2 * d_state), grad(g_C, 2 * d_state)
-        g_z, g_dt = grad(g_z, 2 * d_inner), grad(g_dt, 2 * nheads)
-        dpre = torch.empty(n, length, 2, lay.conv, device=P.device, dtype=torch.float32)
-        partial = torch.empty(n * blocks, 2, lay.conv, taps + 1, device=P.device,
-                              dtype=torch.float32)
-        fwd, pre, bwd_x, _ = _kernels()
-        pre[grid](P, w, b, g_x, g_B, g_C, dpre, partial, length, blocks, P.stride(0),
-                  P.stride(1), E=lay.width, XOFF=lay.xbc_offset,
-                  CH=lay.conv, DI=d_inner, NS=d_state, TAPS=taps, BL=_BL_BWD, BC=_BC_BWD,
-                  SB=_SB_PRE)
+def _split_conv_grads(P, w, b, g_x, g_B, g_C, g_z, g_dt, d_inner, d_state, nheads, dP=None):
+    """The backward pass of `split_conv` for a contiguous P and float32 conv weights: (dP,
+    dweight, dbias), the last two float32. `g_z` None: P's gradient `dP` (given) already
+    holds the z columns' gradient (`gated_norm_backward_packed` wrote it there)."""
+    lay = _Layout(d_inner, d_state, nheads)
+    n, length, _ = P.shape
+    taps = w.shape[-1]
+    blocks = (length + _BL_BWD - 1) // _BL_BWD
+    grid = (n * blocks, (lay.conv + _BC_BWD - 1) // _BC_BWD, 2)
+
+    def grad(g, width):
+        return P.new_zeros(n, length, width) if g is None else g.contiguous()
+
+    g_x, g_B, g_C = grad(g_x, 2 * d_inner), grad(g_B, 2 * d_state), grad(g_C, 2 * d_state)
+    g_dt = grad(g_dt, 2 * nheads)
+    dpre = torch.empty(n, length, 2, lay.conv, device=P.device, dtype=torch.float32)
+    partial = torch.empty(n * blocks, 2, lay.conv, taps + 1, device=P.device,
+                          dtype=torch.float32)
+    fwd, pre, bwd_x, _ = _kernels()
+    pre[grid](P, w, b, g_x, g_B, g_C, dpre, partial, length, blocks, P.stride(0),
+              P.stride(1), E=lay.width, XOFF=lay.xbc_offset,
+              CH=lay.conv, DI=d_inner, NS=d_state, TAPS=taps, BL=_BL_BWD, BC=_BC_BWD,
+              SB=_SB_PRE)
+    if dP is None:
         dP = torch.empty_like(P)
-        bwd_x[grid](w, dpre, dP, length, blocks, dP.stride(0), dP.stride(1), E=lay.width,
-                    XOFF=lay.xbc_offset, CH=lay.conv, TAPS=taps, BL=_BL_BWD, BC=_BC_BWD)
-        sums = partial.sum(0)
-        for d in range(2):  # the inverse of the forward copies (a flip is its own inverse)
-            _copy_cols(g_z, dP, d * d_inner, d * lay.width, d_inner, d == 1)
-            _copy_cols(g_dt, dP, d * nheads, d * lay.width + lay.dt_offset, nheads, d == 1)
-        return dP, sums[..., :taps].to(w_dtype), sums[..., taps].to(b_dtype), None, None, None
+    bwd_x[grid](w, dpre, dP, length, blocks, dP.stride(0), dP.stride(1), E=lay.width,
+                XOFF=lay.xbc_offset, CH=lay.conv, TAPS=taps, BL=_BL_BWD, BC=_BC_BWD)
+    sums = partial.sum(0)
+    for d in range(2):  # the inverse of the forward copies (a flip is its own inverse)
+        if g_z is not None:
+            _copy_cols(g_z.contiguous(), dP, d * d_inner, d * lay.width, d_inner, d == 1)
+        _copy_cols(g_dt, dP, d * nheads, d * lay.width + lay.dt_offset, nheads, d == 1)
+    return dP, sums[..., :taps], sums[..., taps]
 
 
 def split_conv(P: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, d_inner: int,
@@ -307,24 +321,35 @@ def _tail(y: torch.Tensor, z: torch.Tensor, x: torch.Tensor, w: dict, dims: _Dim
     return _out(g, x, w, dims)
 
 
+def _packed_parts(x: torch.Tensor, w: dict, dims: _Dims) -> tuple[torch.Tensor, ...]:
+    """Steps 1-2 without autograd and without the copy of z: the projection P
+    (contiguous) and the scan's x, B, C and dt (`split_conv`'s kernels)."""
+    P = _projection(x, w, dims).contiguous()
+    xh, B, C, _, dt = _split_conv_outputs(P, w["conv_w"].float().contiguous(),
+                                          w["conv_b"].float().contiguous(), dims.d_inner,
+                                          dims.d_state, dims.nheads, copy_z=False)
+    return P, xh, B, C, dt
+
+
+def _packed_norm(y: torch.Tensor, P: torch.Tensor, w: dict, dims: _Dims) -> torch.Tensor:
+    """Step 3 with our gated norm reading z straight from P (no autograd): (n l, 2 d_inner)."""
+    from .gated_norm import gated_norm_forward_packed
+
+    n, length = P.shape[:2]
+    return gated_norm_forward_packed(y.reshape(n * length, 2 * dims.d_inner), P, w["norm_w"],
+                                     dims.eps_norm, dims.d_inner,
+                                     _Layout(dims.d_inner, dims.d_state, dims.nheads).width)
+
+
 def _packed_inference(x: torch.Tensor, w: dict, dims: _Dims, ops) -> torch.Tensor:
     """The whole block without autograd, with our gated norm reading the gate z straight
     from the projection P (`gated_norm_forward_packed`) instead of from a copy: the same
     numbers as `_head` + scan + `_tail` with `split_conv` and our norm, one copy of
     (n, l, 2 d_inner) less (inference)."""
-    from .gated_norm import gated_norm_forward_packed
-
-    n, length = x.shape[:2]
-    P = _projection(x, w, dims).contiguous()
-    xh, B, C, _, dt = _split_conv_outputs(P, w["conv_w"].float().contiguous(),
-                                          w["conv_b"].float().contiguous(), dims.d_inner,
-                                          dims.d_state, dims.nheads, copy_z=False)
+    P, xh, B, C, dt = _packed_parts(x, w, dims)
     args, kwargs = _scan_inputs(xh, dt, B, C, w, dims)
     y = ops.mamba_chunk_scan_combined(*args, **kwargs)
-    lay = _Layout(dims.d_inner, dims.d_state, dims.nheads)
-    g = gated_norm_forward_packed(y.reshape(n * length, 2 * dims.d_inner), P, w["norm_w"],
-                                  dims.eps_norm, dims.d_inner, lay.width)
-    return _out(g, x, w, dims)
+    return _out(_packed_norm(y, P, w, dims), x, w, dims)
 
 
 def _out(g: torch.Tensor, x: torch.Tensor, w: dict, dims: _Dims) -> torch.Tensor:
@@ -365,15 +390,22 @@ class _SelectiveRecompute(torch.autograd.Function):
     instead of ~7.4 GB at the paper's batch (5 x 8 s)."""
 
     @staticmethod
-    def forward(ctx, x, dims, ops, split, *weights):
+    def forward(ctx, x, dims, ops, split, packed, *weights):
         w = dict(zip(_WEIGHTS, weights))
-        xh, B, C, z, dt = _head(x, w, dims, split)
         scan_fwd, _ = ops.scan_halves
-        args, kwargs = _scan_inputs(xh, dt, B, C, w, dims)
-        y = scan_fwd(*args, **kwargs)
-        out = _tail(y, z, x, w, dims, ops)
+        if packed:
+            with _on_device(x):
+                P, xh, B, C, dt = _packed_parts(x, w, dims)
+                args, kwargs = _scan_inputs(xh, dt, B, C, w, dims)
+                y = scan_fwd(*args, **kwargs)
+                out = _out(_packed_norm(y, P, w, dims), x, w, dims)
+        else:
+            xh, B, C, z, dt = _head(x, w, dims, split)
+            args, kwargs = _scan_inputs(xh, dt, B, C, w, dims)
+            y = scan_fwd(*args, **kwargs)
+            out = _tail(y, z, x, w, dims, ops)
         ctx.save_for_backward(x, y, *weights)
-        ctx.dims, ctx.ops, ctx.split = dims, ops, split
+        ctx.dims, ctx.ops, ctx.split, ctx.packed = dims, ops, split, packed
         device = x.device.type
         ctx.autocast = (device, torch.is_autocast_enabled(device),
                         torch.get_autocast_dtype(device))
@@ -382,6 +414,8 @@ class _SelectiveRecompute(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out):
         x, y, *weights = ctx.saved_tensors
+        if ctx.packed:
+            return (*_SelectiveRecompute._packed_backward(ctx, d_out, x, y, weights),)
         dims, ops, split = ctx.dims, ctx.ops, ctx.split
         device, enabled, dtype = ctx.autocast
         with _on_device(x), torch.enable_grad(), \
@@ -406,9 +440,61 @@ class _SelectiveRecompute(torch.autograd.Function):
             [xh, B, C, z, dt], [xd, *(w[k] for k in _HEAD_WEIGHTS)],
             [d_xh.reshape(xh.shape), d_B.reshape(B.shape), d_C.reshape(C.shape), g_z, d_dt])
         grads.update(zip(_HEAD_WEIGHTS, h[1:]))
-        return (g_x + h[0], None, None, None,
+        return (g_x + h[0], None, None, None, None,
                 *(grads[k] if need else None
-                  for k, need in zip(_WEIGHTS, ctx.needs_input_grad[4:])))
+                  for k, need in zip(_WEIGHTS, ctx.needs_input_grad[5:])))
+
+    @staticmethod
+    def _packed_backward(ctx, d_out, x, y, weights):
+        """`backward` with the gate read from P and its gradient written into P's: our
+        gated norm's backward puts dz straight into dP (`gated_norm_backward_packed`),
+        split_conv's backward fills the rest of dP; neither z nor dz is copied. The same
+        kernels as the other path, so the same numbers."""
+        from .gated_norm import gated_norm_backward_packed
+
+        dims = ctx.dims
+        device, enabled, dtype = ctx.autocast
+        lay = _Layout(dims.d_inner, dims.d_state, dims.nheads)
+        with _on_device(x), torch.enable_grad(), \
+                torch.autocast(device, dtype=dtype, enabled=enabled):
+            xd = x.detach().requires_grad_(True)
+            w = {k: t.detach().requires_grad_(True) for k, t in zip(_WEIGHTS, weights)}
+            P = _projection(xd, w, dims)
+        Pc = P.detach().contiguous()
+        plain = {k: t.detach() for k, t in w.items()}
+        conv_w, conv_b = plain["conv_w"].float().contiguous(), plain["conv_b"].float().contiguous()
+        with _on_device(x), torch.no_grad():
+            xh, B, C, _, dt = _split_conv_outputs(Pc, conv_w, conv_b, dims.d_inner,
+                                                  dims.d_state, dims.nheads, copy_z=False)
+            g = _packed_norm(y, Pc, plain, dims)
+        with _on_device(x), torch.enable_grad(), \
+                torch.autocast(device, dtype=dtype, enabled=enabled):
+            gd = g.requires_grad_(True)
+            out = _out(gd, xd, w, dims)
+        tail_weights = _TAIL_WEIGHTS[1:]  # norm_w's gradient comes from the norm's backward
+        tail = torch.autograd.grad(out, [gd, xd, *(w[k] for k in tail_weights)], d_out)
+        g_g, g_x = tail[:2]
+        grads = dict(zip(tail_weights, tail[2:]))
+        dP = torch.empty_like(Pc)
+        with _on_device(x):
+            rows = g.shape[0]
+            dy, grads["norm_w"] = gated_norm_backward_packed(
+                g_g, y.reshape(rows, -1), Pc, plain["norm_w"], dims.eps_norm, dims.d_inner,
+                lay.width, dP)
+            _, scan_bwd = ctx.ops.scan_halves
+            args, kwargs = _scan_inputs(xh, dt, B, C, plain, dims)
+            d_xh, d_dt, grads["A"], d_B, d_C, grads["D"], grads["dt_bias"] = scan_bwd(
+                dy.view_as(y), y, *args, **kwargs)
+            _, d_conv_w, d_conv_b = _split_conv_grads(
+                Pc, conv_w, conv_b, d_xh.reshape(xh.shape), d_B.reshape(B.shape),
+                d_C.reshape(C.shape), None, d_dt, dims.d_inner, dims.d_state, dims.nheads,
+                dP=dP)
+        grads["conv_w"] = d_conv_w.to(plain["conv_w"].dtype)
+        grads["conv_b"] = d_conv_b.to(plain["conv_b"].dtype)
+        d_x, grads["w_in"] = torch.autograd.grad(P, [xd, w["w_in"]], dP)
+        return (g_x + d_x, None, None, None, None,
+                *(grads[k] if need else None
+                  for k, need in zip(_WEIGHTS, ctx.needs_input_grad[5:])))
 
 
 def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = None,
@@ -438,10 +524,12 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
             `long_scan_fits` takes through `long_scan` (an `ExecutionPlan`'s `long_scan`).
         gated_norm: with the default ops, whose kernels compute the gated norm:
             "bsmamba2" (`gated_norm.py`) or "mamba_ssm" (an `ExecutionPlan`'s `gated_norm`).
-        packed_gate: without autograd, with `split_conv` and our gated norm, read the
-            gate z straight from the projection instead of copying it out
-            (`_packed_inference`: same numbers, one copy less). Off until it has run on a
-            GPU (interpreter-tested; benchmarks/gpu_gated_norm.py --packed times it).
+        packed_gate: with `split_conv` and our gated norm, read the gate z straight
+            from the projection instead of copying it out, without autograd
+            (`_packed_inference`) and under `recompute` (`_SelectiveRecompute`, whose
+            backward also writes dz straight into the projection's gradient): the same
+            numbers, one copy less in inference, three in training. Not under autograd
+            without `recompute` (the plain path keeps z).
 
     Returns: (n, l, d), the same function as `block._forward(x)`.
 
@@ -489,7 +577,7 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         if packed and not torch.is_grad_enabled():
             return _packed_inference(part, w, dims, ops)
         if recompute and torch.is_grad_enabled():
-            return _SelectiveRecompute.apply(part, dims, ops, split,
+            return _SelectiveRecompute.apply(part, dims, ops, split, packed,
                                              *(w[k] for k in _WEIGHTS))
         xh, B, C, z, dt = _head(part, w, dims, split)
         # 3. both directions in one scan (2 groups) and one gated norm (2 groups)

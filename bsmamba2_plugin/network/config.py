@@ -114,16 +114,19 @@ class BSMamba2Config:
             steps (the time axis) through our `long_scan` kernel (chunks of 32 steps, the
             state carried in registers) instead of mamba_ssm's chunked scan, the backward
             pass through mamba_ssm's, where `long_scan_fits` the widths (headdim, d_state
-            <= 128, headdim x d_state <= 64 x 128). Off by default (same numbers to
-            float32 rounding) until that pairing is measured on a GPU.
+            <= 128, headdim x d_state <= 64 x 128). Same numbers to float32 rounding; on
+            by default since that pairing ran on an H200 (training step 527 -> 513 ms,
+            inference 184 -> 162 ms at the paper's sizes); false keeps mamba_ssm's.
         gated_norm: fused kernel path: which kernels compute the gated RMSNorm,
             "bsmamba2" (ours, `gated_norm.py`, the default: many programs per SM in the
             backward pass) or "mamba_ssm" (its `rmsnorm_fn`); same numbers to float32
             rounding.
-        packed_gate: fused kernel path with our gated norm, inference only: the norm
-            reads the gate z straight from the projection instead of from a copy (same
-            numbers, one copy of (sequences, steps, 2 x d_inner) less). Off by default
-            until it has run on a GPU.
+        packed_gate: fused kernel path with our gated norm: the norm reads the gate z
+            straight from the projection instead of from a copy, without autograd and
+            under `gradient_checkpointing: selective` (whose backward also writes z's
+            gradient straight into the projection's): the same numbers, one copy of
+            (sequences, steps, 2 x d_inner) less in inference, three in training. On by
+            default; false keeps the copies.
     """
 
     dim: int = 256
@@ -145,9 +148,9 @@ class BSMamba2Config:
     gradient_checkpointing: bool | str = False
     fused_block: bool = True
     short_scan: bool = True
-    long_scan: bool = False
+    long_scan: bool = True
     gated_norm: str = "bsmamba2"
-    packed_gate: bool = False
+    packed_gate: bool = True
 
     # ----------------------------------------------------------------- checks
     def __post_init__(self) -> None:

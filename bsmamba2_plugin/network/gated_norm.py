@@ -24,8 +24,8 @@ import torch
 
 from .kernel_limits import sm_count
 
-__all__ = ["gated_norm", "gated_norm_backward", "gated_norm_forward",
-           "gated_norm_forward_packed", "gated_norm_ops", "gated_norm_reference"]
+__all__ = ["gated_norm", "gated_norm_backward", "gated_norm_backward_packed",
+           "gated_norm_forward", "gated_norm_forward_packed", "gated_norm_ops", "gated_norm_reference"]
 
 #: programs per SM of the backward pass (each adds up its part of dw). Measured on an H100
 #: at the paper's widths (benchmarks/gpu_gated_norm.py --sweep): one row a tile, 4 warps,
@@ -83,15 +83,21 @@ def gated_norm_forward_packed(y: torch.Tensor, P: torch.Tensor, weight: torch.Te
     2 width) instead of a copy: direction d's z are P's columns d x width to d x width +
     group_size, the backward direction's (d = 1) read time-reversed, as `split_conv`'s z.
     y: (n l, 2 group_size), in each direction's processing order. No autograd (inference)."""
+    n, length = _check_packed(y, P, weight, group_size, width)
+    return _forward(_rows(y), P.contiguous(), weight, eps, group_size, y.shape[0], 2,
+                    packed=(width, length))
+
+
+def _check_packed(y: torch.Tensor, P: torch.Tensor, weight: torch.Tensor, group_size: int,
+                  width: int) -> tuple[int, int]:
     n, length = P.shape[:2]
     if y.dim() != 2 or y.shape != (n * length, 2 * group_size) or P.dim() != 3 \
             or P.shape[2] != 2 * width or width < group_size or weight.shape != (y.shape[1],):
-        raise ValueError(f"gated_norm_forward_packed: y {tuple(y.shape)} must be (n l, 2 x "
+        raise ValueError(f"gated_norm (packed): y {tuple(y.shape)} must be (n l, 2 x "
                          f"{group_size}) for P {tuple(P.shape)} of 2 x {width} columns, the "
                          f"weight ({2 * group_size},), got {tuple(weight.shape)}")
     _check(y, y, weight, group_size)
-    return _forward(_rows(y), P.contiguous(), weight, eps, group_size, y.shape[0], 2,
-                    packed=(width, length))
+    return n, length
 
 
 def _forward(y, z, weight, eps, group_size, rows, groups, packed=None) -> torch.Tensor:
@@ -117,11 +123,41 @@ def gated_norm_backward(dout: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
     if dout.shape != y.shape:
         raise ValueError(f"gated_norm: dout {tuple(dout.shape)} must match y "
                          f"{tuple(y.shape)}")
-    y, z, dout, weight = _rows(y), _rows(z), _rows(dout), weight.contiguous()
-    dy = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+    z = _rows(z)
     dz = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+    dy, dw = _backward(dout, y, z, weight, eps, group_size, rows, groups, dz, z.stride(0),
+                       dz.stride(0))
+    return dy, dz, dw
+
+
+def gated_norm_backward_packed(dout: torch.Tensor, y: torch.Tensor, P: torch.Tensor,
+                               weight: torch.Tensor, eps: float, group_size: int, width: int,
+                               dP: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`gated_norm_backward` of `gated_norm_forward_packed` (z read from the projection P):
+    writes dz into the z columns of P's gradient dP (the places z was read, the backward
+    direction's time-reversed) and returns (dy, dweight). dP: contiguous, P's shape; its
+    other columns are left as they are (the caller fills them)."""
+    n, length = _check_packed(y, P, weight, group_size, width)
+    if dout.shape != y.shape or dP.shape != P.shape or not dP.is_contiguous() \
+            or dP.dtype != P.dtype:
+        raise ValueError(f"gated_norm_backward_packed: dout {tuple(dout.shape)} must match y "
+                         f"{tuple(y.shape)} and dP ({tuple(dP.shape)}, {dP.dtype}) be a "
+                         f"contiguous tensor of P's shape and dtype ({tuple(P.shape)}, "
+                         f"{P.dtype})")
+    rows, groups = y.shape[0], 2
+    P = P.contiguous()
+    return _backward(dout, y, P, weight, eps, group_size, rows, groups, dP, P.stride(1),
+                     dP.stride(1), packed=(width, length))
+
+
+def _backward(dout, y, z, weight, eps, group_size, rows, groups, dz, z_stride, dz_stride,
+              packed=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dy, dweight); dz written into `dz` (row stride `dz_stride`, or P's gradient for
+    `packed` = (width, length))."""
+    y, dout, weight = _rows(y), _rows(dout), weight.contiguous()
+    dy = torch.empty(y.shape, dtype=y.dtype, device=y.device)
     if not rows:
-        return dy, dz, torch.zeros_like(weight)
+        return dy, torch.zeros_like(weight)
     tiles = _tiles(group_size, backward=True)
     n_tiles = -(-rows // tiles["BM"])
     per_program = -(-n_tiles // (sm_count(y.device) * PROGRAMS_PER_SM))  # tiles
@@ -130,11 +166,13 @@ def gated_norm_backward(dout: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
     part = torch.empty((programs, y.shape[1]), dtype=torch.float32, device=y.device)
     _, bwd = _kernels()
     with _on(y.device):
-        bwd[(programs, groups)](y, z, weight, dout, dy, dz, part, y.stride(0), z.stride(0),
-                                dout.stride(0), rows, y.shape[1], group_size, float(eps),
-                                TILES=per_program, **tiles,
+        zg, length = packed or (0, 1)
+        bwd[(programs, groups)](y, z, weight, dout, dy, dz, part, y.stride(0), z_stride,
+                                dout.stride(0), dz_stride, rows, y.shape[1], group_size,
+                                float(eps), zg, length, TILES=per_program, **tiles,
+                                PACKED=packed is not None,
                                 num_warps=_warps(group_size, backward=True))
-    return dy, dz, part.sum(0).to(weight.dtype)
+    return dy, part.sum(0).to(weight.dtype)
 
 
 def _on(device: torch.device):

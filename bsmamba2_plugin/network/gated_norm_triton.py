@@ -18,11 +18,13 @@ after the other). The backward recomputes h and r from y and z (nothing is
 saved between the passes) and each program walks TILES tiles of rows, adding its part of
 dw in registers; the parts are summed by the caller (deterministic, no atomics).
 
-Layouts: y, z, dout (M, N) with unit column stride and row strides SY, SZ, SD; out, dy,
-dz (M, N) contiguous, N = groups x GS; w (N,); dw_part (programs, N) float32. The forward
-can also read z from the fused block's packed projection P (PACKED: two groups, the
-directions; group g's z at column g x ZG of P's row, group 1 time-reversed within each
-sequence of LENGTH rows), which saves inference the copy of z out of P. Row offsets
+Layouts: y, z, dout (M, N) with unit column stride and row strides SY, SZ, SD; out, dy
+(M, N) contiguous, dz (M, N) with row stride SDZ, N = groups x GS; w (N,); dw_part
+(programs, N) float32. Both kernels can also read z from the fused block's packed
+projection P (PACKED: two groups, the directions; group g's z at column g x ZG of P's row,
+group 1 time-reversed within each sequence of LENGTH rows), and the backward then writes dz
+to the same places of P's gradient (row stride SDZ): that saves the copies of z out of P
+and of dz into P's gradient. Row offsets
 are 64-bit (a row index times a row stride can pass 2**31 at large batches); offsets
 within a tile are 32-bit.
 """
@@ -31,6 +33,14 @@ import triton
 import triton.language as tl
 
 __all__ = ["gated_norm_bwd", "gated_norm_fwd"]
+
+
+@triton.jit
+def _packed_rows(rows, g, LENGTH):
+    # P's row of z for rows (n l) of group g: group 1 (the backward direction) is
+    # time-reversed within each sequence of LENGTH rows
+    t = rows % LENGTH
+    return tl.where(g == 1, rows - t + (LENGTH - 1 - t), rows)
 
 
 @triton.jit
@@ -45,8 +55,7 @@ def _tile(Y, Z, SY, SZ, rows, M, N, GS, g, BG: tl.constexpr, ZG, LENGTH,
     rows = rows.to(tl.int64)[:, None]
     y = tl.load(Y + rows * SY + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if PACKED:
-        t = rows % LENGTH
-        zrows = tl.where(g == 1, rows - t + (LENGTH - 1 - t), rows)
+        zrows = _packed_rows(rows, g, LENGTH)
         z = tl.load(Z + zrows * SZ + g * ZG + tl.arange(0, BG)[None, :], mask=mask,
                     other=0.0).to(tl.float32)
     else:
@@ -70,8 +79,9 @@ def gated_norm_fwd(Y, Z, W, OUT, SY, SZ, M, N, GS, eps, ZG, LENGTH, BM: tl.const
 
 
 @triton.jit
-def gated_norm_bwd(Y, Z, W, DOUT, DY, DZ, DW_PART, SY, SZ, SD, M, N, GS, eps,
-                   TILES: tl.constexpr, BM: tl.constexpr, BG: tl.constexpr):
+def gated_norm_bwd(Y, Z, W, DOUT, DY, DZ, DW_PART, SY, SZ, SD, SDZ, M, N, GS, eps, ZG,
+                   LENGTH, TILES: tl.constexpr, BM: tl.constexpr, BG: tl.constexpr,
+                   PACKED: tl.constexpr):
     # TILES tiles of BM rows a program (a power of two: few compiled variants)
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -81,8 +91,8 @@ def gated_norm_bwd(Y, Z, W, DOUT, DY, DZ, DW_PART, SY, SZ, SD, M, N, GS, eps,
     first = pid.to(tl.int64) * (TILES * BM)
     for i in range(TILES):
         rows = first + i * BM + tl.arange(0, BM)
-        y, z, sig, h, mask, cols, rows = _tile(Y, Z, SY, SZ, rows, M, N, GS, g, BG, 0, 1,
-                                               False)
+        y, z, sig, h, mask, cols, rows = _tile(Y, Z, SY, SZ, rows, M, N, GS, g, BG, ZG,
+                                               LENGTH, PACKED)
         dout = tl.load(DOUT + rows * SD + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         r = 1.0 / tl.sqrt(tl.sum(h * h, axis=1) / GS + eps)
         hn = h * r[:, None]
@@ -93,6 +103,11 @@ def gated_norm_bwd(Y, Z, W, DOUT, DY, DZ, DW_PART, SY, SZ, SD, M, N, GS, eps,
         dy = dh * z * sig
         dz = dh * y * sig * (1.0 + z * (1.0 - sig))
         tl.store(DY + rows * N + cols[None, :], dy.to(DY.dtype.element_ty), mask=mask)
-        tl.store(DZ + rows * N + cols[None, :], dz.to(DZ.dtype.element_ty), mask=mask)
+        if PACKED:  # dz into the z columns of P's gradient, where z was read
+            zrows = _packed_rows(rows, g, LENGTH)
+            dz_at = DZ + zrows * SDZ + g * ZG + tl.arange(0, BG)[None, :]
+        else:
+            dz_at = DZ + rows * SDZ + cols[None, :]
+        tl.store(dz_at, dz.to(DZ.dtype.element_ty), mask=mask)
     tl.store(DW_PART + pid.to(tl.int64) * N + g * GS + tl.arange(0, BG), dw,
              mask=tl.arange(0, BG) < GS)

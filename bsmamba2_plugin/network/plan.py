@@ -16,8 +16,9 @@ the same plan from its config). No environment variable and no class attribute t
                                                             time axis): forward through
                                                             long_scan, backward mamba_ssm
     gated_norm      model.gated_norm, fused kernel path     bsmamba2 (ours) | mamba_ssm
-    packed_gate     model.packed_gate, our gated norm       inference reads the gate z
-                                                            from the projection (no copy)
+    packed_gate     model.packed_gate, our gated norm       the norm reads the gate z
+                                                            from the projection (no copy;
+                                                            inference, selective recompute)
     recompute       model.gradient_checkpointing            none | block | selective
                     ("selective" needs the fused kernel path; elsewhere it is "block")
     cpu_grouping    the device (CPU)                        sequences in groups of about
@@ -61,8 +62,9 @@ class ExecutionPlan:
             mamba_ssm's chunked scan's.
         gated_norm: fused kernel path: whose kernels compute the gated RMSNorm,
             "bsmamba2" (`gated_norm.py`) or "mamba_ssm"; None elsewhere.
-        packed_gate: fused kernel path with our gated norm: without autograd the norm
-            reads the gate z from the projection (no copy of it).
+        packed_gate: fused kernel path with our gated norm: without autograd and under
+            selective recompute the norm reads the gate z from the projection (no copy of
+            it) and its backward writes z's gradient into the projection's.
         recompute: while gradients are taken: "none" keeps every activation, "block"
             recomputes whole blocks in the backward pass, "selective" keeps each block's
             input and scan output (fused kernel path only).
@@ -96,7 +98,7 @@ class ExecutionPlan:
                 else "mamba_ssm chunked scan"))
             lines.append("gated norm: " + ("ours (gated_norm.py)" if self.gated_norm == "bsmamba2"
                                            else "mamba_ssm's rmsnorm_fn")
-                         + ("; inference reads the gate from the projection"
+                         + ("; the gate read from the projection (inference, selective)"
                             if self.packed_gate else ""))
         lines.append("while training: " + {
             "none": "every activation kept",
