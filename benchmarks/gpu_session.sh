@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (no network): install the carried wheels, run the CUDA
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
-#   [tests[ -k EXPR]] [tests-each FILE] ["profile[ ARGS]"] [accuracy] [scan] ["norm[ ARGS]"]
-#   ["long-scan ARGS"] [sizes[ CASES]]
+#   [tests[ -k EXPR]] [tests-each FILE] ["profile[ ARGS]"] [accuracy] ["scan[ ARGS]"]
+#   ["norm[ ARGS]"] ["long-scan ARGS"] [sizes[ CASES]]
 #   ["bench MODELS..."] ["split-conv ARGS"] [train-runs] [compare[BUDGET_S]] ["cpu-speed ARGS"]
 #   [train-gap[STEPS]]
 #   (default: tests profile bench; BENCH_ARGS: more bench options, e.g. --variant-timeout). tests: every CUDA test file, full log in tests.log;
 #   tests-each: each test of FILE in its own process (a CUDA error poisons its process);
-#   sizes: benchmarks/gpu_kernel_sizes.py; scan: benchmarks/gpu_short_scan.py; norm:
+#   sizes: benchmarks/gpu_kernel_sizes.py; scan: benchmarks/gpu_short_scan.py (ARGS after
+#   it, e.g. "scan --sweep": short_scan's backward at each warps x stages); norm:
 #   benchmarks/gpu_gated_norm.py; long-scan: benchmarks/gpu_long_scan.py (ARGS after it, e.g.
 #   "long-scan --sweep");
 #   split-conv: benchmarks/gpu_split_conv.py. train-runs: benchmarks/gpu_train_runs.py
@@ -104,7 +105,8 @@ for step in "$@"; do
                     | grep -i "median step\|error\|traceback" | cut -c1-400
                 cp $gap/$tag$m/train_timing.jsonl "$OUT/${tag}train_timing_$m.jsonl"
               done 2>&1 | tee -a "$OUT/${tag}train_gap.log" ;;
-    scan) timeout 200 python3 -P benchmarks/gpu_short_scan.py 2>&1 | tee "$OUT/${tag}short_scan.log" ;;
+    scan*) opts=${step#scan}; timeout 300 python3 -P benchmarks/gpu_short_scan.py $opts 2>&1 \
+              | tee "$OUT/${tag}short_scan.log" ;;
     long-scan*) opts=${step#long-scan}; PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 300 \
               python3 -P benchmarks/gpu_long_scan.py $opts 2>&1 | tee "$OUT/${tag}long_scan.log" ;;
     norm*) opts=${step#norm}; PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 200 python3 -P \

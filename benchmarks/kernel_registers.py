@@ -1,6 +1,7 @@
 """Registers, spills and shared memory of our Triton kernels, compiled for sm_90 offline.
 
     python benchmarks/kernel_registers.py [--no-hints] [--only conv_bwd_pre ...]
+        [--warps 4 8 16] [--stages 1 2 3]
 
 Needs no GPU: each kernel is compiled with `triton.compile` for an sm_90 target at the
 launch parameters the package uses for the paper widths (d_inner 1024, d_state 128, 16
@@ -15,6 +16,10 @@ tensors (pointers 16-byte aligned, integers divisible by 16 marked as such, an i
 equal to 1 compiled in as a constant), so the numbers are those of the kernels that run;
 `--no-hints` drops the divisibility marks (what a kernel sees with misaligned tensors:
 scalar instead of vector memory accesses, many more registers).
+
+`--warps` / `--stages` compile each selected kernel at every combination of these warps
+and software-pipelining stages instead of its shipped launch, and add the programs an SM
+can hold by registers and by shared memory (sm_90: 64 K registers, 228 KB, 64 warps).
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ def _short_scan_specs() -> list[Spec]:
              launch, 4),
         Spec(ss_k.short_scan_bwd, _constants(launch), dict(
             inputs, DY=BF16, DX=BF16, DDT=BF16, DB=BF16, DC=BF16, Part=F32, length=length),
-            launch, 8),
+            launch, short_scan._BWD_WARPS, short_scan._BWD_STAGES),
     ]
 
 
@@ -202,6 +207,15 @@ def measure(spec: Spec, hints: bool = True) -> dict:
             "spill_loads": int(spills.group(2)), "shared": compiled.metadata.shared}
 
 
+def programs_per_sm(spec: Spec, m: dict) -> tuple[int, int]:
+    """Programs of this launch one sm_90 SM holds by registers (allocated per warp in units
+    of 256, at most 64 warps) and by shared memory (228 KB, 1 KB reserved per program)."""
+    per_warp = -(-m["registers"] * 32 // 256) * 256
+    by_registers = min(65536 // per_warp, 64) // spec.num_warps
+    by_shared = 233472 // (m["shared"] + 1024)
+    return by_registers, by_shared
+
+
 def specs() -> list[Spec]:
     return (_split_conv_specs() + _short_scan_specs() + _long_scan_specs()
             + _gated_norm_specs())
@@ -213,19 +227,40 @@ def main() -> None:
                         help="compile without the launcher's divisibility-by-16 marks")
     parser.add_argument("--only", nargs="+", metavar="KERNEL",
                         help="just these kernels (by function name)")
+    parser.add_argument("--warps", nargs="+", type=int, metavar="N",
+                        help="compile at each of these warps (instead of the shipped ones)")
+    parser.add_argument("--stages", nargs="+", type=int, metavar="N",
+                        help="compile at each of these pipelining stages (with --warps or "
+                             "the shipped warps)")
     args = parser.parse_args()
+    sweep = bool(args.warps or args.stages)
     print(f"Triton {triton.__version__}, sm_{CAPABILITY}a, "
           f"{'no divisibility hints' if args.no_hints else 'as launched'}\n")
-    print("| kernel | launch | warps | registers | spills (stores / loads, bytes) | "
-          "shared memory (bytes) |")
-    print("|---|---|---|---|---|---|")
+    if sweep:
+        print("| kernel | launch | warps | stages | registers | spills (stores / loads, "
+              "bytes) | shared memory (bytes) | programs / SM (by registers, by shared) |")
+        print("|---|---|---|---|---|---|---|---|")
+    else:
+        print("| kernel | launch | warps | registers | spills (stores / loads, bytes) | "
+              "shared memory (bytes) |")
+        print("|---|---|---|---|---|---|")
     for spec in specs():
         name = spec.kernel.__name__
         if args.only and name not in args.only:
             continue
-        m = measure(spec, hints=not args.no_hints)
-        print(f"| {name} | {spec.label} | {spec.num_warps} | {m['registers']} | "
-              f"{m['spill_stores']} / {m['spill_loads']} | {m['shared']} |", flush=True)
+        launches = [spec._replace(num_warps=w, num_stages=s)
+                    for w in args.warps or [spec.num_warps]
+                    for s in args.stages or [spec.num_stages]] if sweep else [spec]
+        for launch in launches:
+            m = measure(launch, hints=not args.no_hints)
+            cells = [name, spec.label, str(launch.num_warps)]
+            if sweep:
+                cells.append(str(launch.num_stages))
+            cells += [str(m["registers"]), f"{m['spill_stores']} / {m['spill_loads']}",
+                      str(m["shared"])]
+            if sweep:
+                cells.append("{}, {}".format(*programs_per_sm(launch, m)))
+            print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ __all__ = ["SHORT_SCAN_MAX_LENGTH", "scan_shapes", "short_scan", "short_scan_fit
            "short_scan_ops"]
 
 SHORT_SCAN_MAX_LENGTH = 64  # the quadratic form's (l, l) tiles stay in registers up to here
+# the backward kernel's warps and software-pipelining stages (Triton's default 3) a
+# program; registers and spills at each: benchmarks/kernel_registers.py --only
+# short_scan_bwd --warps 4 8 16 --stages 1 2 3; times: benchmarks/gpu_short_scan.py --sweep
+_BWD_WARPS, _BWD_STAGES = 8, 3
 
 
 def _supported_width(width: int, most: int) -> bool:
@@ -110,7 +114,7 @@ def short_scan_backward(dy, y, x, dt, A, B, C, chunk_size=None, *, D, dt_bias,
         _kernels()[1][(n, ngroups)](x, dt, A, B, C, D, dt_bias, dy, dx, ddt, dB, dC, part,
                                     length,
                                     **_launch_args(x, B, length, nheads, ngroups, dt_softplus),
-                                    num_warps=8)
+                                    num_warps=_BWD_WARPS, num_stages=_BWD_STAGES)
     sums = part.sum(0)
     return (dx, ddt, sums[0].to(A.dtype), dB, dC, sums[1].to(D.dtype),
             sums[2].to(dt_bias.dtype))
