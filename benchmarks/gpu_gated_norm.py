@@ -28,7 +28,7 @@ from gpu_short_scan import timed  # CUDA-event medians (benchmarks/ on the path)
 
 
 def packed_table(repeats, gen, w, eps, group) -> None:
-    from bsmamba2_plugin.network.bimamba2_fused import _copy_cols
+    from bsmamba2_plugin.network.split_conv import _copy_cols
     from bsmamba2_plugin.network.gated_norm import gated_norm_forward_packed
 
     n, length, width = 8 * 62, 801, 2320  # P's columns per direction at the paper widths

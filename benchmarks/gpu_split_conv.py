@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from bsmamba2_plugin.network import split_conv_triton as k
-from bsmamba2_plugin.network.bimamba2_fused import _SB_PRE
+from bsmamba2_plugin.network.split_conv import _SB_PRE
 from gpu_short_scan import timed  # CUDA-event medians (run from the repository root)
 
 DI, NS, H, TAPS = 1024, 128, 16, 4

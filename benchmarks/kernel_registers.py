@@ -37,7 +37,7 @@ from triton.backends.compiler import BaseBackend, GPUTarget
 from triton.backends.nvidia.compiler import get_ptxas
 from triton.runtime.jit import MockTensor, native_specialize_impl
 
-from bsmamba2_plugin.network import bimamba2_fused as fused
+from bsmamba2_plugin.network import split_conv as fused
 from bsmamba2_plugin.network import gated_norm, long_scan, short_scan
 from bsmamba2_plugin.network import gated_norm_triton as gn_k
 from bsmamba2_plugin.network import long_scan_triton as ls_k
@@ -158,7 +158,13 @@ def _gated_norm_specs() -> list[Spec]:
             **sizes), {**fwd, "PACKED": True}, gated_norm._warps(group)),
         Spec(gn_k.gated_norm_bwd, _constants(bwd), dict(
             Y=BF16, Z=BF16, W=F32, DOUT=BF16, DY=BF16, DZ=BF16, DW_PART=F32, SY=width,
-            SZ=width, SD=width, **sizes), bwd, gated_norm._warps(group, backward=True)),
+            SZ=width, SD=width, SDZ=width, ZG=0, LENGTH=1, **sizes), {**bwd, "PACKED": False},
+            gated_norm._warps(group, backward=True)),
+        # selective recompute with the packed gate: z read from P, dz written into dP
+        Spec(gn_k.gated_norm_bwd, _constants({**bwd, "PACKED": True}), dict(
+            Y=BF16, Z=BF16, W=F32, DOUT=BF16, DY=BF16, DZ=BF16, DW_PART=F32, SY=width,
+            SZ=2 * 2320, SD=width, SDZ=2 * 2320, ZG=2320, LENGTH=length, **sizes),
+            {**bwd, "PACKED": True}, gated_norm._warps(group, backward=True)),
     ]
 
 

@@ -144,7 +144,7 @@ def test_selective_checkpointing_off_the_kernel_path_recomputes_the_whole_block(
 
 SPLIT_CONV_CHECK = """
     import torch
-    from bsmamba2_plugin.network import bimamba2_fused as fused
+    from bsmamba2_plugin.network import split_conv as fused
     from bsmamba2_plugin.network.bimamba2_fused import split_conv, split_conv_reference
     torch.manual_seed(0)
     di, ns, nh = 16, 8, 2

@@ -280,3 +280,32 @@ def test_gated_norm_kernels_match_mamba_ssm_on_cuda() -> None:
         assert ours.dtype == theirs.dtype, name
         err = ((ours.float() - theirs.float()).norm() / theirs.float().norm()).item()
         assert err < 1e-2, (name, err)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("length", [62, 801])
+def test_the_packed_gate_trains_as_the_copied_gate_on_cuda(length) -> None:
+    """A paper-width BiMamba2 on the fused kernel path under selective recomputation and
+    bf16 autocast: with `packed_gate` (z read from the projection, dz written into its
+    gradient) the output and every gradient equal the copying path's (the same kernels;
+    only mamba_ssm's scan backward may add in another order), on both axes' lengths."""
+    from bsmamba2_plugin import BSMamba2Config
+    from bsmamba2_plugin.network.mamba2 import BiMamba2
+
+    torch.manual_seed(0)
+    config = BSMamba2Config.paper(backend="kernel", gradient_checkpointing="selective")
+    copied = BiMamba2(config.replace(packed_gate=False)).cuda()
+    packed = BiMamba2(config.replace(packed_gate=True)).cuda()
+    packed.load_state_dict(copied.state_dict())
+    x = torch.randn(6, length, 256, device="cuda", requires_grad=True)
+    probe = torch.randn(6, length, 256, device="cuda")
+    results = []
+    for block in (packed, copied):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = block(x)
+        grads = torch.autograd.grad((y.float() * probe).sum(), [x, *block.parameters()])
+        results.append([y.detach().float(), *grads])
+    for name, a, b in zip(["y", "x", *dict(packed.named_parameters())], *results):
+        err = ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+        assert err < 1e-3, (length, name, err)  # a misplaced z or dz gives ~1

@@ -1,4 +1,4 @@
-"""Triton kernels of `bimamba2_fused.split_conv` (imports triton: load it lazily).
+"""Triton kernels of `split_conv.split_conv` (imports triton: load it lazily).
 
 Depthwise causal conv (kernel K) + SiLU over the xBC columns of both directions of the
 packed projection P, the backward direction read backwards in time; its backward pass in
