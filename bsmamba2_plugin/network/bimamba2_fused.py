@@ -30,14 +30,18 @@ The SSD chunk length adapts to the sequence: the band axis (62 bands) runs in on
 64 instead of mamba_ssm's 256 (4x less padding), the time axis in chunks of 128. By
 default the band axis runs through `short_scan` instead (the one-chunk quadratic form, no
 chunk states: `short_scan.py`); the config key `short_scan: false` keeps mamba_ssm's scan
-there too. With `long_scan: true` (off by default) the longer sequences (the time axis) run
-through `long_scan` (the chunked scan with its state in registers: `long_scan.py`).
+there too. With `long_scan: true` (the default) the longer sequences (the time axis) run
+their forward pass through `long_scan` (the chunked scan with its state in registers:
+`long_scan.py`) and their backward pass through mamba_ssm's.
 
 With `gradient_checkpointing: selective` the block runs as one autograd function
 (`_SelectiveRecompute`) that keeps only its input and the scan output for the backward
 pass; there it recomputes steps 1, 2 and 4 and calls the scan's backward directly, so the
 scan's forward runs once (26.8 instead of 86.5 GiB at the paper's batch on an H200, +10 %
-step time; benchmarks/GPU_NOTES.md, changes 4 and 5).
+step time; benchmarks/GPU_NOTES.md, changes 4 and 5). With `packed_gate: true` (the
+default, with our gated norm) z is never copied out of P there or in inference: the norm
+reads it from P and, in the recompute's backward, writes its gradient straight into P's
+gradient, whose other columns `split_conv`'s backward fills (`_packed_backward`).
 
 Step 2's op is in `split_conv.py` (`split_conv_reference` is its pure-PyTorch twin, same
 arguments and outputs, used by the tests); the whole fused block is tested against the per-direction
