@@ -302,9 +302,10 @@ class _SelectiveRecompute(torch.autograd.Function):
         tail = torch.autograd.grad(out, [gd, xd, *(w[k] for k in tail_weights)], d_out)
         g_g, g_x = tail[:2]
         grads = dict(zip(tail_weights, tail[2:]))
+        del g, gd, out, tail  # ~1 GB at the paper's batch, not needed past here
         dP = torch.empty_like(Pc)
         with _on_device(x):
-            rows = g.shape[0]
+            rows = g_g.shape[0]
             dy, grads["norm_w"] = gated_norm_backward_packed(
                 g_g, y.reshape(rows, -1), Pc, plain["norm_w"], dims.eps_norm, dims.d_inner,
                 lay.width, dP)

@@ -24,10 +24,14 @@ __all__ = ["SHORT_SCAN_MAX_LENGTH", "scan_shapes", "short_scan", "short_scan_fit
            "short_scan_ops"]
 
 SHORT_SCAN_MAX_LENGTH = 64  # the quadratic form's (l, l) tiles stay in registers up to here
-# the backward kernel's warps and software-pipelining stages (Triton's default 3) a
-# program; registers and spills at each: benchmarks/kernel_registers.py --only
-# short_scan_bwd --warps 4 8 16 --stages 1 2 3; times: benchmarks/gpu_short_scan.py --sweep
-_BWD_WARPS, _BWD_STAGES = 8, 3
+# the backward kernel's warps and software-pipelining stages a program; registers and
+# spills at each: benchmarks/kernel_registers.py --only short_scan_bwd --warps 4 8 16
+# --stages 1 2 3; times: benchmarks/gpu_short_scan.py --sweep. On an H100 at the band axis
+# (4005 x 62 steps, bf16) the backward half took 4.38 ms at 4 warps, 1 stage against 6.82
+# at the earlier 8 warps, 3 stages (two programs an SM despite 520 B of spills a thread;
+# gradients within 6.6e-4 of the earlier setting's, dx, dB and dC equal;
+# benchmarks/results/gpu_h100_2026-12-07/short_scan.log)
+_BWD_WARPS, _BWD_STAGES = 4, 1
 
 
 def _supported_width(width: int, most: int) -> bool:
