@@ -152,9 +152,10 @@ def _packed_parts(x: torch.Tensor, w: dict, dims: _Dims) -> tuple[torch.Tensor, 
     """Steps 1-2 without autograd and without the copy of z: the projection P
     (contiguous) and the scan's x, B, C and dt (`split_conv`'s kernels)."""
     P = _projection(x, w, dims).contiguous()
-    xh, B, C, _, dt = _split_conv_outputs(P, w["conv_w"].float().contiguous(),
-                                          w["conv_b"].float().contiguous(), dims.d_inner,
-                                          dims.d_state, dims.nheads, copy_z=False)
+    with _on_device(P):  # Triton launches on the current device: make it P's
+        xh, B, C, _, dt = _split_conv_outputs(P, w["conv_w"].float().contiguous(),
+                                              w["conv_b"].float().contiguous(), dims.d_inner,
+                                              dims.d_state, dims.nheads, copy_z=False)
     return P, xh, B, C, dt
 
 

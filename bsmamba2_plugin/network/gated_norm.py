@@ -10,9 +10,13 @@ of a 495 ms training step on an H200 (benchmarks/results/gpu_h200_2026-12-06/) f
 pass), each over its own run of rows.
 
 Chosen by the execution plan (`model.gated_norm`: `bsmamba2`, the default since the full
-CUDA suite passed with it on an H100 on 2026-12-06; `mamba_ssm` for mamba_ssm's). Measured on an H100: backward 2.23 vs 4.42 ms (1.98x),
-forward 1.07 vs 1.10 ms (benchmarks/results/gpu_h100_2026-12-06_gated_norm/). Float32 arithmetic inside; outputs in the inputs' dtypes
-(out and dy as y, dz as z, dw as the weight), as mamba_ssm's.
+CUDA suite passed with it on an H100 on 2026-12-06; `mamba_ssm` for mamba_ssm's). Measured
+on an H100: backward 2.23 vs 4.42 ms (1.98x), forward 1.07 vs 1.10 ms
+(benchmarks/results/gpu_h100_2026-12-06_gated_norm/). Float32 arithmetic inside; outputs in
+the inputs' dtypes (out and dy as y, dz as z, dw as the weight), as mamba_ssm's. With the
+packed gate (`model.packed_gate`) the fused block's norm reads z straight from its
+projection and, in the backward pass, writes dz straight into the projection's gradient
+(`gated_norm_forward_packed`, `gated_norm_backward_packed`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import torch
 from .kernel_limits import sm_count
 
 __all__ = ["gated_norm", "gated_norm_backward", "gated_norm_backward_packed",
-           "gated_norm_forward", "gated_norm_forward_packed", "gated_norm_ops", "gated_norm_reference"]
+           "gated_norm_forward", "gated_norm_forward_packed", "gated_norm_ops",
+           "gated_norm_reference"]
 
 #: programs per SM of the backward pass (each adds up its part of dw). Measured on an H100
 #: at the paper's widths (benchmarks/gpu_gated_norm.py --sweep): one row a tile, 4 warps,
