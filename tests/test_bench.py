@@ -124,6 +124,9 @@ def test_option_suffixes_combine_into_config_keys_and_only_on_our_two_base_varia
     assert bench.variant_options("bsmamba2-packed-gate-mamba-norm") == (
         "bsmamba2", {"gated_norm": "mamba_ssm", "packed_gate": True})
     assert bench.variant_options("bsmamba2-selective") == ("bsmamba2-selective", {})
+    # the defaults turned off, and mamba_ssm's time-axis chunk
+    assert bench.variant_options("bsmamba2-selective-mamba-time-scan-copied-gate-chunk256") == (
+        "bsmamba2-selective", {"long_scan": False, "packed_gate": False, "chunk_size": 256})
     # a suffix twice, or on another base, is no option set
     assert bench.variant_options("bsmamba2-long-scan-long-scan")[1] == {}
     assert bench.variant_options("bsmamba2-ckpt-long-scan")[1] == {}
