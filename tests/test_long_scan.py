@@ -253,15 +253,6 @@ def test_with_long_scan_mamba_ssms_limits_still_bound_a_time_axis_call(monkeypat
         801, dataclasses.replace(plan, long_scan=False), "cpu") == 1169
 
 
-def test_the_long_scan_switch_is_a_config_key() -> None:
-    from bsmamba2_plugin import BSMamba2Config
-
-    assert BSMamba2Config.paper().long_scan is True  # on by default
-    assert BSMamba2Config.paper(long_scan=False).long_scan is False
-    with pytest.raises(TypeError, match=r"model.long_scan: expected true or false, got 'yes'"):
-        BSMamba2Config.paper(long_scan="yes")
-
-
 def test_long_scan_rejects_what_it_cannot_compute() -> None:
     x = torch.zeros(1, 70, 2, 16)
     dt, A, D, dt_bias = torch.zeros(1, 70, 2), -torch.ones(2), torch.ones(2), torch.zeros(2)

@@ -78,8 +78,15 @@ def test_the_packed_gate_needs_our_norm_on_the_fused_kernel_path(monkeypatch) ->
     for other in ({"gated_norm": "mamba_ssm"}, {"fused_block": False}):
         assert not resolve_plan(BSMamba2Config.paper(packed_gate=True, **other),
                                 "cuda").packed_gate
-    with pytest.raises(TypeError, match=r"model.packed_gate: expected true or false"):
-        BSMamba2Config.paper(packed_gate=1)
+
+
+@pytest.mark.parametrize("key, bad", [("short_scan", "no"), ("long_scan", "yes"),
+                                      ("packed_gate", 1)])
+def test_the_kernel_path_switches_are_config_keys_on_by_default(key, bad) -> None:
+    assert getattr(BSMamba2Config.paper(), key) is True  # on by default
+    assert getattr(BSMamba2Config.paper(**{key: False}), key) is False
+    with pytest.raises(TypeError, match=rf"model.{key}: expected true or false, got {bad!r}"):
+        BSMamba2Config.paper(**{key: bad})
 
 
 def test_the_block_passes_the_plan_to_the_fused_path(monkeypatch) -> None:

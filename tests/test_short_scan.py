@@ -85,15 +85,6 @@ def test_short_scan_takes_short_sequences_of_supported_widths() -> None:
     assert not short_scan_fits(62, 256, 128)
 
 
-def test_the_short_scan_switch_is_a_config_key() -> None:
-    from bsmamba2_plugin import BSMamba2Config
-
-    assert BSMamba2Config.paper().short_scan is True  # on by default
-    assert BSMamba2Config.paper(short_scan=False).short_scan is False
-    with pytest.raises(TypeError, match=r"model.short_scan: expected true or false, got 'no'"):
-        BSMamba2Config.paper(short_scan="no")
-
-
 def test_short_scan_rejects_what_it_cannot_compute() -> None:
     x = torch.zeros(1, 65, 2, 16)
     dt, A, D, dt_bias = torch.zeros(1, 65, 2), -torch.ones(2), torch.ones(2), torch.zeros(2)

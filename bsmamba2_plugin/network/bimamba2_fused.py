@@ -152,11 +152,20 @@ def _packed_parts(x: torch.Tensor, w: dict, dims: _Dims) -> tuple[torch.Tensor, 
     """Steps 1-2 without autograd and without the copy of z: the projection P
     (contiguous) and the scan's x, B, C and dt (`split_conv`'s kernels)."""
     P = _projection(x, w, dims).contiguous()
+    return (P, *_split_without_z(P, *_conv_weights(w), dims))
+
+
+def _conv_weights(w: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conv's weight and bias as `split_conv`'s kernels take them (float32)."""
+    return w["conv_w"].float().contiguous(), w["conv_b"].float().contiguous()
+
+
+def _split_without_z(P, conv_w, conv_b, dims: _Dims) -> tuple[torch.Tensor, ...]:
+    """Step 2 on a contiguous P without autograd and without the copy of z: x, B, C, dt."""
     with _on_device(P):  # Triton launches on the current device: make it P's
-        xh, B, C, _, dt = _split_conv_outputs(P, w["conv_w"].float().contiguous(),
-                                              w["conv_b"].float().contiguous(), dims.d_inner,
-                                              dims.d_state, dims.nheads, copy_z=False)
-    return P, xh, B, C, dt
+        xh, B, C, _, dt = _split_conv_outputs(P, conv_w, conv_b, dims.d_inner, dims.d_state,
+                                              dims.nheads, copy_z=False)
+    return xh, B, C, dt
 
 
 def _packed_norm(y: torch.Tensor, P: torch.Tensor, w: dict, dims: _Dims) -> torch.Tensor:
@@ -290,10 +299,9 @@ class _SelectiveRecompute(torch.autograd.Function):
             P = _projection(xd, w, dims)
         Pc = P.detach().contiguous()
         plain = {k: t.detach() for k, t in w.items()}
-        conv_w, conv_b = plain["conv_w"].float().contiguous(), plain["conv_b"].float().contiguous()
+        conv_w, conv_b = _conv_weights(plain)
         with _on_device(x), torch.no_grad():
-            xh, B, C, _, dt = _split_conv_outputs(Pc, conv_w, conv_b, dims.d_inner,
-                                                  dims.d_state, dims.nheads, copy_z=False)
+            xh, B, C, dt = _split_without_z(Pc, conv_w, conv_b, dims)
             g = _packed_norm(y, Pc, plain, dims)
         with _on_device(x), torch.enable_grad(), \
                 torch.autocast(device, dtype=dtype, enabled=enabled):
