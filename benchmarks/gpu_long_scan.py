@@ -10,8 +10,9 @@ at chunks of 128, the model's default, 64 and 256),
 medians of CUDA-event timings after two warm-up calls; the peak memory of forward +
 backward above the inputs; the largest difference of the outputs and gradients between
 the two scans, relative to each tensor's largest value. `--sweep` also times long_scan's
-forward and backward half for chunks of 32 and 64 steps, 4 and 8 warps, 1 and 3
-software-pipelining stages, and the backward at its defaults with 2 and 4 head splits.
+forward for chunks of 16 to 64 steps, 4 and 8 warps, 1 and 3 software-pipelining stages,
+and its backward half for chunks of 32 and 64 at 4 and 8 warps, 1 and 2 stages of its
+per-chunk kernel (the state kernels at their defaults), with each backward's peak memory.
 Tables on stdout.
 """
 
@@ -85,31 +86,30 @@ def main() -> None:
               f"{diff} |", flush=True)
     if not args.sweep:
         return
-    print("\nlong_scan's launch settings (forward; backward half)")
-    print("| pass | chunk L | warps | stages | head splits | ms |")
+    print("\nlong_scan's launch settings (forward; backward half: its per-chunk kernel)")
+    print("| pass | chunk L | warps | stages | ms | peak MiB |")
     print("|---|---|---|---|---|---|")
     y = module.long_scan_forward(*plain, **kw)
     defaults = (module._FWD_WARPS, module._FWD_STAGES, module._BWD_WARPS, module._BWD_STAGES)
-    grid = [(chunk, warps, stages) for chunk in (16, 32, 64) for warps in (4, 8)
-            for stages in (1, 3)]
-    runs = [("fwd", *setting, 1) for setting in grid] + [("fwd", 128, 8, 1, 1)]
-    runs += [("bwd", *setting, 1) for setting in grid]
-    runs += [("bwd", module.LONG_SCAN_CHUNK_BACKWARD, defaults[2], defaults[3], splits)
-             for splits in (2, 4)]
-    for kind, chunk, warps, stages, splits in runs:
-        module._FWD_WARPS = module._BWD_WARPS = warps
-        module._FWD_STAGES = module._BWD_STAGES = stages
+    runs = [("fwd", chunk, warps, stages) for chunk in (16, 32, 64) for warps in (4, 8)
+            for stages in (1, 3)] + [("fwd", 128, 8, 1)]
+    runs += [("bwd", chunk, warps, stages) for chunk in (32, 64) for warps in (4, 8)
+             for stages in (1, 2)]
+    for kind, chunk, warps, stages in runs:
         if kind == "fwd":
+            module._FWD_WARPS, module._FWD_STAGES = warps, stages
             call = functools.partial(module.long_scan_forward, *plain, **kw, scan_chunk=chunk)
         else:
+            module._BWD_WARPS, module._BWD_STAGES = warps, stages
             call = functools.partial(module.long_scan_backward, probe, y, *plain, **kw,
-                                     scan_chunk=chunk, head_splits=splits)
+                                     scan_chunk=chunk)
         try:
-            ms = f"{timed(call, args.repeats):.2f}"
+            cells = f"{timed(call, args.repeats):.2f} | {peak_mib(call):.0f}"
         except (OutOfResources, torch.OutOfMemoryError) as error:  # e.g. shared memory
-            ms = f"{type(error).__name__}: {str(error)[:80]}"
-        print(f"| {kind} | {chunk} | {warps} | {stages} | {splits} | {ms} |", flush=True)
-    module._FWD_WARPS, module._FWD_STAGES, module._BWD_WARPS, module._BWD_STAGES = defaults
+            cells = f"{type(error).__name__}: {str(error)[:80]} |"
+        print(f"| {kind} | {chunk} | {warps} | {stages} | {cells} |", flush=True)
+        module._FWD_WARPS, module._FWD_STAGES, module._BWD_WARPS, module._BWD_STAGES = \
+            defaults
 
 
 if __name__ == "__main__":

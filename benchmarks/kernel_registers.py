@@ -131,10 +131,20 @@ def _long_scan_specs() -> list[Spec]:
                           long_scan._FWD_STAGES))
         launch = long_scan._launch_args(x, B, length, 2 * H, 2, True,
                                         long_scan.default_chunk(dtype, backward=True))
-        launch["KS"] = 1
-        specs.append(Spec(ls_k.long_scan_bwd, f"{name}: {_constants(launch)}", dict(
-            inputs, DY=dtype, DX=dtype, DDT=dtype, DBs=F32, DCs=F32, Part=F32, States=F32,
-            length=length), launch, long_scan._BWD_WARPS, long_scan._BWD_STAGES))
+        label = f"{name}: {_constants(launch)}"
+        state = (long_scan._STATE_WARPS, long_scan._STATE_STAGES)
+        specs += [
+            Spec(ls_k.long_scan_bwd_states, label, dict(
+                X=dtype, DT=dtype, A=F32, Bm=dtype, DTB=F32, States=dtype, length=length),
+                launch, *state),
+            Spec(ls_k.long_scan_bwd_dstates, label, dict(
+                DT=dtype, A=F32, Cm=dtype, DTB=F32, DY=dtype, States=dtype, DStates=dtype,
+                Decay=F32, length=length),
+                launch, *state),
+            Spec(ls_k.long_scan_bwd_chunks, label, dict(
+                inputs, DY=dtype, States=dtype, DStates=dtype, Decay=F32, DX=dtype, DDT=dtype, DB=dtype,
+                DC=dtype, Part=F32, length=length), launch, long_scan._BWD_WARPS,
+                long_scan._BWD_STAGES)]
     return specs
 
 

@@ -127,6 +127,9 @@ def test_option_suffixes_combine_into_config_keys_and_only_on_our_two_base_varia
     # the defaults turned off, and mamba_ssm's time-axis chunk
     assert bench.variant_options("bsmamba2-selective-mamba-time-scan-copied-gate-chunk256") == (
         "bsmamba2-selective", {"long_scan": False, "packed_gate": False, "chunk_size": 256})
+    # our time-axis backward
+    assert bench.variant_options("bsmamba2-selective-own-time-backward") == (
+        "bsmamba2-selective", {"long_scan_backward": "bsmamba2"})
     # a suffix twice, or on another base, is no option set
     assert bench.variant_options("bsmamba2-long-scan-long-scan")[1] == {}
     assert bench.variant_options("bsmamba2-ckpt-long-scan")[1] == {}

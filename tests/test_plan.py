@@ -111,4 +111,26 @@ def test_the_block_passes_the_plan_to_the_fused_path(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     block.forward(torch.zeros(1, 5, 32), plan=plan)
     assert seen == {"recompute": False, "short_scan": False, "long_scan": False,
-                    "gated_norm": "bsmamba2", "packed_gate": False}
+                    "long_scan_backward": None, "gated_norm": "bsmamba2",
+                    "packed_gate": False}
+    config = config.replace(long_scan=True, long_scan_backward="bsmamba2")
+    BiMamba2(config).forward(torch.zeros(1, 5, 32), plan=resolve_plan(config, "cuda"))
+    assert (seen["long_scan"], seen["long_scan_backward"]) == (True, "bsmamba2")
+
+
+def test_the_time_axis_backward_is_mamba_ssms_unless_asked_and_only_with_long_scan(
+        monkeypatch) -> None:
+    monkeypatch.setattr(plan_module, "resolve_backend", lambda requested, device: "kernel")
+    assert resolve_plan(BSMamba2Config.paper(), "cuda").long_scan_backward == "mamba_ssm"
+    ours = resolve_plan(BSMamba2Config.paper(long_scan_backward="bsmamba2"), "cuda")
+    assert ours.long_scan_backward == "bsmamba2"
+    assert "time axis (> 64 steps): long_scan forward, long_scan backward" in ours.describe()
+    for other in ({"long_scan": False}, {"fused_block": False}):
+        assert resolve_plan(BSMamba2Config.paper(long_scan_backward="bsmamba2", **other),
+                            "cuda").long_scan_backward is None
+    monkeypatch.undo()  # the reference backend
+    assert resolve_plan(BSMamba2Config.paper(long_scan_backward="bsmamba2"),
+                        "cpu").long_scan_backward is None
+    with pytest.raises(ValueError, match="model.long_scan_backward: expected one of "
+                                         "mamba_ssm, bsmamba2, got 'ours'"):
+        BSMamba2Config.paper(long_scan_backward="ours")

@@ -31,8 +31,10 @@ of `short_scan`: `short_scan: false`), `bsmamba2-mamba-norm` and
 `bsmamba2-selective-mamba-time-scan` (the time axis's forward pass through mamba_ssm's
 chunked scan instead of our `long_scan`: `long_scan: false`), `-copied-gate` (the gate
 copied out of the projection: `packed_gate: false`), `-long-scan` / `-packed-gate` (those
-keys true, the defaults), `-chunk64` / `-chunk256` (`chunk_size`, mamba_ssm's chunk on the
-time axis, 128 by default); these option suffixes combine
+keys true, the defaults), `-own-time-backward` (the time axis's backward pass through our
+`long_scan_backward` too: `long_scan_backward: bsmamba2`), `-chunk64` / `-chunk256`
+(`chunk_size`, mamba_ssm's chunk on the time axis, 128 by default); these option suffixes
+combine
 (`bsmamba2-selective-mamba-time-scan-copied-gate`),
 `bsmamba2-reference` (`-ckpt`: with checkpointing), `bs_roformer_256x6`,
 `bs_roformer_256x11` (msst, as `msst-train` runs it: fp16 autocast with a GradScaler;
@@ -90,6 +92,7 @@ OPTION_SUFFIXES = {"-chunked-scan": ("short_scan", False),
                    "-packed-gate": ("packed_gate", True),
                    "-mamba-time-scan": ("long_scan", False),
                    "-copied-gate": ("packed_gate", False),
+                   "-own-time-backward": ("long_scan_backward", "bsmamba2"),
                    "-chunk64": ("chunk_size", 64),
                    "-chunk256": ("chunk_size", 256)}
 SAMPLE_RATE = 44100

@@ -337,7 +337,8 @@ class _SelectiveRecompute(torch.autograd.Function):
 def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = None,
                    split: object = split_conv, recompute: bool = False,
                    short_scan: bool = True, long_scan: bool = False,
-                   gated_norm: str = "bsmamba2", packed_gate: bool = False) -> torch.Tensor:
+                   long_scan_backward: str | None = "mamba_ssm", gated_norm: str = "bsmamba2",
+                   packed_gate: bool = False) -> torch.Tensor:
     """`block` (a `mamba2.BiMamba2`) applied to x (n, l, d) with the fused kernel path.
 
     The n sequences run in as many calls as `kernel_limits.sequences_per_call` needs for
@@ -359,6 +360,8 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
             `short_scan` (an `ExecutionPlan`'s `short_scan`).
         long_scan: with the default ops, run sequences of more than 64 steps that
             `long_scan_fits` takes through `long_scan` (an `ExecutionPlan`'s `long_scan`).
+        long_scan_backward: their backward pass, "mamba_ssm" or "bsmamba2" (ours; an
+            `ExecutionPlan`'s `long_scan_backward`).
         gated_norm: with the default ops, whose kernels compute the gated norm:
             "bsmamba2" (`gated_norm.py`) or "mamba_ssm" (an `ExecutionPlan`'s `gated_norm`).
         packed_gate: with `split_conv` and our gated norm, read the gate z straight
@@ -388,12 +391,15 @@ def bimamba2_fused(block: torch.nn.Module, x: torch.Tensor, *, ops: object = Non
         elif own == "long_scan":
             from .long_scan import long_scan_ops
 
-            # our forward, mamba_ssm's backward (faster than ours: long_scan_ops); its
-            # backward half recomputed under autograd where mamba_ssm has no halves
-            if not hasattr(ops, "scan_halves"):
-                ops = types.SimpleNamespace(**vars(ops), scan_halves=_autograd_scan(
-                    ops.mamba_chunk_scan_combined))
-            ops = long_scan_ops(ops, backward="mamba_ssm")
+            if long_scan_backward == "bsmamba2":
+                ops = long_scan_ops(ops)  # forward and backward ours
+            else:
+                # our forward, mamba_ssm's backward half, recomputed under autograd where
+                # mamba_ssm has no halves
+                if not hasattr(ops, "scan_halves"):
+                    ops = types.SimpleNamespace(**vars(ops), scan_halves=_autograd_scan(
+                        ops.mamba_chunk_scan_combined))
+                ops = long_scan_ops(ops, backward="mamba_ssm")
         if gated_norm == "bsmamba2":
             from .gated_norm import gated_norm_ops
 

@@ -33,6 +33,7 @@ from ..errors import UserKeyError, UserTypeError, UserValueError
 __all__ = [
     "BACKENDS",
     "GATED_NORMS",
+    "LONG_SCAN_BACKWARDS",
     "reject_unknown_keys",
     "DEFAULT_FREQS_PER_BANDS",
     "IGNORED_MSST_KEYS",
@@ -48,6 +49,8 @@ DEFAULT_FREQS_PER_BANDS: tuple[int, ...] = (
 BACKENDS: tuple[str, ...] = ("auto", "reference", "kernel")
 #: `model.gated_norm`: whose kernels compute the gated norm on the fused kernel path
 GATED_NORMS: tuple[str, ...] = ("mamba_ssm", "bsmamba2")
+#: `model.long_scan_backward`: whose backward pass the time axis's scan takes with long_scan
+LONG_SCAN_BACKWARDS: tuple[str, ...] = ("mamba_ssm", "bsmamba2")
 
 # Keys of msst's `bs_mamba2` that have no meaning for the Mamba2 graph. The value is
 # the setting we can honour (None: any value is fine), checked in `from_mapping`.
@@ -117,6 +120,10 @@ class BSMamba2Config:
             <= 128, headdim x d_state <= 64 x 128). Same numbers to float32 rounding; on
             by default since that pairing ran on an H200 (training step 527 -> 513 ms,
             inference 184 -> 162 ms at the paper's sizes); false keeps mamba_ssm's.
+        long_scan_backward: with `long_scan`, whose backward pass those sequences take:
+            "mamba_ssm" (the default: its backward half, which recomputes its own chunk
+            states) or "bsmamba2" (ours, `long_scan_backward`: three kernels; same numbers
+            to float32 rounding; not yet timed on a GPU, hence not the default).
         gated_norm: fused kernel path: which kernels compute the gated RMSNorm,
             "bsmamba2" (ours, `gated_norm.py`, the default: many programs per SM in the
             backward pass) or "mamba_ssm" (its `rmsnorm_fn`); same numbers to float32
@@ -149,6 +156,7 @@ class BSMamba2Config:
     fused_block: bool = True
     short_scan: bool = True
     long_scan: bool = True
+    long_scan_backward: str = "mamba_ssm"
     gated_norm: str = "bsmamba2"
     packed_gate: bool = True
 
@@ -175,6 +183,11 @@ class BSMamba2Config:
         if not isinstance(self.gated_norm, str) or self.gated_norm not in GATED_NORMS:
             raise UserValueError(f"model.gated_norm: expected one of {', '.join(GATED_NORMS)}, "
                                  f"got {self.gated_norm!r}. Fix: leave it out (bsmamba2).")
+        if not isinstance(self.long_scan_backward, str) \
+                or self.long_scan_backward not in LONG_SCAN_BACKWARDS:
+            raise UserValueError(f"model.long_scan_backward: expected one of "
+                                 f"{', '.join(LONG_SCAN_BACKWARDS)}, got "
+                                 f"{self.long_scan_backward!r}. Fix: leave it out (mamba_ssm).")
         if not isinstance(self.backend, str) or self.backend not in BACKENDS:
             raise UserValueError(f"model.backend: expected one of {', '.join(BACKENDS)}, got "
                                  f"{self.backend!r}. Fix: use 'auto' unless you need to force one.")

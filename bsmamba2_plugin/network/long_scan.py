@@ -1,29 +1,32 @@
-"""The SSD scan of long sequences (the time axis) in two Triton kernels, one per pass.
+"""The SSD scan of long sequences (the time axis) in Triton kernels of our own.
 
 mamba_ssm's chunked scan runs ~9 kernels forward and backward and materialises float32
 chunk states of (n, chunks, heads, headdim, d_state) between them. `long_scan` computes
-the same function as `ssd_reference` / mamba_ssm's `mamba_chunk_scan_combined` with one
-program per (sequence, head) that runs the chunks in order and keeps the state in
-registers (forward), and one per (sequence, group) that recomputes the chunk-start
-states into a small scratch and runs the chunks backward carrying the state's gradient
-(kernels and their math in `long_scan_triton.py`). Arguments and results follow
-mamba_ssm's conventions, as `short_scan`'s do, so that it replaces mamba_ssm's scan in
-`bimamba2_fused` (`long_scan_ops`).
+the same function as `ssd_reference` / mamba_ssm's `mamba_chunk_scan_combined`. Forward:
+one kernel, one program per (sequence, head) that runs the chunks in order and keeps the
+state in registers. Backward: three kernels, the chunk-start states (one program per
+(sequence, head)), their gradients (likewise, backward), then the gradients of every chunk
+at once (one program per (sequence, chunk, group)); kernels and their math in
+`long_scan_triton.py`. Arguments and results follow mamba_ssm's conventions, as
+`short_scan`'s do, so that it replaces mamba_ssm's scan in `bimamba2_fused`
+(`long_scan_ops`).
 
-Off by default: the config key `long_scan: true` (`plan.py`) sends the forward pass of
-the sequences longer than `SHORT_SCAN_MAX_LENGTH` that `long_scan_fits` takes through it,
+The config key `long_scan: true` (the default; `plan.py`) sends the forward pass of the
+sequences longer than `SHORT_SCAN_MAX_LENGTH` that `long_scan_fits` takes through it,
 their backward pass through mamba_ssm's (`long_scan_ops(backward="mamba_ssm")`): on an
-H100 our backward was 3.6x slower than mamba_ssm's, our forward 2.06x faster
-(benchmarks/results/gpu_h100_2026-12-06c/). The kernels are checked against the float64
+H100 our forward was 2.06x faster than mamba_ssm's, and our first backward (one program
+per (sequence, group) carrying the state's gradient through 16 heads x 26 chunks in
+turn) 3.6x slower (benchmarks/results/gpu_h100_2026-12-06c/). The three-kernel backward
+that replaced it has not yet run on a GPU. The kernels are checked against the float64
 reference under Triton's interpreter (tests/test_long_scan.py) and against mamba_ssm's
 scan on a GPU (the CUDA test there); benchmarks/gpu_long_scan.py times them.
 
-Scratch of the backward pass (float32, freed when it returns): the chunk-start states of
-one head at a time per (sequence, group, head split), n x g x splits x ceil(l / L) x p x
-ns, and dB, dC summed over a program's heads, 2 x n x l x splits x g x ns. At the time
-axis of the paper's batch (n = 310, l = 801, g = 2, p = 64, ns = 128, the backward's
-L = 32, one split): 528 MB of states (26 chunks) and 2 x 254 MB for dB and dC. The forward
-pass needs none.
+Scratch of the backward pass (freed when it returns): the chunk-start states and their
+gradients in the inputs' dtype, 2 x n x h x ceil(l / L) x ns x p, and float32 sums of
+n x h x ceil(l / L) x 4. At the time axis of the paper's batch (n = 310, l = 801, h = 32,
+p = 64, ns = 128, bf16, the backward's L = 32: 26 chunks) 2 x 4.2 GB; at L = 64,
+2 x 2.1 GB (mamba_ssm's backward at its chunk of 128: two float32 tensors of 2.3 GB).
+The forward pass needs none.
 """
 
 from __future__ import annotations
@@ -39,11 +42,10 @@ __all__ = ["LONG_SCAN_CHUNK", "LONG_SCAN_CHUNK_BACKWARD", "LONG_SCAN_CHUNK_FLOAT
 
 # Chunk lengths L (steps per chunk: the quadratic form's (L, L) tiles). Forward and
 # backward need not chunk alike (the backward recomputes what it needs from the inputs).
-# They are bound by shared memory: compiled for an H100 (sm_90, at most 227 KB a program)
-# at the paper's widths as Triton launches them (benchmarks/kernel_registers.py), the
-# forward needs 131 KB at L = 64 with bf16 inputs; the backward 238 KB at L = 64 with bf16
-# (too much), 140 KB at L = 32 with bf16 and 132 KB with float32 inputs, whose dot operands
-# are twice as wide (the forward: 115 KB at L = 32). (With `_BWD_STAGES` 3, below.)
+# They are bound by shared memory and registers: compiled for an H100 (sm_90, at most
+# 227 KB a program) at the paper's widths as Triton launches them
+# (benchmarks/kernel_registers.py), the forward needs 131 KB at L = 64 with bf16 inputs
+# (115 KB at L = 32).
 LONG_SCAN_CHUNK = 32  #: the forward's L for 16-bit inputs
 LONG_SCAN_CHUNK_FLOAT32 = 32  #: the forward's L for float32 inputs
 LONG_SCAN_CHUNK_BACKWARD = 32  #: the backward's L
@@ -51,15 +53,19 @@ _STATE_ELEMENTS = 64 * 128  # the largest state (headdim x d_state) held in regi
 # warps per program (sm_90, paper widths, as launched; benchmarks/kernel_registers.py):
 # the forward with 16-bit inputs at L = 32 and 4 warps uses 255 registers a thread, no
 # spills (at L = 64: 240 at 8 warps; 255 and 36 bytes of spills at 4); with float32 inputs
-# 4 warps spill 252 bytes, so those take 8; the backward spills 1.8 KB a thread at 8 warps
-# (2.8 KB at 4). The 16-bit forward's launch is the best of
+# 4 warps spill 252 bytes, so those take 8. The 16-bit forward's launch is the best of
 # `benchmarks/gpu_long_scan.py --sweep` on an H100 (310 x 801 steps, bf16): L = 32, 4
 # warps, 3 stages 3.19 ms; L = 64, 8 warps 4.96 ms.
-_FWD_WARPS, _FWD_WARPS_FLOAT32, _BWD_WARPS = 4, 8, 8
+# The backward's per-chunk kernel (`_BWD_*`; the state and its gradient, 2 x 64 x 128,
+# and dB, dC of the chunk in registers) spills at every launch, bf16 at L = 32: 196 bytes
+# a thread at 8 warps and 1 stage, 232 at 2 stages, 780-896 at 4 warps; at L = 64:
+# 1034-1048 at 8 warps. Its state kernels (`_STATE_*`) spill at none (bf16: 123-130
+# registers at 4 warps, 3 stages). Offline choices, not yet timed: the GPU sweep decides.
+_FWD_WARPS, _FWD_WARPS_FLOAT32, _BWD_WARPS, _STATE_WARPS = 4, 8, 8, 4
 # software-pipelining stages of the chunk loops (Triton's default 3 loads the next chunks'
-# inputs ahead, into shared memory; 1 loads each chunk when it starts: the backward at
-# L = 64 then needs 90 KB instead of 238 KB); benchmarks/gpu_long_scan.py --sweep times both
-_FWD_STAGES, _BWD_STAGES = 3, 3
+# inputs ahead, into shared memory; 1 loads each chunk when it starts);
+# benchmarks/gpu_long_scan.py --sweep times both
+_FWD_STAGES, _BWD_STAGES, _STATE_STAGES = 3, 1, 3
 
 
 def _supported_width(width: int, most: int) -> bool:
@@ -80,7 +86,8 @@ def long_scan_fits(length: int, headdim: int, d_state: int) -> bool:
 def _kernels():
     from . import long_scan_triton as k  # imports triton
 
-    return k.long_scan_fwd, k.long_scan_bwd
+    return (k.long_scan_fwd, k.long_scan_bwd_states, k.long_scan_bwd_dstates,
+            k.long_scan_bwd_chunks)
 
 
 def default_chunk(dtype: torch.dtype, *, backward: bool) -> int:
@@ -132,37 +139,39 @@ def long_scan_forward(x, dt, A, B, C, chunk_size=None, *, D, dt_bias, dt_softplu
 
 
 def long_scan_backward(dy, y, x, dt, A, B, C, chunk_size=None, *, D, dt_bias,
-                       dt_softplus=True, scan_chunk=None, head_splits=1):
+                       dt_softplus=True, scan_chunk=None):
     """Gradients (dx, ddt, dA, dB, dC, dD, ddt_bias) of the scan for the output gradient
     dy; `y` (unused: everything is recomputed from the inputs) keeps mamba_ssm's
-    signature. `scan_chunk`: the chunk L (None: `default_chunk`); `head_splits`
-    programs share a group's heads (more parallel work, and that many float32 dB and dC
-    partial sums to add up); it must divide the heads of a group."""
+    signature. `scan_chunk`: the chunk L (None: `default_chunk`)."""
     del y, chunk_size
     if scan_chunk is None:
         scan_chunk = default_chunk(x.dtype, backward=True)
     n, length, nheads, headdim, ngroups, d_state = _check(x, dt, A, B, C, D, dt_bias,
                                                            scan_chunk)
-    if (nheads // ngroups) % head_splits:
-        raise ValueError(f"long_scan: head_splits {head_splits} does not divide the "
-                         f"{nheads // ngroups} heads of a group")
     x, dt, A, B, C, D, dt_bias, dy = (t.contiguous()
                                       for t in (x, dt, A, B, C, D, dt_bias, dy))
-    dx, ddt = torch.empty_like(x), torch.empty_like(dt)
-    f32 = {"device": x.device, "dtype": torch.float32}
-    sums_b = torch.zeros(n, length, head_splits, ngroups, d_state, **f32)
-    sums_c = torch.zeros(n, length, head_splits, ngroups, d_state, **f32)
-    part = torch.zeros(n, 3, nheads, **f32)
+    dx, ddt, dB, dC = (torch.empty_like(t) for t in (x, dt, B, C))
+    chunks = math.ceil(length / scan_chunk)
+    part = torch.zeros(n, chunks, 3, nheads, device=x.device, dtype=torch.float32)
     if n and length:
-        chunks = math.ceil(length / scan_chunk)
-        states = torch.empty(n, ngroups * head_splits, chunks, d_state, headdim, **f32)
-        _kernels()[1][(n, ngroups * head_splits)](
-            x, dt, A, B, C, D, dt_bias, dy, dx, ddt, sums_b, sums_c, part, states, length,
-            **_launch_args(x, B, length, nheads, ngroups, dt_softplus, scan_chunk),
-            KS=head_splits, num_warps=_BWD_WARPS, num_stages=_BWD_STAGES)
-        del states
-    dB, dC = (s.sum(2).to(B.dtype) for s in (sums_b, sums_c))
-    sums = part.sum(0)
+        states_kernel, dstates_kernel, chunks_kernel = _kernels()[1:]
+        launch = _launch_args(x, B, length, nheads, ngroups, dt_softplus, scan_chunk)
+        warps = {"num_warps": _BWD_WARPS, "num_stages": _BWD_STAGES}
+        # the chunk-start states and the gradients of the chunk-end states, in x's dtype
+        states = torch.empty(n, nheads, chunks, d_state, headdim, device=x.device,
+                             dtype=x.dtype)
+        dstates = torch.empty_like(states)
+        decay = torch.empty(n, nheads, chunks, device=x.device, dtype=torch.float32)
+        states_kernel[(n, nheads)](x, dt, A, B, dt_bias, states, length, **launch,
+                                   num_warps=_STATE_WARPS, num_stages=_STATE_STAGES)
+        dstates_kernel[(n, nheads)](dt, A, C, dt_bias, dy, states, dstates, decay, length,
+                                    **launch, num_warps=_STATE_WARPS,
+                                    num_stages=_STATE_STAGES)
+        chunks_kernel[(n * chunks, ngroups)](x, dt, A, B, C, D, dt_bias, dy, states,
+                                             dstates, decay, dx, ddt, dB, dC, part, length,
+                                             **launch, **warps)
+        del states, dstates, decay
+    sums = part.sum((0, 1))
     return (dx, ddt, sums[0].to(A.dtype), dB, dC, sums[1].to(D.dtype),
             sums[2].to(dt_bias.dtype))
 

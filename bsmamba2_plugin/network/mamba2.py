@@ -231,6 +231,7 @@ class BiMamba2(nn.Module):
                     return bimamba2_fused(self, x, recompute=plan.recompute == "selective",
                                           short_scan=plan.short_scan,
                                           long_scan=plan.long_scan,
+                                          long_scan_backward=plan.long_scan_backward,
                                           gated_norm=plan.gated_norm,
                                           packed_gate=plan.packed_gate)
                 return self._forward(x, plan.backend)
@@ -250,7 +251,7 @@ class BiMamba2(nn.Module):
 
         mixer = self.forward_blocks[0].mixer
         # the fused call's widths (both directions) bound the per-direction path too;
-        # long_scan computes the forward pass only (mamba_ssm's backward: its limits)
+        # with long_scan mamba_ssm's limits stay (its backward; with ours a safe bound)
         ours = own_scan(length, mixer.headdim, mixer.d_state, short_scan=plan.short_scan,
                         long_scan=plan.long_scan)
         return block_sequences_per_call(self, length, device=device,

@@ -14,7 +14,9 @@ the same plan from its config). No environment variable and no class attribute t
                                                             band axis) through short_scan
     long_scan       model.long_scan, fused kernel path      sequences of > 64 steps (the
                                                             time axis): forward through
-                                                            long_scan, backward mamba_ssm
+                                                            long_scan
+    long_scan_backward  model.long_scan_backward, with      their backward pass: mamba_ssm
+                    long_scan                               | bsmamba2 (long_scan's)
     gated_norm      model.gated_norm, fused kernel path     bsmamba2 (ours) | mamba_ssm
     packed_gate     model.packed_gate, our gated norm       the norm reads the gate z
                                                             from the projection (no copy;
@@ -58,8 +60,9 @@ class ExecutionPlan:
         short_scan: fused kernel path: sequences of at most 64 steps through `short_scan`
             instead of mamba_ssm's chunked scan.
         long_scan: fused kernel path: the forward pass of sequences of more than 64 steps
-            through `long_scan` (where its widths fit), their backward pass through
-            mamba_ssm's chunked scan's.
+            through `long_scan` (where its widths fit).
+        long_scan_backward: with `long_scan`, their backward pass: "mamba_ssm" (its
+            chunked scan's) or "bsmamba2" (`long_scan_backward`); None without long_scan.
         gated_norm: fused kernel path: whose kernels compute the gated RMSNorm,
             "bsmamba2" (`gated_norm.py`) or "mamba_ssm"; None elsewhere.
         packed_gate: fused kernel path with our gated norm: without autograd and under
@@ -77,6 +80,7 @@ class ExecutionPlan:
     fused_block: bool
     short_scan: bool
     long_scan: bool
+    long_scan_backward: str | None
     gated_norm: str | None
     recompute: str
     packed_gate: bool
@@ -93,8 +97,9 @@ class ExecutionPlan:
         if kernel and self.fused_block:
             lines.append("band axis (<= 64 steps): " + ("short_scan" if self.short_scan
                                                         else "mamba_ssm chunked scan"))
+            backward = "long_scan" if self.long_scan_backward == "bsmamba2" else "mamba_ssm"
             lines.append("time axis (> 64 steps): " + (
-                "long_scan forward, mamba_ssm backward" if self.long_scan
+                f"long_scan forward, {backward} backward" if self.long_scan
                 else "mamba_ssm chunked scan"))
             lines.append("gated norm: " + ("ours (gated_norm.py)" if self.gated_norm == "bsmamba2"
                                            else "mamba_ssm's rmsnorm_fn")
@@ -129,6 +134,7 @@ def resolve_plan(config: BSMamba2Config, device: torch.device | str) -> Executio
     return ExecutionPlan(
         device_type=device.type, backend=backend, fused_block=fused,
         short_scan=fused and config.short_scan, long_scan=fused and config.long_scan,
+        long_scan_backward=config.long_scan_backward if fused and config.long_scan else None,
         gated_norm=config.gated_norm if fused else None, recompute=recompute,
         packed_gate=fused and config.gated_norm == "bsmamba2" and config.packed_gate,
         cpu_tokens_per_group=CPU_TOKENS_PER_GROUP if device.type == "cpu" else None)
