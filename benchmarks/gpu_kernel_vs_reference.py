@@ -2,6 +2,7 @@
 backend (pure PyTorch) on the paper model, same weights.
 
     python benchmarks/gpu_kernel_vs_reference.py [--seconds 8] [--skip-timing]
+        [--set KEY=VALUE ...]
 
 For float32 and for bf16 autocast it prints the relative L2 error
 ||kernel - reference|| / ||reference|| of the output and of the gradient of a
@@ -11,7 +12,9 @@ reference backend. Then it times inference and a training step on both backends.
 (MSE, not L1: the gradient of L1 jumps where an output crosses its target, which
 would measure that jump rather than the backends.)
 Needs CUDA and mamba_ssm (a build without its CUDA extension is enough). The
-reference model uses gradient checkpointing (same gradients, less memory).
+reference model uses gradient checkpointing (same gradients, less memory). `--set`
+changes model config keys of the kernel model (values as in YAML), e.g.
+`--set long_scan_backward=bsmamba2` checks our time-axis backward.
 """
 
 from __future__ import annotations
@@ -70,7 +73,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="model config keys of the kernel model")
     args = parser.parse_args()
+    import yaml
+
+    changes = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item}: expected KEY=VALUE")
+        changes[key] = yaml.safe_load(value)
     if not torch.cuda.is_available():
         print("CUDA is not available; nothing to check.")
         return 1
@@ -83,7 +96,7 @@ def main() -> int:
           f"mamba_ssm {ops.version} ({ops.how})")
     torch.manual_seed(0)
     device = torch.device("cuda")
-    kernel_model = BSMamba2(BSMamba2Config.paper(backend="kernel")).to(device)
+    kernel_model = BSMamba2(BSMamba2Config.paper(backend="kernel", **changes)).to(device)
     # The reference stores far more activations than the fused kernels: recompute them
     # block by block (identical gradients) so that the paper model fits in 80 GB.
     reference_model = BSMamba2(BSMamba2Config.paper(
@@ -101,7 +114,7 @@ def main() -> int:
     del exact
     torch.cuda.empty_cache()
 
-    print(f"\nkernel vs reference, paper config, input 1 x 2 x {samples} ({args.seconds:g} s); "
+    print(f"\nkernel vs reference, paper config{''.join(f', {k}: {v}' for k, v in changes.items())}, input 1 x 2 x {samples} ({args.seconds:g} s); "
           f"relative L2 errors; 'truth' = reference backend in float64")
     print("| precision | output k-r | gradient k-r | worst gradient tensor k-r | output k-truth "
           "| output r-truth | gradient k-truth | gradient r-truth | limit (k-r) |")

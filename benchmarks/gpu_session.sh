@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (no network): install the carried wheels, run the CUDA
 # tests, the profile and the bench. Logs go to $OUT. Usage: bash benchmarks/gpu_session.sh
-#   [tests[ -k EXPR]] [tests-each FILE] ["profile[ ARGS]"] [accuracy] ["scan[ ARGS]"]
+#   [tests[ -k EXPR]] [tests-each FILE] ["profile[ ARGS]"] ["accuracy[ ARGS]"] ["scan[ ARGS]"]
 #   ["norm[ ARGS]"] ["long-scan ARGS"] [sizes[ CASES]]
 #   ["bench MODELS..."] ["split-conv ARGS"] [train-runs] [compare[BUDGET_S]] ["cpu-speed ARGS"]
 #   [train-gap[STEPS]]
@@ -111,8 +111,9 @@ for step in "$@"; do
               python3 -P benchmarks/gpu_long_scan.py $opts 2>&1 | tee "$OUT/${tag}long_scan.log" ;;
     norm*) opts=${step#norm}; PYTHONPATH=$PYTHONPATH:$PWD/benchmarks timeout 200 python3 -P \
               benchmarks/gpu_gated_norm.py $opts 2>&1 | tee "$OUT/${tag}gated_norm.log" ;;
-    accuracy) timeout 200 python3 -P benchmarks/gpu_kernel_vs_reference.py --skip-timing 2>&1 \
-              | tee "$OUT/${tag}accuracy.log" ;;
+    accuracy*) opts=${step#accuracy}; p=$((p + 1))
+              timeout 200 python3 -P benchmarks/gpu_kernel_vs_reference.py --skip-timing \
+                  $opts 2>&1 | tee "$OUT/${tag}accuracy-$p.log" ;;
   esac
 done
 (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | tar -czf "$OUT/triton_autotune.tar.gz" -T -)

@@ -1,7 +1,7 @@
 """Registers, spills and shared memory of our Triton kernels, compiled for sm_90 offline.
 
     python benchmarks/kernel_registers.py [--no-hints] [--only conv_bwd_pre ...]
-        [--warps 4 8 16] [--stages 1 2 3]
+        [--warps 4 8 16] [--stages 1 2 3] [--long-scan-chunk 64]
 
 Needs no GPU: each kernel is compiled with `triton.compile` for an sm_90 target at the
 launch parameters the package uses for the paper widths (d_inner 1024, d_state 128, 16
@@ -113,9 +113,10 @@ def _short_scan_specs() -> list[Spec]:
     ]
 
 
-def _long_scan_specs() -> list[Spec]:
+def _long_scan_specs(backward_chunk: int | None = None) -> list[Spec]:
     # long_scan.py at the time axis (model.long_scan: true): 2 x 16 heads of 64 channels,
-    # 2 groups, bf16 and float32 inputs, each pass at its default chunk (default_chunk)
+    # 2 groups, bf16 and float32 inputs, each pass at its default chunk (default_chunk) or
+    # the backward at `backward_chunk`
     length = AXES["time"][1]
     x = torch.empty(1, length, 2 * H, 2 * DI // (2 * H), device="meta")
     B = torch.empty(1, length, 2, NS, device="meta")
@@ -129,8 +130,9 @@ def _long_scan_specs() -> list[Spec]:
                           dict(inputs, Y=dtype, length=length), launch,
                           long_scan._FWD_WARPS if dtype == BF16 else long_scan._FWD_WARPS_FLOAT32,
                           long_scan._FWD_STAGES))
-        launch = long_scan._launch_args(x, B, length, 2 * H, 2, True,
-                                        long_scan.default_chunk(dtype, backward=True))
+        launch = long_scan._launch_args(
+            x, B, length, 2 * H, 2, True,
+            backward_chunk or long_scan.default_chunk(dtype, backward=True))
         label = f"{name}: {_constants(launch)}"
         state = (long_scan._STATE_WARPS, long_scan._STATE_STAGES)
         specs += [
@@ -232,8 +234,8 @@ def programs_per_sm(spec: Spec, m: dict) -> tuple[int, int]:
     return by_registers, by_shared
 
 
-def specs() -> list[Spec]:
-    return (_split_conv_specs() + _short_scan_specs() + _long_scan_specs()
+def specs(long_scan_chunk: int | None = None) -> list[Spec]:
+    return (_split_conv_specs() + _short_scan_specs() + _long_scan_specs(long_scan_chunk)
             + _gated_norm_specs())
 
 
@@ -248,6 +250,9 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", type=int, metavar="N",
                         help="compile at each of these pipelining stages (with --warps or "
                              "the shipped warps)")
+    parser.add_argument("--long-scan-chunk", type=int, metavar="L",
+                        help="long_scan's backward kernels at this chunk instead of its "
+                             "default")
     args = parser.parse_args()
     sweep = bool(args.warps or args.stages)
     print(f"Triton {triton.__version__}, sm_{CAPABILITY}a, "
@@ -260,7 +265,7 @@ def main() -> None:
         print("| kernel | launch | warps | registers | spills (stores / loads, bytes) | "
               "shared memory (bytes) |")
         print("|---|---|---|---|---|---|")
-    for spec in specs():
+    for spec in specs(args.long_scan_chunk):
         name = spec.kernel.__name__
         if args.only and name not in args.only:
             continue

@@ -57,9 +57,9 @@ _STATE_ELEMENTS = 64 * 128  # the largest state (headdim x d_state) held in regi
 # `benchmarks/gpu_long_scan.py --sweep` on an H100 (310 x 801 steps, bf16): L = 32, 4
 # warps, 3 stages 3.19 ms; L = 64, 8 warps 4.96 ms.
 # The backward's per-chunk kernel (`_BWD_*`; the state and its gradient, 2 x 64 x 128,
-# and dB, dC of the chunk in registers) spills at every launch, bf16 at L = 32: 196 bytes
-# a thread at 8 warps and 1 stage, 232 at 2 stages, 780-896 at 4 warps; at L = 64:
-# 1034-1048 at 8 warps. Its state kernels (`_STATE_*`) spill at none (bf16: 123-130
+# and dB, dC of the chunk in registers) spills at every launch, bf16 at L = 32: 184 bytes
+# a thread at 8 warps and 1 stage, 220-280 at 2-3 stages, 732-848 at 4 warps; at L = 64:
+# 1036-1228 at 8 warps. Its state kernels (`_STATE_*`) spill at none (bf16: 128 and 188
 # registers at 4 warps, 3 stages). Offline choices, not yet timed: the GPU sweep decides.
 _FWD_WARPS, _FWD_WARPS_FLOAT32, _BWD_WARPS, _STATE_WARPS = 4, 8, 8, 4
 # software-pipelining stages of the chunk loops (Triton's default 3 loads the next chunks'
