@@ -44,14 +44,16 @@ worst = {}
 # (n, l, h, g, p, ns, L): lengths of 1 step, part of a chunk, one chunk, a chunk and a
 # step, several chunks with a partial last one; L None: the default chunks (32 for these
 # float32 inputs, both passes: default_chunk); the paper's head dim 64 and
-# d_state 128 at 2 chunks and a part (2 heads a group); the time axis's 801 steps and
+# d_state 128 at 2 chunks and a part (2 heads a group) and at the default chunks (4 heads
+# a group); the time axis's 801 steps and
 # a slow decay (A / 100: the state carried far) at chunks of 64 and of 16
 for n, l, h, g, p, ns, L in [(2, 1, 2, 1, 16, 16, 64), (2, 5, 4, 2, 16, 16, 64),
                              (2, 64, 4, 2, 16, 16, 64), (1, 65, 3, 1, 16, 32, 64),
                              (2, 130, 4, 2, 16, 16, 64), (1, 200, 2, 2, 16, 32, 64),
                              (1, 1, 2, 2, 16, 16, 16), (2, 17, 4, 2, 16, 32, 16),
                              (2, 40, 4, 1, 16, 16, 16), (1, 70, 2, 1, 16, 16, None),
-                             (1, 150, 4, 2, 64, 128, 64), (1, 801, 2, 1, 16, 16, 64),
+                             (1, 150, 4, 2, 64, 128, 64), (1, 100, 8, 2, 64, 128, None),
+                             (1, 801, 2, 1, 16, 16, 64),
                              (2, 130, 4, 2, 16, 32, 16)]:
     x = torch.randn(n, l, h, p)
     dt = torch.randn(n, l, h) * 2 - 1

@@ -18,9 +18,10 @@ them every chunk's gradients are independent):
 
 1. `long_scan_bwd_states`, one program per (sequence, head): the chunks in order, storing
    the state entering each, S_c (S_0 = 0), in the scratch `States`;
-2. `long_scan_bwd_dstates`, one program per (sequence, head): the chunks backward,
-   storing dS_c, the gradient of the state leaving chunk c (0 for the last), in
-   `DStates`:
+2. `long_scan_bwd_dstates`, one program per (sequence, head), after the first: the
+   chunks backward, storing dS_c, the gradient of the state leaving chunk c (0 for the
+   last), in `DStates`, and exp(a_L) <dS_c, S_c>, the gradient of chunk c's total decay
+   a_L through the state it carries over, in `Decay`:
 
        dS_in = exp(a_L) dS_out + sum_t e_t C_t dy_t^T
 
@@ -37,7 +38,7 @@ them every chunk's gradients are independent):
    atomics).
 
 The scratches hold the states in the inputs' dtype, the precision the products read them
-in (the one exception, exp(a_L) <dS, S> for dA and ddt, then sees them rounded too).
+in (<dS, S> is formed from the float32 dS and the stored S).
 
 Layouts (contiguous): x, y, dy (n, l, h, p); dt (n, l, h); B, C (n, l, g, ns);
 A, D, dt_bias (h,). L is the chunk length, NC = ceil(l / L) the chunk count (constexpr:
