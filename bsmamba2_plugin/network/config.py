@@ -5,8 +5,9 @@
 `bs_mamba2` model (so an msst `bs_mamba2` config switches to `bsmamba2` by
 changing the model type) plus the Mamba2 widths of mamba_ssm (`d_state`,
 `expand`, `headdim`, `d_conv`, `chunk_size`) and our switches of the code path
-(`backend`, `gradient_checkpointing`, `fused_block`, `short_scan`, `long_scan`; `plan.py`
-turns them into an execution plan).
+(`backend`, `gradient_checkpointing`, `fused_block`, `short_scan`, `long_scan`,
+`long_scan_backward`, `gated_norm`, `packed_gate`; `plan.py` turns them into an execution
+plan).
 
 Defaults are the paper's (arXiv 2508.14556, official code EuiYeonKim/BSMamba2):
 dim 256, depth 6, stereo, STFT 2048 / hop 441, the 62 BS-RoFormer bands, Mamba2
