@@ -78,6 +78,14 @@ def _rows(Ptr, seq, t, tmask, j, length, J: tl.constexpr, W: tl.constexpr):
 
 
 @triton.jit
+def _sequence_head(H: tl.constexpr, G: tl.constexpr):
+    # a grid (n, H) program's sequence (64-bit: offsets grow with it), head and group
+    seq = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    return seq, h, h // (H // G)
+
+
+@triton.jit
 def _chunk(X, DT, A, DTB, Bm, Cm, seq, g, h, c, length, H: tl.constexpr, G: tl.constexpr,
            P: tl.constexpr, NS: tl.constexpr, L: tl.constexpr, SOFTPLUS: tl.constexpr):
     # chunk c of head h: `_steps`, x (L, P), B and C (L, NS) with their offsets
@@ -101,9 +109,7 @@ def _state_update(S, xv, Bv, dt, acum, a_last):
 def long_scan_fwd(X, DT, A, Bm, Cm, D, DTB, Y, length,
                   H: tl.constexpr, G: tl.constexpr, P: tl.constexpr, NS: tl.constexpr,
                   L: tl.constexpr, NC: tl.constexpr, SOFTPLUS: tl.constexpr):
-    seq = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
-    g = h // (H // G)
+    seq, h, g = _sequence_head(H, G)
     d_h = tl.load(D + h).to(tl.float32)
     S = tl.zeros((NS, P), dtype=tl.float32)
     for c in range(NC):
@@ -134,9 +140,7 @@ def long_scan_bwd_states(X, DT, A, Bm, DTB, States, length,
                          NS: tl.constexpr, L: tl.constexpr, NC: tl.constexpr,
                          SOFTPLUS: tl.constexpr):
     # grid (n, H). States (n, H, NC, NS, P): S_c, the state entering chunk c
-    seq = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
-    g = h // (H // G)
+    seq, h, g = _sequence_head(H, G)
     S = tl.zeros((NS, P), dtype=tl.float32)
     tl.store(_state_offsets(States, seq, h, 0, H, NS, P, NC), S.to(States.dtype.element_ty))
     for c in range(NC - 1):
@@ -158,9 +162,7 @@ def long_scan_bwd_dstates(DT, A, Cm, DTB, DY, States, DStates, Decay, length,
     # gradient of the state leaving chunk c (entering chunk c + 1; 0 for the last chunk).
     # Decay (n, H, NC) float32: exp(a_L) <dS_c, S_c> of chunk c, the gradient of its
     # total decay a_L through the state it carries over (States: S_c)
-    seq = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
-    g = h // (H // G)
+    seq, h, g = _sequence_head(H, G)
     dS = tl.zeros((NS, P), dtype=tl.float32)
     tl.store(_state_offsets(DStates, seq, h, NC - 1, H, NS, P, NC),
              dS.to(DStates.dtype.element_ty))
