@@ -12,8 +12,9 @@ backward above the inputs; the largest difference of the outputs and gradients b
 the two scans, relative to each tensor's largest value. `--sweep` also times long_scan's
 forward for chunks of 16 to 64 steps, 4 and 8 warps, 1 and 3 software-pipelining stages,
 and its backward half for chunks of 32 and 64 at 4 and 8 warps, 1 and 2 stages of its
-per-chunk kernel (the state kernels at their defaults), with each backward's peak memory.
-Tables on stdout.
+per-chunk kernel (the state kernels at their defaults), with each run's peak memory and
+its largest difference to the default launch's results (relative to each tensor's largest
+value). Tables on stdout.
 """
 
 from __future__ import annotations
@@ -87,9 +88,16 @@ def main() -> None:
     if not args.sweep:
         return
     print("\nlong_scan's launch settings (forward; backward half: its per-chunk kernel)")
-    print("| pass | chunk L | warps | stages | ms | peak MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| pass | chunk L | warps | stages | ms | peak MiB | max rel. diff to the default |")
+    print("|---|---|---|---|---|---|---|")
     y = module.long_scan_forward(*plain, **kw)
+    reference = {"fwd": [y], "bwd": module.long_scan_backward(probe, y, *plain, **kw)}
+
+    def difference(kind, got):
+        got = [got] if kind == "fwd" else got
+        return max(((a.float() - b.float()).abs().max()
+                    / b.float().abs().max().clamp_min(1e-12)).item()
+                   for a, b in zip(got, reference[kind]))
     defaults = (module._FWD_WARPS, module._FWD_STAGES, module._BWD_WARPS, module._BWD_STAGES)
     runs = [("fwd", chunk, warps, stages) for chunk in (16, 32, 64) for warps in (4, 8)
             for stages in (1, 3)] + [("fwd", 128, 8, 1)]
@@ -104,9 +112,10 @@ def main() -> None:
             call = functools.partial(module.long_scan_backward, probe, y, *plain, **kw,
                                      scan_chunk=chunk)
         try:
-            cells = f"{timed(call, args.repeats):.2f} | {peak_mib(call):.0f}"
+            cells = (f"{timed(call, args.repeats):.2f} | {peak_mib(call):.0f} | "
+                     f"{difference(kind, call()):.1e}")
         except (OutOfResources, torch.OutOfMemoryError) as error:  # e.g. shared memory
-            cells = f"{type(error).__name__}: {str(error)[:80]} |"
+            cells = f"{type(error).__name__}: {str(error)[:80]} | |"
         print(f"| {kind} | {chunk} | {warps} | {stages} | {cells} |", flush=True)
         module._FWD_WARPS, module._FWD_STAGES, module._BWD_WARPS, module._BWD_STAGES = \
             defaults
