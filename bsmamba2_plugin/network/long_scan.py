@@ -25,8 +25,8 @@ Scratch of the backward pass (freed when it returns): the chunk-start states and
 gradients in the inputs' dtype, 2 x n x h x ceil(l / L) x ns x p, and float32 sums of
 n x h x ceil(l / L) x 4. At the time axis of the paper's batch (n = 310, l = 801, h = 32,
 p = 64, ns = 128, bf16, the backward's L = 32: 26 chunks) 2 x 4.2 GB; at L = 64,
-2 x 2.1 GB (mamba_ssm's backward at its chunk of 128: two float32 tensors of 2.3 GB).
-The forward pass needs none.
+2 x 2.1 GB (mamba_ssm's backward at its chunk of 128: two float32 tensors of 2.3 GB, by
+their shapes). The forward pass needs none.
 """
 
 from __future__ import annotations
