@@ -50,8 +50,9 @@ Our own Triton kernels (`split_conv_triton.py`, `short_scan_triton.py`,
 put sequences on axis x (up to 2**31 - 1 blocks) and heads or groups on axis y. With
 `short_scan` on the band axis (`sequences_per_call(..., short_scan=True)`: our scan both
 ways) only the gated norm's rows bound a call. `long_scan` on the time axis computes the
-forward pass only; the backward pass is mamba_ssm's, so its limits stay (were both ours,
-the gated norm's rows would bound a call at 8 s: 801 x 2048 elements a sequence -> 1309
+forward pass only; the backward pass is mamba_ssm's, so its limits stay (with
+`long_scan_backward: bsmamba2` both passes are ours and they stay as a safe bound; the
+gated norm's rows alone would bound a call at 8 s: 801 x 2048 elements a sequence -> 1309
 sequences).
 """
 
