@@ -53,6 +53,27 @@ def reference_ops() -> types.SimpleNamespace:
     return types.SimpleNamespace(mamba_chunk_scan_combined=scan, rmsnorm_fn=rmsnorm_fn)
 
 
+def recording_scans(monkeypatch) -> tuple[list, object]:
+    """mamba_ssm's kernels (what `bimamba2_fused` loads with ops=None) replaced by
+    `reference_ops` whose chunked scan records its calls as "chunked": (calls, recording),
+    where recording(name, scan) wraps another stand-in scan (default: the reference one)
+    to record "name" in the same list."""
+    calls = []
+    chunked = reference_ops()
+
+    def recording(name, scan=chunked.mamba_chunk_scan_combined):
+        def run(*args, **kwargs):
+            calls.append(name)
+            kwargs.setdefault("dt_softplus", True)
+            return scan(*args, **kwargs)
+        return run
+
+    fake = types.SimpleNamespace(mamba_chunk_scan_combined=recording("chunked"),
+                                 rmsnorm_fn=chunked.rmsnorm_fn)
+    monkeypatch.setattr("bsmamba2_plugin.network.ssd.load_mamba_triton", lambda: fake)
+    return calls, recording
+
+
 @pytest.mark.parametrize("length", [1, 5, 37])
 def test_fused_block_equals_the_two_direction_reference(tiny_config, length) -> None:
     block = BiMamba2(tiny_config).double()

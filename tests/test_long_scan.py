@@ -26,7 +26,7 @@ from bsmamba2_plugin.network.long_scan import (
 )
 from bsmamba2_plugin.network.mamba2 import BiMamba2
 
-from test_bimamba2_fused import reference_ops
+from test_bimamba2_fused import recording_scans
 from triton_interpreter import run_interpreted
 
 # Bound on each output's error against float64, relative to the output's largest value:
@@ -35,7 +35,10 @@ from triton_interpreter import run_interpreted
 # a = cumsum(A dt) inside a chunk (measured worst: 4.0e-6 on dA, 1.1e-6 on ddt, against
 # 3.4e-7 and 1.5e-7 for the float32 reference).
 LONG_SCAN_CHECK = """
+import sys
 import torch
+sys.path.insert(0, "tests")
+from scan_truth import errors_to_float64
 from bsmamba2_plugin.network.ssd import ssd_reference
 from bsmamba2_plugin.network.long_scan import long_scan, long_scan_backward, long_scan_forward
 
@@ -68,17 +71,7 @@ for n, l, h, g, p, ns, L in [(2, 1, 2, 1, 16, 16, 64), (2, 5, 4, 2, 16, 16, 64),
     y = long_scan(x, dt, A, B, C, 128, D=D, dt_bias=dt_bias, scan_chunk=L)
     got = [y, *torch.autograd.grad((y * probe).sum(), leaves)]
     # float64 truth, and the float32 reference's own distance from it
-    runs = []
-    for dtype in (torch.float64, torch.float32):
-        wide = [t.detach().to(dtype).requires_grad_(True) for t in leaves]
-        yr = ssd_reference(*wide[:5], wide[5], dt_bias=wide[6])
-        runs.append([yr, *torch.autograd.grad((yr * probe.to(dtype)).sum(), wide)])
-    want, ref32 = runs
-    for name, a, b, r in zip(["y", "dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias"], got,
-                             want, ref32):
-        scale = b.abs().max().clamp_min(1e-12)
-        err = ((a.double() - b).abs().max() / scale).item()
-        ref_err = ((r.double() - b).abs().max() / scale).item()
+    for name, err, ref_err in errors_to_float64(got, leaves, probe):
         assert err <= 2 * ref_err + 2e-5, ((n, l, h, g, p, ns, L), name, err, ref_err)
         if err > worst.get(name, (0.0,))[0]:
             worst[name] = (err, ref_err, (n, l, h, g, p, ns, L))
@@ -272,24 +265,9 @@ def test_the_fused_block_routes_long_sequences_to_long_scan_when_asked(
     through mamba_ssm's chunked scan; the backward pass, plain and in the selective-recompute
     path, is mamba_ssm's backward half (here the stand-in scan's, recomputed under
     autograd, as where mamba_ssm has no halves). Stand-ins record which scan ran."""
-    calls = []
-    chunked = reference_ops()
-
-    def recording(name, scan):
-        def run(*args, **kwargs):
-            calls.append(name)
-            kwargs.setdefault("dt_softplus", True)
-            return scan(*args, **kwargs)
-        return run
-
-    fake = types.SimpleNamespace(
-        mamba_chunk_scan_combined=recording("chunked", chunked.mamba_chunk_scan_combined),
-        rmsnorm_fn=chunked.rmsnorm_fn)
-    monkeypatch.setattr("bsmamba2_plugin.network.ssd.load_mamba_triton", lambda: fake)
-    monkeypatch.setattr("bsmamba2_plugin.network.short_scan.short_scan",
-                        recording("short", chunked.mamba_chunk_scan_combined))
-    monkeypatch.setattr(long_scan_module, "long_scan_forward",
-                        recording("long", chunked.mamba_chunk_scan_combined))
+    calls, recording = recording_scans(monkeypatch)
+    monkeypatch.setattr("bsmamba2_plugin.network.short_scan.short_scan", recording("short"))
+    monkeypatch.setattr(long_scan_module, "long_scan_forward", recording("long"))
     config = tiny_config.replace(headdim=16, d_state=16)
     block = BiMamba2(config)
     x = torch.randn(2, length, config.dim)

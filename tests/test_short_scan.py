@@ -9,7 +9,6 @@ The CUDA check against mamba_ssm's scan is in test_kernel_cuda.py.
 from __future__ import annotations
 
 import importlib.util
-import types
 
 import pytest
 import torch
@@ -23,12 +22,14 @@ from bsmamba2_plugin.network.short_scan import (
     short_scan_forward,
 )
 
-from test_bimamba2_fused import reference_ops
+from test_bimamba2_fused import recording_scans
 from triton_interpreter import run_interpreted
 
 SHORT_SCAN_CHECK = """
+import sys
 import torch
-from bsmamba2_plugin.network.ssd import ssd_reference
+sys.path.insert(0, "tests")
+from scan_truth import errors_to_float64
 from bsmamba2_plugin.network.short_scan import short_scan, short_scan_backward, short_scan_forward
 
 torch.manual_seed(0)
@@ -47,17 +48,7 @@ for n, l, h, g, p, ns in [(2, 5, 4, 2, 16, 16), (3, 17, 2, 1, 16, 32), (1, 1, 2,
     y = short_scan(x, dt, A, B, C, 64, D=D, dt_bias=dt_bias)
     got = [y, *torch.autograd.grad((y * probe).sum(), leaves)]
     # float64 truth, and the float32 reference's own distance from it
-    runs = []
-    for dtype in (torch.float64, torch.float32):
-        wide = [t.detach().to(dtype).requires_grad_(True) for t in leaves]
-        yr = ssd_reference(*wide[:5], wide[5], dt_bias=wide[6])
-        runs.append([yr, *torch.autograd.grad((yr * probe.to(dtype)).sum(), wide)])
-    want, ref32 = runs
-    for name, a, b, r in zip(["y", "dx", "ddt", "dA", "dB", "dC", "dD", "ddt_bias"], got,
-                             want, ref32):
-        scale = b.abs().max().clamp_min(1e-12)
-        err = ((a.double() - b).abs().max() / scale).item()
-        ref_err = ((r.double() - b).abs().max() / scale).item()
+    for name, err, ref_err in errors_to_float64(got, leaves, probe):
         assert err <= 2 * ref_err + 2e-5, ((n, l, h, g, p, ns), name, err, ref_err)
         worst = max(worst, err)
     # the halves (gradient_checkpointing "selective") give the same numbers
@@ -105,22 +96,8 @@ def test_the_fused_block_routes_one_chunk_sequences_to_short_scan(
     steps go through short_scan, longer ones through mamba_ssm's chunked scan; with
     short_scan off (the config's `short_scan: false`) all go to mamba_ssm. Stand-ins record
     which scan ran."""
-    calls = []
-    chunked = reference_ops()
-
-    def recording(name, scan):
-        def run(*args, **kwargs):
-            calls.append(name)
-            kwargs.setdefault("dt_softplus", True)
-            return scan(*args, **kwargs)
-        return run
-
-    fake = types.SimpleNamespace(
-        mamba_chunk_scan_combined=recording("chunked", chunked.mamba_chunk_scan_combined),
-        rmsnorm_fn=chunked.rmsnorm_fn)
-    monkeypatch.setattr("bsmamba2_plugin.network.ssd.load_mamba_triton", lambda: fake)
-    monkeypatch.setattr(short_scan_module, "short_scan",
-                        recording("short", chunked.mamba_chunk_scan_combined))
+    calls, recording = recording_scans(monkeypatch)
+    monkeypatch.setattr(short_scan_module, "short_scan", recording("short"))
     config = tiny_config.replace(headdim=16, d_state=16)
     block = BiMamba2(config)
     x = torch.randn(2, length, config.dim)

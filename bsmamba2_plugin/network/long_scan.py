@@ -59,7 +59,7 @@ _STATE_ELEMENTS = 64 * 128  # the largest state (headdim x d_state) held in regi
 # The backward's per-chunk kernel (`_BWD_*`; the state and its gradient, 2 x 64 x 128,
 # and dB, dC of the chunk in registers) spills at every launch, bf16 at L = 32: 184 bytes
 # a thread at 8 warps and 1 stage, 220-280 at 2-3 stages, 732-848 at 4 warps; at L = 64:
-# 1036-1228 at 8 warps. Its state kernels (`_STATE_*`) spill at none (bf16: 128 and 188
+# 1036-1228 at 8 warps. Its state kernels (`_STATE_*`) spill at none (bf16: 128 and 202
 # registers at 4 warps, 3 stages). Offline choices, not yet timed: the GPU sweep decides.
 _FWD_WARPS, _FWD_WARPS_FLOAT32, _BWD_WARPS, _STATE_WARPS = 4, 8, 8, 4
 # software-pipelining stages of the chunk loops (Triton's default 3 loads the next chunks'

@@ -167,21 +167,23 @@ def long_scan_bwd_dstates(DT, A, Cm, DTB, DY, States, DStates, Decay, length,
     tl.store(_state_offsets(DStates, seq, h, NC - 1, H, NS, P, NC),
              dS.to(DStates.dtype.element_ty))
     tl.store(Decay + (seq * H + h) * NC + NC - 1, 0.0)
+    _, t, tmask, _, _, _, acum, a_last = _steps(DT, A, DTB, seq, h, NC - 1, length, H, L,
+                                                SOFTPLUS)
     for j in range(NC - 1):
         c = NC - 1 - j  # the chunk whose entering state's gradient this makes
-        _, t, tmask, _, _, _, acum, a_last = _steps(DT, A, DTB, seq, h, c, length, H, L,
-                                                    SOFTPLUS)
         _, Cv = _rows(Cm, seq, t, tmask, g, length, G, NS)
         _, dyv = _rows(DY, seq, t, tmask, h, length, H, P)
         dye = (dyv.to(tl.float32) * tl.exp(acum)[:, None]).to(Cv.dtype)
         dS = tl.exp(a_last) * dS + tl.dot(tl.trans(Cv), dye)
         tl.store(_state_offsets(DStates, seq, h, c - 1, H, NS, P, NC),
                  dS.to(DStates.dtype.element_ty))
-        # chunk c - 1's total decay, with dS in float32 (S as stored)
-        a_prev = _steps(DT, A, DTB, seq, h, c - 1, length, H, L, SOFTPLUS)[7]
+        # chunk c - 1 (its steps also serve the next iteration): its total decay's
+        # gradient, with dS in float32 (S as stored)
+        _, t, tmask, _, _, _, acum, a_last = _steps(DT, A, DTB, seq, h, c - 1, length, H, L,
+                                                    SOFTPLUS)
         S = tl.load(_state_offsets(States, seq, h, c - 1, H, NS, P, NC)).to(tl.float32)
         tl.store(Decay + (seq * H + h) * NC + c - 1,
-                 tl.exp(a_prev) * tl.sum(tl.sum(dS * S, axis=1), axis=0))
+                 tl.exp(a_last) * tl.sum(tl.sum(dS * S, axis=1), axis=0))
 
 
 @triton.jit
